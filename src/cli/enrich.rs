@@ -1,0 +1,239 @@
+//! `sluice enrich`: NDJSON in, envelopes out, through the same engine as the service (same
+//! modes, capacity, retries, lookups). A reader thread parses and validates lines in
+//! batches; the engine's backlog bound is the backpressure (a refused batch waits and is
+//! offered again). Lines that are not valid records are reported on stderr with their line
+//! number and counted; everything else still runs, and the exit code is 1 if any line was
+//! rejected.
+
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{CliError, build_lookup};
+use crate::engine::admit::{Admitted, RecordRules};
+use crate::engine::outcome::OutcomeKind;
+use crate::engine::{Engine, SubmitError};
+use crate::settings::{Settings, SinkKind, SinkSettings};
+use crate::sink::{self, Sink};
+
+const BATCH: usize = 1024;
+const SHOWN_REJECTS: usize = 20;
+
+/// Command-line options of `sluice enrich`.
+pub struct Options {
+    pub input: String,
+    pub output: String,
+    pub dead_letter: Option<String>,
+    pub progress: bool,
+}
+
+struct Parsed {
+    records: Vec<Admitted>,
+    rejected: u64,
+}
+
+fn open_sink(target: &str) -> Result<Box<dyn Sink>, CliError> {
+    let settings = if target == "-" {
+        SinkSettings {
+            kind: SinkKind::Stdout,
+            path: String::new(),
+        }
+    } else {
+        SinkSettings {
+            kind: SinkKind::File,
+            path: target.to_string(),
+        }
+    };
+    sink::open(&settings).map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+/// Run the offline enrichment.
+pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
+    let lookup = build_lookup(&settings)?;
+    let input: Box<dyn Read + Send> = if opts.input == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(&opts.input).map_err(|e| {
+            CliError::Usage(vec![format!("--input: cannot open `{}`: {e}", opts.input)])
+        })?)
+    };
+    let output = open_sink(&opts.output)?;
+    let dead = match &opts.dead_letter {
+        Some(t) => open_sink(t)?,
+        None => sink::open(&settings.dead_letter).map_err(|e| CliError::Runtime(e.to_string()))?,
+    };
+    let rules = RecordRules::from_settings(&settings)
+        .map_err(|e| CliError::Usage(vec![e.to_string()]))?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(8);
+    let reader = std::thread::Builder::new()
+        .name("sluice-reader".into())
+        .spawn(move || read_input(input, rules, tx))
+        .map_err(|e| CliError::Runtime(format!("cannot start reader: {e}")))?;
+
+    let bar = if opts.progress && std::io::stderr().is_terminal() {
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {pos} records emitted  {per_sec}  {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(100));
+        Some(b)
+    } else {
+        None
+    };
+
+    let started = Instant::now();
+    let system = actix_rt::System::new();
+    let summary = system.block_on(async move {
+        let engine = Engine::start(&settings, lookup, output, dead)
+            .map_err(|e| CliError::Runtime(e.to_string()))?;
+        let mut accepted = 0u64;
+        let mut rejected = 0u64;
+        while let Some(mut parsed) = rx.recv().await {
+            rejected += parsed.rejected;
+            let n = parsed.records.len() as u64;
+            loop {
+                if let Some(b) = &bar {
+                    b.set_position(emitted(&engine));
+                }
+                match engine.submit(std::mem::take(&mut parsed.records)).await {
+                    Ok(_) => break,
+                    Err(SubmitError::Overloaded { records, .. }) => {
+                        // Nothing was taken: offer the batch again once partitions drained a bit.
+                        parsed.records = records;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(SubmitError::Stopped) => {
+                        return Err(CliError::Runtime("the engine stopped".into()));
+                    }
+                }
+            }
+            accepted += n;
+        }
+        while !engine.drain(Duration::from_millis(100)).await {
+            if let Some(b) = &bar {
+                b.set_position(emitted(&engine));
+            }
+        }
+        engine
+            .flush()
+            .await
+            .map_err(|e| CliError::Runtime(format!("flush failed: {e}")))?;
+        if let Some(b) = &bar {
+            b.set_position(emitted(&engine));
+            b.finish_and_clear();
+        }
+        let m = &engine.shared().metrics;
+        let outcomes: Vec<(OutcomeKind, u64)> = OutcomeKind::ALL
+            .iter()
+            .map(|k| (*k, m.records_emitted.with_label_values(&[k.as_str()]).get()))
+            .collect();
+        let dead_letters = m.dead_letters.get();
+        engine.stop();
+        Ok::<_, CliError>((accepted, rejected, outcomes, dead_letters))
+    })?;
+    let _ = reader.join();
+    let (accepted, rejected, outcomes, dead_letters) = summary;
+    let secs = started.elapsed().as_secs_f64();
+    let per = outcomes
+        .iter()
+        .map(|(k, n)| format!("{} {n}", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!(
+        "sluice enrich: {accepted} records in {secs:.2} s ({:.0} records/s); {per}; \
+         {dead_letters} dead letters; {rejected} rejected input lines",
+        accepted as f64 / secs.max(1e-9)
+    );
+    if rejected > 0 {
+        return Err(CliError::Runtime(format!(
+            "{rejected} input line(s) were not valid records (see above)"
+        )));
+    }
+    Ok(())
+}
+
+fn emitted(engine: &Engine) -> u64 {
+    engine
+        .shared()
+        .partitions
+        .iter()
+        .map(|p| p.emitted.load(std::sync::atomic::Ordering::Acquire))
+        .sum()
+}
+
+fn read_input(input: Box<dyn Read + Send>, rules: RecordRules, tx: tokio::sync::mpsc::Sender<Parsed>) {
+    let reader = BufReader::with_capacity(1 << 20, input);
+    let mut batch = Parsed {
+        records: Vec::with_capacity(BATCH),
+        rejected: 0,
+    };
+    let mut shown = 0usize;
+    let mut index = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line_no = i + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("sluice enrich: line {line_no}: cannot read input: {e}");
+                batch.rejected += 1;
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut reject = |msg: String| {
+            if shown < SHOWN_REJECTS {
+                eprintln!("sluice enrich: line {line_no}: {msg}");
+            } else if shown == SHOWN_REJECTS {
+                eprintln!("sluice enrich: more rejected lines follow; only the count is reported");
+            }
+            shown += 1;
+        };
+        match serde_json::from_str(&line) {
+            Err(e) => {
+                reject(format!("not valid JSON: {e}"));
+                batch.rejected += 1;
+            }
+            Ok(value) => match rules.admit(index, value) {
+                Ok(a) => {
+                    index += 1;
+                    batch.records.push(a);
+                }
+                Err(errors) => {
+                    let msg = errors
+                        .iter()
+                        .map(|e| {
+                            if e.pointer.is_empty() {
+                                e.message.clone()
+                            } else {
+                                format!("{}: {}", e.pointer, e.message)
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    reject(msg);
+                    batch.rejected += 1;
+                }
+            },
+        }
+        if batch.records.len() >= BATCH {
+            let full = std::mem::replace(
+                &mut batch,
+                Parsed {
+                    records: Vec::with_capacity(BATCH),
+                    rejected: 0,
+                },
+            );
+            if tx.blocking_send(full).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.records.is_empty() || batch.rejected > 0 {
+        let _ = tx.blocking_send(batch);
+    }
+}

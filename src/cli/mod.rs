@@ -1,0 +1,132 @@
+//! Subcommands: `serve`, `check-config`, `enrich`.
+
+mod enrich;
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::lookup::Lookup;
+use crate::lookup::memory::MemoryTable;
+use crate::settings::{self, Backend, Settings};
+
+/// sluice: asynchronous enrichment of JSON records, with Flink Async I/O guarantees.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: REST API, partitions, sinks.
+    Serve {
+        /// Config file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate and print the effective config (exit 2 with one line per problem).
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Enrich an NDJSON file offline through the same engine and write envelopes.
+    Enrich {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// NDJSON input, `-` for stdin.
+        #[arg(long, default_value = "-")]
+        input: String,
+        /// Where envelopes go, `-` for stdout.
+        #[arg(long, default_value = "-")]
+        output: String,
+        /// Where dead letters go, `-` for stdout; default: `[dead_letter]` of the config.
+        #[arg(long)]
+        dead_letter: Option<String>,
+        /// Never draw a progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+}
+
+/// A failed command: what to print and which exit code to use.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad usage or config: exit 2.
+    #[error("{}", .0.join("\n"))]
+    Usage(Vec<String>),
+    /// Anything that went wrong while running: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+
+    /// The message, one line per problem.
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
+impl From<settings::LoadError> for CliError {
+    fn from(e: settings::LoadError) -> Self {
+        CliError::Usage(e.problems)
+    }
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve { config } => serve::run(settings::load(config.as_deref())?),
+        Command::CheckConfig { config } => {
+            let s = settings::load(config.as_deref())?;
+            print!("{}", s.to_toml());
+            Ok(())
+        }
+        Command::Enrich {
+            config,
+            input,
+            output,
+            dead_letter,
+            no_progress,
+        } => enrich::run(
+            settings::load(config.as_deref())?,
+            enrich::Options {
+                input,
+                output,
+                dead_letter,
+                progress: !no_progress,
+            },
+        ),
+    }
+}
+
+/// Build the configured lookup backend.
+pub fn build_lookup(settings: &Settings) -> Result<Arc<dyn Lookup>, CliError> {
+    match settings.lookup.backend {
+        Backend::Memory => {
+            let table = MemoryTable::load(&settings.lookup.memory)
+                .map_err(|e| CliError::Usage(vec![e.to_string()]))?;
+            tracing::info!(rows = table.len(), table = %settings.lookup.memory.table, "memory table loaded");
+            Ok(Arc::new(table))
+        }
+        Backend::Cql => Err(CliError::Usage(vec![
+            "lookup.backend: \"cql\" is not available in this build yet".into(),
+        ])),
+    }
+}

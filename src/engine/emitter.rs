@@ -1,0 +1,174 @@
+//! The emitter actor: writes the partitions' batches to the output and dead-letter sinks,
+//! flushes them at least every `checkpoint.interval_ms`, and counts a record as emitted
+//! only once its sink took it. A failing sink keeps its batches and retries them in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::outcome::OutcomeKind;
+use super::shared::Shared;
+use crate::sink::Sink;
+
+/// Serialized envelopes of one partition, in release order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmitBatch {
+    pub partition: u32,
+    /// NDJSON lines for the output sink.
+    pub output: Vec<u8>,
+    pub output_records: u64,
+    /// NDJSON lines for the dead-letter sink.
+    pub dead: Vec<u8>,
+    pub dead_records: u64,
+    /// Records answered to a `/v1/enrich` caller (no bytes to write).
+    pub replied: u64,
+    /// Records per outcome, indexed by `OutcomeKind::index`.
+    pub outcomes: [u64; 4],
+}
+
+impl EmitBatch {
+    /// An empty batch for `partition`.
+    pub fn new(partition: u32) -> Self {
+        EmitBatch {
+            partition,
+            output: Vec::new(),
+            output_records: 0,
+            dead: Vec::new(),
+            dead_records: 0,
+            replied: 0,
+            outcomes: [0; 4],
+        }
+    }
+}
+
+/// Flush both sinks now; answers once they are flushed (or with the error).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Flush;
+
+/// See module docs.
+pub struct Emitter {
+    output: Box<dyn Sink>,
+    dead: Box<dyn Sink>,
+    shared: Arc<Shared>,
+    flush_every: Duration,
+    stalled: VecDeque<EmitBatch>,
+}
+
+impl Emitter {
+    /// An emitter over the two sinks.
+    pub fn new(
+        output: Box<dyn Sink>,
+        dead: Box<dyn Sink>,
+        shared: Arc<Shared>,
+        flush_every: Duration,
+    ) -> Self {
+        Emitter {
+            output,
+            dead,
+            shared,
+            flush_every,
+            stalled: VecDeque::new(),
+        }
+    }
+
+    /// Write one batch; on failure keep what was not written.
+    fn write(&mut self, mut b: EmitBatch) -> Result<(), EmitBatch> {
+        if !b.output.is_empty() {
+            if let Err(e) = self.output.write(&b.output) {
+                tracing::error!(error = %e, "output sink write failed; will retry");
+                self.shared.metrics.sink_errors.inc();
+                return Err(b);
+            }
+            b.output.clear();
+        }
+        if !b.dead.is_empty() {
+            if let Err(e) = self.dead.write(&b.dead) {
+                tracing::error!(error = %e, "dead-letter sink write failed; will retry");
+                self.shared.metrics.sink_errors.inc();
+                return Err(b);
+            }
+            b.dead.clear();
+        }
+        let done = b.output_records + b.dead_records + b.replied;
+        let m = &self.shared.metrics;
+        for kind in OutcomeKind::ALL {
+            let n = b.outcomes[kind.index()];
+            if n > 0 {
+                m.records_emitted.with_label_values(&[kind.as_str()]).inc_by(n);
+            }
+        }
+        m.dead_letters.inc_by(b.dead_records);
+        if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
+            stats.emitted.fetch_add(done, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn retry_stalled(&mut self) {
+        while let Some(b) = self.stalled.pop_front() {
+            if let Err(b) = self.write(b) {
+                self.stalled.push_front(b);
+                return;
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        self.retry_stalled();
+        let mut result = Ok(());
+        for sink in [&mut self.output, &mut self.dead] {
+            if let Err(e) = sink.flush() {
+                self.shared.metrics.sink_errors.inc();
+                tracing::error!(error = %e, "sink flush failed; will retry");
+                result = Err(e.to_string());
+            }
+        }
+        if !self.stalled.is_empty() && result.is_ok() {
+            result = Err(format!("{} batch(es) wait for a failing sink", self.stalled.len()));
+        }
+        result
+    }
+}
+
+impl Actor for Emitter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.run_interval(self.flush_every, |act, _| {
+            let _ = act.flush();
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let _ = self.flush();
+    }
+}
+
+impl Handler<EmitBatch> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, b: EmitBatch, _: &mut Self::Context) {
+        if !self.stalled.is_empty() {
+            self.stalled.push_back(b);
+            self.retry_stalled();
+            return;
+        }
+        if let Err(b) = self.write(b) {
+            self.stalled.push_back(b);
+        }
+    }
+}
+
+impl Handler<Flush> for Emitter {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        self.flush()
+    }
+}

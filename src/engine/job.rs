@@ -1,0 +1,26 @@
+//! A record on its way through a partition.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::reply::ReplySlot;
+
+/// One accepted record and what the engine tracks about it.
+pub struct Job {
+    /// The client's id or a generated `p{partition}-{seq}`.
+    pub id: Arc<str>,
+    /// The key as it appears in the record.
+    pub key: Value,
+    /// The canonical key text (lookup key).
+    pub canonical: Arc<str>,
+    /// The record; the lookup result is merged into it when it completes.
+    pub record: Value,
+    /// When the ingress accepted it (latency is measured from here).
+    pub accepted_at: Instant,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Set for `/v1/enrich`: the envelope goes back to the request instead of a sink.
+    pub reply: Option<ReplySlot>,
+}

@@ -1,0 +1,213 @@
+//! The enrichment engine: ingress → partitions → emitter, as actix actors.
+//!
+//! Pure logic lives in `queue` (ordering, capacity, deadlines), `retry` (backoff schedule),
+//! `admit` (per-record validation and routing), `hash` (stable partitioning) and
+//! `outcome` (routing and the envelope); the actors in `ingress`, `partition` and
+//! `emitter` only move data between them.
+
+pub mod admit;
+pub mod emitter;
+pub mod hash;
+pub mod ingress;
+pub mod job;
+pub mod outcome;
+pub mod partition;
+pub mod queue;
+pub mod reply;
+pub mod retry;
+pub mod shared;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::Arbiter;
+
+use self::admit::{Admitted, RecordRules};
+use self::emitter::{Emitter, Flush};
+use self::ingress::{Ingress, Overloaded, Refused, Submit};
+use self::outcome::OutcomeRules;
+use self::partition::{Partition, PartitionConfig};
+use self::reply::Collector;
+use self::retry::RetryPolicy;
+use self::shared::Shared;
+use crate::lookup::Lookup;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::sink::Sink;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("config: {0}")]
+    Pointer(#[from] crate::pointer::PointerError),
+    #[error("the ingress is gone (engine stopped)")]
+    Stopped,
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A backlog was full; nothing was accepted and the records are handed back.
+    #[error("{reason}")]
+    Overloaded {
+        reason: Overloaded,
+        records: Vec<Admitted>,
+    },
+    #[error("the engine is stopped")]
+    Stopped,
+}
+
+impl From<Refused> for SubmitError {
+    fn from(r: Refused) -> Self {
+        SubmitError::Overloaded {
+            reason: r.reason,
+            records: r.records,
+        }
+    }
+}
+
+/// A running engine: the handle the HTTP edge and `sluice enrich` use.
+pub struct Engine {
+    ingress: Addr<Ingress>,
+    emitter: Addr<Emitter>,
+    shared: Arc<Shared>,
+    rules: RecordRules,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Engine {
+    /// Start the actors: one arbiter (thread) per `pipeline.threads` for the partitions,
+    /// one for the emitter, one for the ingress. Must run inside an actix `System`.
+    pub fn start(
+        settings: &Settings,
+        lookup: Arc<dyn Lookup>,
+        output: Box<dyn Sink>,
+        dead_letter: Box<dyn Sink>,
+    ) -> Result<Engine, EngineError> {
+        let partitions = settings.pipeline.partitions as usize;
+        let shared = Arc::new(Shared::new(partitions, Metrics::new()?));
+        let rules = RecordRules::from_settings(settings)?;
+        let outcome_rules = Arc::new(OutcomeRules::from_settings(settings)?);
+        let policy = RetryPolicy::from_settings(&settings.retry);
+
+        let emitter_arbiter = Arbiter::new();
+        let flush_every = Duration::from_millis(settings.checkpoint.interval_ms.max(1));
+        let emitter = {
+            let shared = shared.clone();
+            Emitter::start_in_arbiter(&emitter_arbiter.handle(), move |_| {
+                Emitter::new(output, dead_letter, shared, flush_every)
+            })
+        };
+
+        let workers: Vec<Arbiter> = (0..settings.partition_threads().min(partitions).max(1))
+            .map(|_| Arbiter::new())
+            .collect();
+        let mut addrs = Vec::with_capacity(partitions);
+        for id in 0..partitions {
+            let cfg = PartitionConfig {
+                id: id as u32,
+                capacity: settings.pipeline.capacity as usize,
+                mode: settings.pipeline.mode,
+                timeout: Duration::from_millis(settings.pipeline.timeout_ms),
+                attempt_timeout: Duration::from_millis(settings.lookup.attempt_timeout_ms),
+                policy: policy.clone(),
+                rules: outcome_rules.clone(),
+            };
+            let (lookup, emitter, shared) = (lookup.clone(), emitter.clone(), shared.clone());
+            addrs.push(Partition::start_in_arbiter(
+                &workers[id % workers.len()].handle(),
+                move |_| Partition::new(cfg, lookup, emitter, shared),
+            ));
+        }
+
+        let ingress_arbiter = Arbiter::new();
+        let ingress = {
+            let shared = shared.clone();
+            let backlog = settings.pipeline.backlog as usize;
+            Ingress::start_in_arbiter(&ingress_arbiter.handle(), move |_| {
+                Ingress::new(addrs, vec![0; partitions], backlog, shared)
+            })
+        };
+        shared.ready.store(true, Ordering::Release);
+
+        let mut arbiters = workers;
+        arbiters.push(emitter_arbiter);
+        arbiters.push(ingress_arbiter);
+        Ok(Engine {
+            ingress,
+            emitter,
+            shared,
+            rules,
+            arbiters,
+        })
+    }
+
+    /// Counters, metrics and readiness.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The per-record validation rules (key, id, into, partitions).
+    pub fn rules(&self) -> &RecordRules {
+        &self.rules
+    }
+
+    /// Admit records for the output sink; answers with their ids once admitted.
+    pub async fn submit(&self, records: Vec<Admitted>) -> Result<Vec<Arc<str>>, SubmitError> {
+        self.ingress
+            .send(Submit {
+                records,
+                reply: None,
+            })
+            .await
+            .map_err(|_| SubmitError::Stopped)?
+            .map_err(SubmitError::from)
+    }
+
+    /// Enrich records synchronously: answers with their envelopes in request order.
+    pub async fn enrich(&self, records: Vec<Admitted>) -> Result<Vec<serde_json::Value>, SubmitError> {
+        let (collector, rx) = Collector::new(records.len());
+        self.ingress
+            .send(Submit {
+                records,
+                reply: Some(collector),
+            })
+            .await
+            .map_err(|_| SubmitError::Stopped)??;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Flush the sinks now.
+    pub async fn flush(&self) -> Result<(), String> {
+        self.emitter
+            .send(Flush)
+            .await
+            .map_err(|_| "the emitter is gone".to_string())?
+    }
+
+    /// Wait until nothing is pending (or `limit` passes); true when quiescent.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        while self.shared.pending() > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+
+    /// Stop the actor threads (after a final flush, which the caller awaits first).
+    pub fn stop(self) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+        for a in self.arbiters {
+            let _ = a.join();
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The partition actor: owns one partition's backlog and in-flight queue, starts lookups,
+//! applies the retry policy, and hands released records to the emitter (or to a waiting
+//! `/v1/enrich` request) as batches of ready-made NDJSON lines.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use prometheus::local::{LocalHistogram, LocalIntCounter};
+use rand::Rng;
+
+use super::emitter::{EmitBatch, Emitter};
+use super::job::Job;
+use super::outcome::{EnvelopeParts, Outcome, OutcomeRules, Route};
+use super::queue::{AdmitError, InFlightQueue, Released};
+use super::retry::{AttemptKind, Next, RetryPolicy};
+use super::shared::Shared;
+use crate::lookup::{Lookup, LookupRequest, LookupResult, Pending};
+
+/// Records routed to this partition, in seq order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub Vec<(u64, Job)>);
+
+/// How one asynchronous attempt ended.
+enum AttemptEnd {
+    Done(LookupResult),
+    TimedOut,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AttemptDone {
+    seq: u64,
+    attempt: u32,
+    end: AttemptEnd,
+    elapsed: Duration,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RetryNow {
+    seq: u64,
+}
+
+/// Static configuration of a partition.
+pub struct PartitionConfig {
+    pub id: u32,
+    pub capacity: usize,
+    pub mode: crate::settings::Mode,
+    pub timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub policy: RetryPolicy,
+    pub rules: Arc<OutcomeRules>,
+}
+
+struct LocalMetrics {
+    found: LocalIntCounter,
+    miss: LocalIntCounter,
+    error: LocalIntCounter,
+    timeout: LocalIntCounter,
+    retries: LocalIntCounter,
+    deadlines: LocalIntCounter,
+    lookup_duration: LocalHistogram,
+    record_latency: LocalHistogram,
+}
+
+impl LocalMetrics {
+    fn new(shared: &Shared) -> Self {
+        let m = &shared.metrics;
+        let attempts = |r: &str| m.lookup_attempts.with_label_values(&[r]).local();
+        LocalMetrics {
+            found: attempts("found"),
+            miss: attempts("miss"),
+            error: attempts("error"),
+            timeout: attempts("timeout"),
+            retries: m.lookup_retries.local(),
+            deadlines: m.record_timeouts.local(),
+            lookup_duration: m.lookup_duration.local(),
+            record_latency: m.record_latency.local(),
+        }
+    }
+
+    fn flush(&self) {
+        for c in [
+            &self.found,
+            &self.miss,
+            &self.error,
+            &self.timeout,
+            &self.retries,
+            &self.deadlines,
+        ] {
+            c.flush();
+        }
+        self.lookup_duration.flush();
+        self.record_latency.flush();
+    }
+}
+
+/// One partition (see module docs).
+pub struct Partition {
+    cfg: PartitionConfig,
+    queue: InFlightQueue<Job, Outcome>,
+    backlog: VecDeque<(u64, Job)>,
+    lookup: Arc<dyn Lookup>,
+    emitter: Addr<Emitter>,
+    shared: Arc<Shared>,
+    released: Vec<Released<Job, Outcome>>,
+    local: LocalMetrics,
+    me: Option<Addr<Partition>>,
+}
+
+impl Partition {
+    /// A partition that sends what it releases to `emitter`.
+    pub fn new(
+        cfg: PartitionConfig,
+        lookup: Arc<dyn Lookup>,
+        emitter: Addr<Emitter>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Partition {
+            queue: InFlightQueue::new(cfg.mode, cfg.capacity),
+            backlog: VecDeque::new(),
+            local: LocalMetrics::new(&shared),
+            cfg,
+            lookup,
+            emitter,
+            shared,
+            released: Vec::new(),
+            me: None,
+        }
+    }
+
+    fn tick_interval(&self) -> Duration {
+        (self.cfg.timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(10))
+    }
+
+    /// Move records from the backlog into the queue while there is room, starting their
+    /// first attempt; the deadline starts with it.
+    fn pump(&mut self) {
+        let mut moved = 0usize;
+        while self.queue.has_room() {
+            let Some((seq, job)) = self.backlog.pop_front() else {
+                break;
+            };
+            moved += 1;
+            let deadline = Instant::now() + self.cfg.timeout;
+            let key = job.canonical.clone();
+            match self.queue.admit(seq, key, deadline, job) {
+                Ok(()) => self.start_attempt(seq),
+                Err(AdmitError::Full(job)) => {
+                    moved -= 1;
+                    self.backlog.push_front((seq, job));
+                    break;
+                }
+                Err(AdmitError::SeqNotIncreasing(job)) => {
+                    // Cannot happen (the ingress assigns seqs in order); if it ever did, the
+                    // record still gets its one outcome instead of vanishing.
+                    tracing::error!(partition = self.cfg.id, seq, "seq out of order at admission");
+                    self.emit_now(
+                        seq,
+                        job,
+                        Outcome::failed("internal error: sequence out of order".into()),
+                    );
+                }
+            }
+        }
+        if moved > 0 {
+            self.shared.partitions[self.cfg.id as usize]
+                .backlog
+                .fetch_sub(moved, Ordering::AcqRel);
+        }
+    }
+
+    fn start_attempt(&mut self, seq: u64) {
+        let Some(job) = self.queue.waiting_item_mut(seq) else {
+            return;
+        };
+        job.attempts += 1;
+        let attempt = job.attempts;
+        let pending = self.lookup.start(&LookupRequest {
+            key: &job.canonical,
+            record: &job.record,
+            attempt,
+        });
+        match pending {
+            Pending::Ready(result) => {
+                self.on_attempt(seq, attempt, AttemptEnd::Done(result), Duration::ZERO)
+            }
+            Pending::Later(fut) => {
+                let Some(me) = self.me.clone() else { return };
+                let limit = self.cfg.attempt_timeout;
+                actix_rt::spawn(async move {
+                    let started = Instant::now();
+                    let end = match tokio::time::timeout(limit, fut).await {
+                        Ok(result) => AttemptEnd::Done(result),
+                        Err(_) => AttemptEnd::TimedOut,
+                    };
+                    me.do_send(AttemptDone {
+                        seq,
+                        attempt,
+                        end,
+                        elapsed: started.elapsed(),
+                    });
+                });
+            }
+        }
+    }
+
+    fn on_attempt(&mut self, seq: u64, attempt: u32, end: AttemptEnd, elapsed: Duration) {
+        self.local.lookup_duration.observe(elapsed.as_secs_f64());
+        let kind = match &end {
+            AttemptEnd::Done(Ok(Some(_))) => AttemptKind::Found,
+            AttemptEnd::Done(Ok(None)) => AttemptKind::Miss,
+            AttemptEnd::Done(Err(e)) => AttemptKind::Error {
+                retryable: e.is_retryable(),
+            },
+            AttemptEnd::TimedOut => AttemptKind::AttemptTimeout,
+        };
+        match kind {
+            AttemptKind::Found => self.local.found.inc(),
+            AttemptKind::Miss => self.local.miss.inc(),
+            AttemptKind::Error { .. } => self.local.error.inc(),
+            AttemptKind::AttemptTimeout => self.local.timeout.inc(),
+        }
+        // A record that already timed out (deadline) ignores late answers.
+        let Some(deadline) = self.queue.deadline(seq) else {
+            return;
+        };
+        if self.queue.waiting_item_mut(seq).map(|j| j.attempts) != Some(attempt) {
+            return;
+        }
+        let unit = if matches!(kind, AttemptKind::Found) {
+            0.0
+        } else {
+            rand::rng().random_range(-1.0..=1.0)
+        };
+        match self.cfg.policy.next(kind, attempt, Instant::now(), deadline, unit) {
+            Next::Retry(wait) => {
+                self.local.retries.inc();
+                let Some(me) = self.me.clone() else { return };
+                actix_rt::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    me.do_send(RetryNow { seq });
+                });
+            }
+            Next::Finish => {
+                let outcome = match end {
+                    AttemptEnd::Done(Ok(Some(row))) => Outcome::ok(row),
+                    AttemptEnd::Done(Ok(None)) => Outcome::miss(),
+                    AttemptEnd::Done(Err(e)) => {
+                        Outcome::failed(format!("{e} (after {attempt} attempt(s))"))
+                    }
+                    AttemptEnd::TimedOut => Outcome::timeout(format!(
+                        "lookup attempt {attempt} timed out after {} ms",
+                        self.cfg.attempt_timeout.as_millis()
+                    )),
+                };
+                // Cannot be refused: the record waits (checked above).
+                let _ = self.queue.complete(seq, outcome);
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let timeout_ms = self.cfg.timeout.as_millis();
+        let n = self.queue.expire(Instant::now(), |_, job| {
+            Outcome::timeout(format!(
+                "deadline of {timeout_ms} ms passed after {} attempt(s)",
+                job.attempts
+            ))
+        });
+        self.local.deadlines.inc_by(n as u64);
+    }
+
+    /// Emit a record that never entered the queue (defensive path only).
+    fn emit_now(&mut self, seq: u64, job: Job, outcome: Outcome) {
+        let mut batch = EmitBatch::new(self.cfg.id);
+        self.render(seq, job, outcome, &mut batch);
+        self.send(batch);
+    }
+
+    /// Serialize everything released so far into one batch for the emitter.
+    fn flush_released(&mut self) {
+        self.queue.drain_released(&mut self.released);
+        if self.released.is_empty() {
+            return;
+        }
+        let mut batch = EmitBatch::new(self.cfg.id);
+        let released = std::mem::take(&mut self.released);
+        for r in released {
+            let (seq, job, outcome) = r.into_parts();
+            self.render(seq, job, outcome, &mut batch);
+        }
+        self.send(batch);
+    }
+
+    fn render(&mut self, seq: u64, mut job: Job, mut outcome: Outcome, batch: &mut EmitBatch) {
+        let rules = &self.cfg.rules;
+        let (route, error) = rules.route(&outcome);
+        let kind = outcome.kind;
+        rules.merge(&mut job.record, &mut outcome);
+        let latency = job.accepted_at.elapsed();
+        self.local.record_latency.observe(latency.as_secs_f64());
+        let parts = EnvelopeParts {
+            id: &job.id,
+            partition: self.cfg.id,
+            seq,
+            key: &job.key,
+            attempts: job.attempts,
+            latency_ms: (latency.as_micros() as f64) / 1000.0,
+        };
+        match job.reply {
+            Some(slot) => {
+                slot.deliver(rules.to_value(&parts, kind, &job.record, error.as_deref()));
+                batch.replied += 1;
+                batch.outcomes[kind.index()] += 1;
+            }
+            None => match route {
+                Route::Output => {
+                    rules.write_line(&mut batch.output, &parts, kind, &job.record, None);
+                    batch.output_records += 1;
+                    batch.outcomes[kind.index()] += 1;
+                }
+                Route::DeadLetter => {
+                    rules.write_line(&mut batch.dead, &parts, kind, &job.record, error.as_deref());
+                    batch.dead_records += 1;
+                    batch.outcomes[kind.index()] += 1;
+                }
+            },
+        }
+    }
+
+    fn send(&mut self, batch: EmitBatch) {
+        if batch.output_records + batch.dead_records + batch.replied > 0 {
+            self.emitter.do_send(batch);
+        }
+    }
+
+    /// After any change: release what can go, refill from the backlog, release again.
+    fn settle(&mut self) {
+        self.pump();
+        self.flush_released();
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let stats = &self.shared.partitions[self.cfg.id as usize];
+        stats.in_flight.store(self.queue.len(), Ordering::Release);
+    }
+}
+
+impl Actor for Partition {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Enqueued records are bounded by the backlog counter the ingress checks, so the
+        // mailbox itself needs no bound.
+        ctx.set_mailbox_capacity(usize::MAX);
+        self.me = Some(ctx.address());
+        let every = self.tick_interval();
+        ctx.run_interval(every, |act, _| {
+            act.expire();
+            act.settle();
+        });
+        ctx.run_interval(Duration::from_millis(250), |act, _| {
+            act.local.flush();
+            let label = act.cfg.id.to_string();
+            let m = &act.shared.metrics;
+            m.partition_in_flight
+                .with_label_values(&[&label])
+                .set(act.queue.len() as i64);
+            m.partition_backlog
+                .with_label_values(&[&label])
+                .set(act.backlog.len() as i64);
+        });
+    }
+}
+
+impl Handler<Enqueue> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) {
+        self.backlog.extend(msg.0);
+        self.settle();
+    }
+}
+
+impl Handler<AttemptDone> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttemptDone, _: &mut Self::Context) {
+        self.on_attempt(msg.seq, msg.attempt, msg.end, msg.elapsed);
+        self.settle();
+    }
+}
+
+impl Handler<RetryNow> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: RetryNow, _: &mut Self::Context) {
+        self.start_attempt(msg.seq);
+        self.settle();
+    }
+}

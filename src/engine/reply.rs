@@ -1,0 +1,89 @@
+//! Collects the envelopes of a synchronous `/v1/enrich` request, in request order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// Gathers one envelope per record of a request and hands the full list over once the
+/// last one arrives.
+pub struct Collector {
+    slots: Mutex<Vec<Value>>,
+    remaining: AtomicUsize,
+    done: Mutex<Option<oneshot::Sender<Vec<Value>>>>,
+}
+
+/// Where one record's envelope goes: its collector and its index in the request.
+pub struct ReplySlot {
+    collector: Arc<Collector>,
+    index: usize,
+}
+
+impl Collector {
+    /// A collector for `n` records and the receiver that gets them in request order.
+    pub fn new(n: usize) -> (Arc<Collector>, oneshot::Receiver<Vec<Value>>) {
+        let (tx, rx) = oneshot::channel();
+        let c = Arc::new(Collector {
+            slots: Mutex::new(vec![Value::Null; n]),
+            remaining: AtomicUsize::new(n),
+            done: Mutex::new(Some(tx)),
+        });
+        if n == 0 {
+            c.finish();
+        }
+        (c, rx)
+    }
+
+    /// The slot for record `index`.
+    pub fn slot(self: &Arc<Self>, index: usize) -> ReplySlot {
+        ReplySlot {
+            collector: self.clone(),
+            index,
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(tx) = self.done.lock().take() {
+            let all = std::mem::take(&mut *self.slots.lock());
+            // The requester may have gone away (client disconnected): nothing to do then.
+            let _ = tx.send(all);
+        }
+    }
+}
+
+impl ReplySlot {
+    /// Store this record's envelope; the last one completes the request. Consumes the slot,
+    /// so a record can answer only once.
+    pub fn deliver(self, envelope: Value) {
+        if let Some(slot) = self.collector.slots.lock().get_mut(self.index) {
+            *slot = envelope;
+        }
+        if self.collector.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.collector.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_in_request_order_once_all_arrived() {
+        let (c, mut rx) = Collector::new(3);
+        c.slot(2).deliver(json!(2));
+        c.slot(0).deliver(json!(0));
+        assert!(rx.try_recv().is_err());
+        c.slot(1).deliver(json!(1));
+        assert_eq!(rx.try_recv().unwrap(), vec![json!(0), json!(1), json!(2)]);
+    }
+
+    #[test]
+    fn empty_request_answers_at_once() {
+        let (_c, mut rx) = Collector::new(0);
+        assert_eq!(rx.try_recv().unwrap(), Vec::<Value>::new());
+    }
+}

@@ -1,0 +1,63 @@
+//! State shared between the HTTP edge, the ingress and the partitions: counters that the
+//! status endpoint and the ingress' admission check read without asking any actor.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::metrics::Metrics;
+
+/// Live counters of one partition.
+#[derive(Default)]
+pub struct PartitionStats {
+    /// Records accepted into this partition (all time, this process).
+    pub accepted: AtomicU64,
+    /// Records that reached their sink or their `/v1/enrich` caller.
+    pub emitted: AtomicU64,
+    /// Records in the in-flight queue.
+    pub in_flight: AtomicUsize,
+    /// Records admitted by the ingress but not yet in the in-flight queue (mailbox and
+    /// backlog): the number the backlog bound applies to.
+    pub backlog: AtomicUsize,
+}
+
+impl PartitionStats {
+    /// Accepted but not yet terminal.
+    pub fn pending(&self) -> u64 {
+        let accepted = self.accepted.load(Ordering::Acquire);
+        let emitted = self.emitted.load(Ordering::Acquire);
+        accepted.saturating_sub(emitted)
+    }
+}
+
+/// Everything shared across threads.
+pub struct Shared {
+    /// One entry per partition, indexed by partition id.
+    pub partitions: Vec<PartitionStats>,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// Restore finished and backend reachable; POSTs get 503 until then.
+    pub ready: AtomicBool,
+    /// Set on shutdown: stop accepting.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// Fresh counters for `partitions` partitions.
+    pub fn new(partitions: usize, metrics: Metrics) -> Self {
+        Shared {
+            partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+            metrics,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Accepted but not yet terminal, all partitions.
+    pub fn pending(&self) -> u64 {
+        self.partitions.iter().map(PartitionStats::pending).sum()
+    }
+
+    /// Whether requests may be accepted.
+    pub fn accepting(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}

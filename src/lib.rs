@@ -1,0 +1,14 @@
+//! sluice: asynchronous enrichment of JSON records with Flink Async I/O guarantees.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library so integration tests and
+//! benchmarks drive exactly the code users run. See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod engine;
+pub mod http;
+pub mod logging;
+pub mod lookup;
+pub mod metrics;
+pub mod pointer;
+pub mod settings;
+pub mod sink;

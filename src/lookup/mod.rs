@@ -1,0 +1,70 @@
+//! The lookup seam: one trait every backend implements (embedded table now, CQL next).
+//!
+//! A lookup either answers at once (`Pending::Ready`, the embedded table without delay:
+//! no future, no allocation, no timer) or later (`Pending::Later`, any real I/O). Errors
+//! say whether retrying can help, so the retry policy stays backend-agnostic.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+/// A `Send` boxed future, the shape every asynchronous lookup takes.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What an attempt yields: a row (as a JSON object), no row, or an error.
+pub type LookupResult = Result<Option<Value>, LookupError>;
+
+/// Why a lookup attempt failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LookupError {
+    /// Transient (timeouts, overload, unavailable, broken connection): worth retrying.
+    #[error("retryable lookup error: {0}")]
+    Retryable(String),
+    /// Permanent (bad query, bad bind, unauthorized): retrying gives the same answer.
+    #[error("lookup error: {0}")]
+    Fatal(String),
+}
+
+impl LookupError {
+    /// Whether the retry policy may try again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LookupError::Retryable(_))
+    }
+}
+
+/// One attempt's input: the canonical key, the whole record (for binds and simulation
+/// fields) and which attempt this is (1-based).
+pub struct LookupRequest<'a> {
+    pub key: &'a str,
+    pub record: &'a Value,
+    pub attempt: u32,
+}
+
+/// An attempt that finished synchronously or will finish later.
+pub enum Pending {
+    Ready(LookupResult),
+    Later(BoxFuture<LookupResult>),
+}
+
+/// A lookup backend. Implementations must be cheap to call from many partition actors at
+/// once (`Send + Sync`, shared by `Arc`) and must not block the calling thread.
+pub trait Lookup: Send + Sync + 'static {
+    /// Start one attempt.
+    fn start(&self, req: &LookupRequest<'_>) -> Pending;
+
+    /// Start several attempts; backends that can batch (e.g. one round trip) override this.
+    fn start_batch(&self, reqs: &[LookupRequest<'_>]) -> Vec<Pending> {
+        reqs.iter().map(|r| self.start(r)).collect()
+    }
+
+    /// Whether the backend can serve lookups now (feeds `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// A short description for logs and `/v1/status`.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,20 @@
+//! The `sluice` command line (DESIGN.md §6). Exit codes: 0 ok, 1 runtime failure,
+//! 2 bad usage or config.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = sluice::cli::Cli::parse();
+    sluice::logging::init(cli.log_format);
+    match sluice::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("sluice: {line}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

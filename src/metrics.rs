@@ -1,0 +1,167 @@
+//! Prometheus metrics (`sluice_*`, units in the names). One registry per engine, so tests
+//! can run several engines in one process.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Records accepted by `/v1/records`, `/v1/enrich` and `sluice enrich`.
+    pub records_accepted: IntCounter,
+    /// Records refused with 429 because a partition's backlog was full.
+    pub records_refused: IntCounter,
+    /// Terminal records written, by outcome.
+    pub records_emitted: IntCounterVec,
+    /// Terminal records written to the dead-letter sink.
+    pub dead_letters: IntCounter,
+    /// Lookup attempts, by result (found, miss, error, timeout).
+    pub lookup_attempts: IntCounterVec,
+    /// Retries scheduled.
+    pub lookup_retries: IntCounter,
+    /// Records whose deadline passed.
+    pub record_timeouts: IntCounter,
+    /// Duration of one lookup attempt.
+    pub lookup_duration: Histogram,
+    /// Time from acceptance to terminal outcome.
+    pub record_latency: Histogram,
+    /// Records in each partition's in-flight queue.
+    pub partition_in_flight: IntGaugeVec,
+    /// Records in each partition's backlog.
+    pub partition_backlog: IntGaugeVec,
+    /// Accepted but not yet terminal, all partitions.
+    pub pending: IntGauge,
+    /// HTTP requests by route and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request duration by route.
+    pub http_duration: HistogramVec,
+    /// Request body sizes.
+    pub http_body_bytes: Histogram,
+    /// Sink write or flush failures (the batch is kept and retried).
+    pub sink_errors: IntCounter,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0,
+    ]
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let pending = IntGauge::new(
+            "sluice_pending_records",
+            "Records accepted but not yet terminal",
+        )?;
+        registry.register(Box::new(pending.clone()))?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_http_request_duration_seconds",
+                "HTTP request duration by route",
+            )
+            .buckets(latency_buckets()),
+            &["route"],
+        )?;
+        registry.register(Box::new(http_duration.clone()))?;
+        Ok(Metrics {
+            records_accepted: counter("sluice_records_accepted_total", "Records accepted")?,
+            records_refused: counter(
+                "sluice_records_refused_total",
+                "Records refused with 429 (backlog full)",
+            )?,
+            records_emitted: counter_vec(
+                "sluice_records_emitted_total",
+                "Terminal records written, by outcome",
+                &["outcome"],
+            )?,
+            dead_letters: counter(
+                "sluice_dead_letters_total",
+                "Terminal records written to the dead-letter sink",
+            )?,
+            lookup_attempts: counter_vec(
+                "sluice_lookup_attempts_total",
+                "Lookup attempts by result",
+                &["result"],
+            )?,
+            lookup_retries: counter("sluice_lookup_retries_total", "Lookup retries scheduled")?,
+            record_timeouts: counter(
+                "sluice_record_timeouts_total",
+                "Records whose deadline (pipeline.timeout_ms) passed",
+            )?,
+            lookup_duration: histogram(
+                "sluice_lookup_duration_seconds",
+                "Duration of one lookup attempt",
+                latency_buckets(),
+            )?,
+            record_latency: histogram(
+                "sluice_record_latency_seconds",
+                "Time from acceptance to terminal outcome",
+                latency_buckets(),
+            )?,
+            partition_in_flight: gauge_vec(
+                "sluice_partition_in_flight_records",
+                "Records in the partition's in-flight queue",
+                &["partition"],
+            )?,
+            partition_backlog: gauge_vec(
+                "sluice_partition_backlog_records",
+                "Records waiting in the partition's backlog",
+                &["partition"],
+            )?,
+            pending,
+            http_requests: counter_vec(
+                "sluice_http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            )?,
+            http_duration,
+            http_body_bytes: histogram(
+                "sluice_http_request_body_bytes",
+                "Size of request bodies",
+                prometheus::exponential_buckets(256.0, 4.0, 10)?,
+            )?,
+            sink_errors: counter(
+                "sluice_sink_errors_total",
+                "Sink write/flush failures (batches are kept and retried)",
+            )?,
+            registry,
+        })
+    }
+
+    /// The text exposition format for `GET /metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            return format!("# error encoding metrics: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,225 @@
+//! Typed configuration (DESIGN.md §3) and its loading: built-in defaults, then a file,
+//! then `SLUICE__SECTION__KEY` environment variables.
+//!
+//! The structs mirror `config/sluice.toml` one to one; that file is embedded and is the
+//! single source of defaults, so a key is "known" exactly when it appears there.
+
+mod layers;
+mod validate;
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::{DEFAULT_TOML, LoadError, load, load_from};
+pub use validate::validate;
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: Server,
+    pub pipeline: Pipeline,
+    pub retry: Retry,
+    pub lookup: Lookup,
+    pub output: SinkSettings,
+    pub dead_letter: SinkSettings,
+    pub checkpoint: Checkpoint,
+}
+
+/// `[server]`: the REST edge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub bind: String,
+    pub max_body_bytes: u64,
+    pub max_records_per_request: u64,
+    pub auth_tokens: Vec<String>,
+    pub workers: u64,
+    pub node: String,
+    pub shutdown_grace_ms: u64,
+}
+
+/// Emission order within a partition (DESIGN.md §2 "Ordering").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Strictly by `seq` (Flink `orderedWait`).
+    Ordered,
+    /// As completed (Flink `unorderedWait`).
+    Unordered,
+    /// Equal keys in acceptance order, different keys independent.
+    KeyOrdered,
+}
+
+impl Mode {
+    /// The name used in config and `/v1/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Ordered => "ordered",
+            Mode::Unordered => "unordered",
+            Mode::KeyOrdered => "key_ordered",
+        }
+    }
+}
+
+/// What happens to a record whose deadline passed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    DeadLetter,
+    PassThrough,
+}
+
+/// `[pipeline]`: partitions, ordering, capacity and the per-record deadline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub partitions: u64,
+    pub mode: Mode,
+    pub capacity: u64,
+    pub backlog: u64,
+    pub key: String,
+    pub id: String,
+    pub timeout_ms: u64,
+    pub on_timeout: OnTimeout,
+    pub threads: u64,
+}
+
+/// Which attempt results are retried.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    Error,
+    Timeout,
+    Miss,
+}
+
+/// `[retry]`: the jittered exponential backoff schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub max_attempts: u64,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub multiplier: f64,
+    pub jitter: f64,
+    pub on: Vec<RetryOn>,
+}
+
+/// Lookup backend selector.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Memory,
+    Cql,
+}
+
+/// What happens to a record whose lookup found nothing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMiss {
+    Emit,
+    DeadLetter,
+}
+
+/// `[lookup]`: which backend, where the result goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    pub backend: Backend,
+    pub into: String,
+    pub on_miss: OnMiss,
+    pub attempt_timeout_ms: u64,
+    pub memory: MemoryLookup,
+    pub cql: CqlLookup,
+}
+
+/// `[lookup.memory]`: the embedded table, also the simulated async function.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryLookup {
+    pub table: String,
+    pub key_column: String,
+    pub delay_ms: Vec<u64>,
+    pub fail_ratio: f64,
+    pub delay_field: String,
+    pub fail_field: String,
+}
+
+/// `[lookup.cql]`: kept in the config contract now; the backend arrives with the CQL work.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CqlLookup {
+    pub contact_points: Vec<String>,
+    pub keyspace: String,
+    pub query: String,
+    pub binds: Vec<String>,
+    pub consistency: String,
+}
+
+/// Sink selector for `[output]` and `[dead_letter]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    File,
+    Stdout,
+    Cql,
+    Webhook,
+}
+
+/// `[output]` / `[dead_letter]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSettings {
+    pub kind: SinkKind,
+    pub path: String,
+}
+
+/// Acknowledgement level of `POST /v1/records`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Ack {
+    Durable,
+    Received,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub dir: String,
+    pub interval_ms: u64,
+    pub ack: Ack,
+}
+
+impl Settings {
+    /// The built-in defaults alone (the embedded `config/sluice.toml`), not validated
+    /// (the sample table path is relative to the working directory).
+    pub fn defaults() -> Settings {
+        toml::from_str(DEFAULT_TOML).expect("the embedded default config matches Settings")
+    }
+
+    /// Render as TOML, as `check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Threads for partition actors: the configured number, or one per core.
+    pub fn partition_threads(&self) -> usize {
+        resolve_threads(self.pipeline.threads)
+    }
+
+    /// HTTP worker threads: the configured number, or one per core.
+    pub fn http_workers(&self) -> usize {
+        resolve_threads(self.server.workers)
+    }
+}
+
+fn resolve_threads(configured: u64) -> usize {
+    if configured > 0 {
+        configured as usize
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
