@@ -46,19 +46,23 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         let server_task = actix_rt::spawn(server);
 
         let signal = wait_for_signal().await;
-        tracing::info!(signal, "shutting down: no longer accepting records");
+        // Keep serving while draining: POSTs and /readyz answer 503, so Kubernetes takes
+        // the pod out of the Service and clients get a clear answer, not a refused connection.
+        tracing::info!(signal, "shutting down: no longer accepting records, draining");
         engine.shared().draining.store(true, Ordering::Release);
-        handle.stop(true).await;
-        let _ = server_task.await;
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
-        let drained = engine.drain(grace).await;
-        if !drained {
-            tracing::warn!(pending = engine.shared().pending(), "grace period over with records still pending");
+        if !engine.drain(grace).await {
+            tracing::warn!(
+                pending = engine.shared().pending(),
+                "grace period over with records still pending"
+            );
         }
         engine
             .flush()
             .await
             .map_err(|e| runtime(format!("final flush failed: {e}")))?;
+        handle.stop(true).await;
+        let _ = server_task.await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -139,7 +139,6 @@ impl Actor for Emitter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
         ctx.run_interval(self.flush_every, |act, _| {
             let _ = act.flush();
         });

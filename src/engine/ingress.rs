@@ -17,11 +17,14 @@ use super::shared::Shared;
 
 /// Refusal: a partition's backlog cannot take its share of the batch. Nothing was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("partition {partition} cannot take {wanted} more record(s) (backlog {queued}/{limit})")]
+#[error(
+    "partition {partition} cannot take {wanted} more record(s): it holds {held} of {limit} \
+     (pipeline.capacity + pipeline.backlog)"
+)]
 pub struct Overloaded {
     pub partition: u32,
     pub wanted: usize,
-    pub queued: usize,
+    pub held: usize,
     pub limit: usize,
 }
 
@@ -45,22 +48,23 @@ pub struct Submit {
 pub struct Ingress {
     partitions: Vec<Addr<Partition>>,
     next_seq: Vec<u64>,
-    backlog_limit: usize,
+    limit: usize,
     shared: Arc<Shared>,
 }
 
 impl Ingress {
     /// An ingress over the partitions; seqs start at `next_seq` (restored state or zeros).
+    /// A partition holds at most `limit` records (`capacity + backlog`).
     pub fn new(
         partitions: Vec<Addr<Partition>>,
         next_seq: Vec<u64>,
-        backlog_limit: usize,
+        limit: usize,
         shared: Arc<Shared>,
     ) -> Self {
         Ingress {
             partitions,
             next_seq,
-            backlog_limit,
+            limit,
             shared,
         }
     }
@@ -68,10 +72,6 @@ impl Ingress {
 
 impl Actor for Ingress {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
-    }
 }
 
 impl Handler<Submit> for Ingress {
@@ -84,8 +84,8 @@ impl Handler<Submit> for Ingress {
             counts[r.partition as usize % n] += 1;
         }
         for (p, wanted) in counts.iter().enumerate() {
-            let queued = self.shared.partitions[p].backlog.load(Ordering::Acquire);
-            if *wanted > 0 && queued + wanted > self.backlog_limit {
+            let held = self.shared.partitions[p].held.load(Ordering::Acquire);
+            if *wanted > 0 && held + wanted > self.limit {
                 self.shared
                     .metrics
                     .records_refused
@@ -94,8 +94,8 @@ impl Handler<Submit> for Ingress {
                     reason: Overloaded {
                         partition: p as u32,
                         wanted: *wanted,
-                        queued,
-                        limit: self.backlog_limit,
+                        held,
+                        limit: self.limit,
                     },
                     records: msg.records,
                 });
@@ -133,6 +133,7 @@ impl Handler<Submit> for Ingress {
             }
             let stats = &self.shared.partitions[p];
             stats.backlog.fetch_add(batch.len(), Ordering::AcqRel);
+            stats.held.fetch_add(batch.len(), Ordering::AcqRel);
             stats.accepted.fetch_add(batch.len() as u64, Ordering::AcqRel);
             self.partitions[p].do_send(Enqueue(batch));
         }

@@ -127,9 +127,9 @@ impl Engine {
         let ingress_arbiter = Arbiter::new();
         let ingress = {
             let shared = shared.clone();
-            let backlog = settings.pipeline.backlog as usize;
+            let limit = (settings.pipeline.capacity + settings.pipeline.backlog) as usize;
             Ingress::start_in_arbiter(&ingress_arbiter.handle(), move |_| {
-                Ingress::new(addrs, vec![0; partitions], backlog, shared)
+                Ingress::new(addrs, vec![0; partitions], limit, shared)
             })
         };
         shared.ready.store(true, Ordering::Release);

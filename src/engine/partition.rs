@@ -277,6 +277,9 @@ impl Partition {
 
     /// Emit a record that never entered the queue (defensive path only).
     fn emit_now(&mut self, seq: u64, job: Job, outcome: Outcome) {
+        self.shared.partitions[self.cfg.id as usize]
+            .held
+            .fetch_sub(1, Ordering::AcqRel);
         let mut batch = EmitBatch::new(self.cfg.id);
         self.render(seq, job, outcome, &mut batch);
         self.send(batch);
@@ -288,6 +291,9 @@ impl Partition {
         if self.released.is_empty() {
             return;
         }
+        self.shared.partitions[self.cfg.id as usize]
+            .held
+            .fetch_sub(self.released.len(), Ordering::AcqRel);
         let mut batch = EmitBatch::new(self.cfg.id);
         let released = std::mem::take(&mut self.released);
         for r in released {
@@ -357,9 +363,12 @@ impl Actor for Partition {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Enqueued records are bounded by the backlog counter the ingress checks, so the
-        // mailbox itself needs no bound.
-        ctx.set_mailbox_capacity(usize::MAX);
+        // mailbox itself needs no bound: everything arrives by `do_send`.
         self.me = Some(ctx.address());
+        let label = self.cfg.id.to_string();
+        let m = &self.shared.metrics;
+        m.partition_in_flight.with_label_values(&[&label]).set(0);
+        m.partition_backlog.with_label_values(&[&label]).set(0);
         let every = self.tick_interval();
         ctx.run_interval(every, |act, _| {
             act.expire();

@@ -15,8 +15,11 @@ pub struct PartitionStats {
     /// Records in the in-flight queue.
     pub in_flight: AtomicUsize,
     /// Records admitted by the ingress but not yet in the in-flight queue (mailbox and
-    /// backlog): the number the backlog bound applies to.
+    /// backlog).
     pub backlog: AtomicUsize,
+    /// Records admitted and not yet released (backlog + in-flight): the number the
+    /// ingress bounds by `capacity + backlog`.
+    pub held: AtomicUsize,
 }
 
 impl PartitionStats {

@@ -72,7 +72,7 @@ impl MemoryTable {
                 return Err(bad("a row must be a JSON object".into()));
             };
             let key = row
-                .remove(&settings.key_column)
+                .shift_remove(&settings.key_column)
                 .ok_or_else(|| bad(format!("no `{}` column", settings.key_column)))?;
             let key = canonical_key(&key).ok_or_else(|| {
                 bad(format!(

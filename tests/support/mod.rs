@@ -1,0 +1,321 @@
+//! Shared test harness: runs the real `sluice` binary on an ephemeral port in a temporary
+//! directory and talks HTTP to it with a real client.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+/// The sample table shipped in `config/`.
+pub fn sample_table() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-users.jsonl")
+}
+
+/// An HTTP answer: status, headers (lower-case names) and body text.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Assert an RFC 9457 problem with this status; returns the problem.
+    pub fn problem(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
+        let p = self.json();
+        assert_eq!(p["status"], status);
+        assert!(p["type"].is_string() && p["title"].is_string() && p["detail"].is_string());
+        p
+    }
+}
+
+/// A running `sluice serve` and its working directory.
+pub struct Service {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+/// Config with the test's paths filled in: `extra` is TOML appended to the generated
+/// `[server]`/`[output]`/`[dead_letter]`/`[lookup.memory]` sections' keys.
+pub struct Config {
+    pub server: String,
+    pub pipeline: String,
+    pub retry: String,
+    pub lookup: String,
+    pub memory: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: String::new(),
+            pipeline: String::new(),
+            retry: String::new(),
+            lookup: String::new(),
+            memory: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Render into a config file for a service whose files live in `dir`.
+    pub fn render(&self, dir: &Path) -> String {
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace_ms = 20000\n{}\n\
+             [pipeline]\n{}\n[retry]\n{}\n[lookup]\n{}\n\
+             [lookup.memory]\ntable = \"{}\"\n{}\n\
+             [output]\nkind = \"file\"\npath = \"{}\"\n\
+             [dead_letter]\nkind = \"file\"\npath = \"{}\"\n\
+             [checkpoint]\ndir = \"{}\"\ninterval_ms = 50\n",
+            self.server,
+            self.pipeline,
+            self.retry,
+            self.lookup,
+            sample_table().display(),
+            self.memory,
+            dir.join("out.jsonl").display(),
+            dir.join("dead.jsonl").display(),
+            dir.join("checkpoints").display(),
+        )
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut r = r.expect("HTTP request failed");
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let status = r.status().as_u16();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Service {
+    /// Start `sluice serve` with `config` and wait until it listens.
+    pub fn start(config: &Config) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, config.render(dir.path())).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let base = line
+            .trim()
+            .strip_prefix("sluice listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Service {
+            child: Some(child),
+            dir,
+            base,
+            agent: agent(),
+        }
+    }
+
+    /// POST `body` with a content type (and optional bearer token).
+    pub fn post_as(&self, path: &str, content_type: Option<&str>, token: Option<&str>, body: &[u8]) -> Reply {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        reply(req.send(body))
+    }
+
+    /// POST a JSON array of records.
+    pub fn post_json(&self, path: &str, records: &[Value]) -> Reply {
+        let body = serde_json::to_vec(records).expect("serialize");
+        self.post_as(path, Some("application/json"), None, &body)
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> Reply {
+        reply(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    /// POST records in batches, waiting and retrying on 429; returns every accepted id.
+    pub fn post_all(&self, records: &[Value], batch: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for chunk in records.chunks(batch) {
+            loop {
+                let r = self.post_json("/v1/records", chunk);
+                match r.status {
+                    202 => {
+                        let v = r.json();
+                        assert_eq!(v["accepted"], chunk.len());
+                        ids.extend(
+                            v["ids"]
+                                .as_array()
+                                .expect("ids")
+                                .iter()
+                                .map(|i| i.as_str().expect("id").to_string()),
+                        );
+                        break;
+                    }
+                    429 => {
+                        assert!(r.header("retry-after").is_some());
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    s => panic!("unexpected status {s}: {}", r.body),
+                }
+            }
+        }
+        ids
+    }
+
+    /// `/v1/status` as JSON.
+    pub fn status(&self) -> Value {
+        self.get("/v1/status").json()
+    }
+
+    /// Wait until `/v1/status.pending` is 0.
+    pub fn wait_quiescent(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        loop {
+            let s = self.status();
+            if s["pending"] == 0 {
+                return;
+            }
+            assert!(Instant::now() < until, "still pending after {limit:?}: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send SIGTERM without waiting for the exit.
+    pub fn send_term(&self) {
+        if let Some(child) = &self.child {
+            let ok = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "kill -TERM failed");
+        }
+    }
+
+    /// Send SIGTERM and wait for the process; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!("sluice did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop the service gracefully and read both sinks' envelopes.
+    pub fn finish(mut self) -> (Vec<Value>, Vec<Value>) {
+        assert_eq!(self.terminate(), Some(0), "graceful exit");
+        (
+            read_lines(&self.dir.path().join("out.jsonl")),
+            read_lines(&self.dir.path().join("dead.jsonl")),
+        )
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every line of an NDJSON file as JSON (missing file = no lines).
+pub fn read_lines(path: &Path) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// Assert every accepted id appears exactly once across output and dead letters.
+pub fn assert_exactly_once(ids: &[String], out: &[Value], dead: &[Value]) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for e in out.iter().chain(dead) {
+        *seen.entry(e["id"].as_str().expect("id")).or_default() += 1;
+    }
+    for id in ids {
+        assert_eq!(seen.get(id.as_str()), Some(&1), "id {id} must appear exactly once");
+    }
+    assert_eq!(seen.len(), ids.len(), "no unknown ids");
+    assert_eq!(out.len() + dead.len(), ids.len(), "no duplicates");
+}
