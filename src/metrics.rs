@@ -45,8 +45,8 @@ pub struct Metrics {
 
 fn latency_buckets() -> Vec<f64> {
     vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 10.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
     ]
 }
 
@@ -71,11 +71,12 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 Ok(g)
             };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
         let pending = IntGauge::new(
             "sluice_pending_records",
             "Records accepted but not yet terminal",

@@ -127,7 +127,11 @@ impl Pointer {
             .collect::<String>();
         SetError {
             pointer: self.text.clone(),
-            at: if at.is_empty() { "the record".into() } else { at },
+            at: if at.is_empty() {
+                "the record".into()
+            } else {
+                at
+            },
         }
     }
 }

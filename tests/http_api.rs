@@ -19,7 +19,10 @@ fn array_and_ndjson_bodies_are_accepted_and_enriched() {
     let svc = Service::start(&Config::default());
     let r = svc.post_json("/v1/records", &records(3, "a"));
     assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(r.json(), json!({"accepted": 3, "ids": ["a-0", "a-1", "a-2"]}));
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 3, "ids": ["a-0", "a-1", "a-2"]})
+    );
 
     let nd = b"{\"id\":\"n-0\",\"user_id\":\"u5\"}\n\n{\"user_id\":\"nobody\"}\n";
     let r = svc.post_as("/v1/records", Some("application/x-ndjson"), None, nd);
@@ -52,15 +55,30 @@ fn array_and_ndjson_bodies_are_accepted_and_enriched() {
 fn malformed_bodies_get_400_and_nothing_is_accepted() {
     let svc = Service::start(&Config::default());
     let p = svc
-        .post_as("/v1/records", Some("application/json"), None, b"[{\"user_id\":")
+        .post_as(
+            "/v1/records",
+            Some("application/json"),
+            None,
+            b"[{\"user_id\":",
+        )
         .problem(400);
     assert!(p["detail"].as_str().unwrap().contains("not valid JSON"));
     let p = svc
-        .post_as("/v1/records", Some("application/json"), None, b"{\"user_id\":\"u1\"}")
+        .post_as(
+            "/v1/records",
+            Some("application/json"),
+            None,
+            b"{\"user_id\":\"u1\"}",
+        )
         .problem(400);
     assert!(p["detail"].as_str().unwrap().contains("array"));
     let p = svc
-        .post_as("/v1/records", Some("application/x-ndjson"), None, b"{\"user_id\":\"u1\"}\n{nope\n")
+        .post_as(
+            "/v1/records",
+            Some("application/x-ndjson"),
+            None,
+            b"{\"user_id\":\"u1\"}\n{nope\n",
+        )
         .problem(400);
     assert!(p["detail"].as_str().unwrap().starts_with("line 2"), "{p}");
     svc.post_as("/v1/enrich", Some("application/json"), None, b"\xff\xfe")
@@ -95,19 +113,30 @@ fn invalid_records_get_422_listing_index_and_pointer() {
         {"id": ["x"], "user_id": {"nested": true}},
     ]);
     let p = svc
-        .post_as("/v1/records", Some("application/json"), None, body.to_string().as_bytes())
+        .post_as(
+            "/v1/records",
+            Some("application/json"),
+            None,
+            body.to_string().as_bytes(),
+        )
         .problem(422);
     let errors = p["errors"].as_array().unwrap();
     let pairs: Vec<(u64, &str)> = errors
         .iter()
         .map(|e| (e["index"].as_u64().unwrap(), e["pointer"].as_str().unwrap()))
         .collect();
-    assert_eq!(pairs, vec![(1, "/user_id"), (2, ""), (3, "/user_id"), (3, "/id")]);
+    assert_eq!(
+        pairs,
+        vec![(1, "/user_id"), (2, ""), (3, "/user_id"), (3, "/id")]
+    );
     assert!(errors.iter().all(|e| e["message"].is_string()));
     assert!(p["detail"].as_str().unwrap().contains("3 of 4"));
     std::thread::sleep(Duration::from_millis(100));
     let (out, dead) = svc.finish();
-    assert!(out.is_empty() && dead.is_empty(), "atomic: the good record was not accepted either");
+    assert!(
+        out.is_empty() && dead.is_empty(),
+        "atomic: the good record was not accepted either"
+    );
 }
 
 #[test]
@@ -117,7 +146,12 @@ fn limits_give_413_for_bytes_and_record_count() {
         ..Config::default()
     });
     let p = svc.post_json("/v1/records", &records(6, "x")).problem(413);
-    assert!(p["detail"].as_str().unwrap().contains("max_records_per_request"));
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_records_per_request")
+    );
     let big = vec![json!({"user_id": "u1", "pad": "x".repeat(3000)})];
     let p = svc.post_json("/v1/records", &big).problem(413);
     assert!(p["detail"].as_str().unwrap().contains("max_body_bytes"));
@@ -134,14 +168,24 @@ fn auth_tokens_require_a_bearer_token_on_posts_only() {
     let r = svc.post_as("/v1/records", Some("application/json"), None, &body);
     r.problem(401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    svc.post_as("/v1/records", Some("application/json"), Some("wrong"), &body)
-        .problem(401);
+    svc.post_as(
+        "/v1/records",
+        Some("application/json"),
+        Some("wrong"),
+        &body,
+    )
+    .problem(401);
     svc.post_as("/v1/enrich", Some("application/json"), None, &body)
         .problem(401);
     svc.post_as("/v1/checkpoint", None, None, b"").problem(401);
     assert_eq!(
-        svc.post_as("/v1/records", Some("application/json"), Some("other"), &body)
-            .status,
+        svc.post_as(
+            "/v1/records",
+            Some("application/json"),
+            Some("other"),
+            &body
+        )
+        .status,
         202
     );
     assert_eq!(svc.get("/v1/status").status, 200);
@@ -168,13 +212,21 @@ fn overload_gives_429_with_retry_after_and_accepts_nothing_of_the_batch() {
     let p = r.problem(429);
     let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(retry_after >= 1);
-    assert!(p["detail"].as_str().unwrap().contains("nothing was accepted"));
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was accepted")
+    );
     let accepted: u64 = svc.status()["partitions"][0]["accepted"].as_u64().unwrap();
     assert_eq!(accepted, 6);
     svc.wait_quiescent(Duration::from_secs(20));
     let (out, dead) = svc.finish();
     assert_eq!(out.len() + dead.len(), 6);
-    assert!(out.iter().all(|e| e["id"].as_str().unwrap().starts_with("first-")));
+    assert!(
+        out.iter()
+            .all(|e| e["id"].as_str().unwrap().starts_with("first-"))
+    );
 }
 
 #[test]
@@ -193,13 +245,19 @@ fn enrich_answers_in_request_order() {
     assert_eq!(r.status, 200, "{}", r.body);
     let results = r.json()["results"].as_array().unwrap().clone();
     let ids: Vec<&str> = results.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    let expect: Vec<String> = (0..50).map(|i| format!("e-{i}")).chain(["e-miss".to_string()]).collect();
+    let expect: Vec<String> = (0..50)
+        .map(|i| format!("e-{i}"))
+        .chain(["e-miss".to_string()])
+        .collect();
     assert_eq!(ids, expect);
     assert_eq!(results[0]["record"]["enrichment"]["name"], "Ada");
     assert_eq!(results[50]["outcome"], "miss");
     svc.wait_quiescent(Duration::from_secs(5));
     let (out, dead) = svc.finish();
-    assert!(out.is_empty() && dead.is_empty(), "/v1/enrich results are not written to sinks");
+    assert!(
+        out.is_empty() && dead.is_empty(),
+        "/v1/enrich results are not written to sinks"
+    );
 }
 
 #[test]
@@ -219,9 +277,19 @@ fn status_metrics_health_and_unknown_routes() {
 
     let m = svc.get("/metrics");
     assert_eq!(m.status, 200);
-    assert!(m.body.contains("sluice_records_accepted_total 100"), "{}", m.body);
-    assert!(m.body.contains("sluice_records_emitted_total{outcome=\"ok\"} 100"));
-    assert!(m.body.contains("sluice_http_requests_total{route=\"/v1/records\",status=\"202\"} 2"));
+    assert!(
+        m.body.contains("sluice_records_accepted_total 100"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("sluice_records_emitted_total{outcome=\"ok\"} 100")
+    );
+    assert!(
+        m.body
+            .contains("sluice_http_requests_total{route=\"/v1/records\",status=\"202\"} 2")
+    );
     assert!(m.body.contains("sluice_lookup_duration_seconds_bucket"));
     assert!(m.body.contains("sluice_partition_in_flight_records"));
 

@@ -17,7 +17,11 @@ fn mixed_records(seed: u64) -> Vec<Value> {
     (0..100_000)
         .map(|i| {
             let roll: f64 = rng.random();
-            let delay = if roll < 0.001 { 400 } else { rng.random_range(0..5) };
+            let delay = if roll < 0.001 {
+                400
+            } else {
+                rng.random_range(0..5)
+            };
             let fail = u64::from(roll > 0.995);
             let key = if rng.random_bool(0.02) {
                 "ghost".to_string()
@@ -63,7 +67,10 @@ fn run_mode(mode: &str) -> (Vec<String>, Vec<Value>, Vec<Value>) {
             assert_eq!(e["attempts"], fails + 1, "{e}");
         }
     }
-    assert!(dead.iter().all(|e| e["outcome"] == "timeout" && e["error"].is_string()));
+    assert!(
+        dead.iter()
+            .all(|e| e["outcome"] == "timeout" && e["error"].is_string())
+    );
     (ids, out, dead)
 }
 
@@ -90,7 +97,10 @@ fn ordered_mode_emits_each_partition_strictly_by_seq() {
         assert!(strictly_increasing(&seqs), "partition {p} out of order");
     }
     for (p, seqs) in seqs_by(&dead, |e| e["partition"].to_string()) {
-        assert!(strictly_increasing(&seqs), "dead letters of partition {p} out of order");
+        assert!(
+            strictly_increasing(&seqs),
+            "dead letters of partition {p} out of order"
+        );
     }
 }
 
@@ -101,7 +111,10 @@ fn key_ordered_mode_keeps_each_key_in_acceptance_order() {
         assert!(strictly_increasing(&seqs), "key {k} out of order");
     }
     for (k, seqs) in seqs_by(&dead, |e| e["key"].to_string()) {
-        assert!(strictly_increasing(&seqs), "dead letters of key {k} out of order");
+        assert!(
+            strictly_increasing(&seqs),
+            "dead letters of key {k} out of order"
+        );
     }
 }
 
@@ -110,7 +123,10 @@ fn unordered_mode_loses_and_duplicates_nothing() {
     let (_, out, _) = run_mode("unordered");
     // With random latencies, completion order differs from seq order somewhere.
     let by_p = seqs_by(&out, |e| e["partition"].to_string());
-    assert!(by_p.values().any(|s| !strictly_increasing(s)), "expected reordering");
+    assert!(
+        by_p.values().any(|s| !strictly_increasing(s)),
+        "expected reordering"
+    );
 }
 
 fn slow_timeout_config(on_timeout: &str) -> Config {
@@ -138,7 +154,12 @@ fn deadline_goes_to_dead_letter_by_default() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["id"], "slow");
     assert_eq!(dead[0]["outcome"], "timeout");
-    assert!(dead[0]["error"].as_str().unwrap().contains("deadline of 100 ms"));
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("deadline of 100 ms")
+    );
     assert!(dead[0]["latency_ms"].as_f64().unwrap() >= 100.0);
     assert!(dead[0]["record"].get("enrichment").is_none(), "un-enriched");
     assert_eq!(out[0]["id"], "fast");
@@ -171,7 +192,12 @@ fn attempt_timeouts_are_retried_when_configured() {
     assert_exactly_once(&ids, &out, &dead);
     assert_eq!(dead[0]["outcome"], "timeout");
     assert_eq!(dead[0]["attempts"], 3);
-    assert!(dead[0]["error"].as_str().unwrap().contains("attempt 3 timed out"));
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 3 timed out")
+    );
 }
 
 #[test]
@@ -189,12 +215,18 @@ fn retries_succeed_on_attempt_n_or_fail_after_max_attempts() {
     let (out, dead) = svc.finish();
     assert_exactly_once(&ids, &out, &dead);
     for n in 0..=3u64 {
-        let e = out.iter().find(|e| e["id"] == format!("f{n}")).expect("enriched");
+        let e = out
+            .iter()
+            .find(|e| e["id"] == format!("f{n}"))
+            .expect("enriched");
         assert_eq!(e["outcome"], "ok");
         assert_eq!(e["attempts"], n + 1, "succeeds on attempt {}", n + 1);
     }
     for n in 4..=5u64 {
-        let e = dead.iter().find(|e| e["id"] == format!("f{n}")).expect("dead letter");
+        let e = dead
+            .iter()
+            .find(|e| e["id"] == format!("f{n}"))
+            .expect("dead letter");
         assert_eq!(e["outcome"], "failed");
         assert_eq!(e["attempts"], 4);
         assert!(e["error"].as_str().unwrap().contains("simulated failure"));

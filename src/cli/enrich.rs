@@ -63,8 +63,8 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
         Some(t) => open_sink(t)?,
         None => sink::open(&settings.dead_letter).map_err(|e| CliError::Runtime(e.to_string()))?,
     };
-    let rules = RecordRules::from_settings(&settings)
-        .map_err(|e| CliError::Usage(vec![e.to_string()]))?;
+    let rules =
+        RecordRules::from_settings(&settings).map_err(|e| CliError::Usage(vec![e.to_string()]))?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(8);
     let reader = std::thread::Builder::new()
@@ -164,7 +164,11 @@ fn emitted(engine: &Engine) -> u64 {
         .sum()
 }
 
-fn read_input(input: Box<dyn Read + Send>, rules: RecordRules, tx: tokio::sync::mpsc::Sender<Parsed>) {
+fn read_input(
+    input: Box<dyn Read + Send>,
+    rules: RecordRules,
+    tx: tokio::sync::mpsc::Sender<Parsed>,
+) {
     let reader = BufReader::with_capacity(1 << 20, input);
     let mut batch = Parsed {
         records: Vec::with_capacity(BATCH),

@@ -48,7 +48,10 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         let signal = wait_for_signal().await;
         // Keep serving while draining: POSTs and /readyz answer 503, so Kubernetes takes
         // the pod out of the Service and clients get a clear answer, not a refused connection.
-        tracing::info!(signal, "shutting down: no longer accepting records, draining");
+        tracing::info!(
+            signal,
+            "shutting down: no longer accepting records, draining"
+        );
         engine.shared().draining.store(true, Ordering::Release);
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         if !engine.drain(grace).await {
@@ -72,7 +75,10 @@ async fn wait_for_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",

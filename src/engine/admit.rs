@@ -169,7 +169,9 @@ mod tests {
 
     #[test]
     fn a_good_record_is_routed_by_its_key() {
-        let a = rules().admit(0, json!({"id": "r-1", "user_id": "u1"})).unwrap();
+        let a = rules()
+            .admit(0, json!({"id": "r-1", "user_id": "u1"}))
+            .unwrap();
         assert_eq!(a.id.as_deref(), Some("r-1"));
         assert_eq!(&*a.canonical, "u1");
         assert_eq!(a.partition, partition_of("u1", 4));
@@ -187,7 +189,9 @@ mod tests {
         let e = r.admit(0, json!({"id": "x"})).unwrap_err();
         assert_eq!(e[0].pointer, "/user_id");
         assert!(e[0].message.contains("missing"));
-        let e = r.admit(0, json!({"user_id": {"a": 1}, "id": []})).unwrap_err();
+        let e = r
+            .admit(0, json!({"user_id": {"a": 1}, "id": []}))
+            .unwrap_err();
         assert_eq!(e.len(), 2);
         assert_eq!(e[1].pointer, "/id");
         assert!(

@@ -99,7 +99,9 @@ impl Emitter {
         for kind in OutcomeKind::ALL {
             let n = b.outcomes[kind.index()];
             if n > 0 {
-                m.records_emitted.with_label_values(&[kind.as_str()]).inc_by(n);
+                m.records_emitted
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(n);
             }
         }
         m.dead_letters.inc_by(b.dead_records);
@@ -129,7 +131,10 @@ impl Emitter {
             }
         }
         if !self.stalled.is_empty() && result.is_ok() {
-            result = Err(format!("{} batch(es) wait for a failing sink", self.stalled.len()));
+            result = Err(format!(
+                "{} batch(es) wait for a failing sink",
+                self.stalled.len()
+            ));
         }
         result
     }

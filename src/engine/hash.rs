@@ -48,5 +48,4 @@ mod tests {
         assert_eq!(fnv1a64(b"u42"), 0x4d2f65193e88405a);
         assert_eq!(partition_of("anything", 1), 0);
     }
-
 }

@@ -110,9 +110,8 @@ impl Handler<Submit> for Ingress {
             let p = a.partition as usize % n;
             let seq = self.next_seq[p];
             self.next_seq[p] += 1;
-            let id = a
-                .id
-                .unwrap_or_else(|| Arc::from(format!("p{p}-{seq}").as_str()));
+            let id =
+                a.id.unwrap_or_else(|| Arc::from(format!("p{p}-{seq}").as_str()));
             ids.push(id.clone());
             batches[p].push((
                 seq,
@@ -134,7 +133,9 @@ impl Handler<Submit> for Ingress {
             let stats = &self.shared.partitions[p];
             stats.backlog.fetch_add(batch.len(), Ordering::AcqRel);
             stats.held.fetch_add(batch.len(), Ordering::AcqRel);
-            stats.accepted.fetch_add(batch.len() as u64, Ordering::AcqRel);
+            stats
+                .accepted
+                .fetch_add(batch.len() as u64, Ordering::AcqRel);
             self.partitions[p].do_send(Enqueue(batch));
         }
         self.shared.metrics.records_accepted.inc_by(total as u64);

@@ -169,7 +169,10 @@ impl Engine {
     }
 
     /// Enrich records synchronously: answers with their envelopes in request order.
-    pub async fn enrich(&self, records: Vec<Admitted>) -> Result<Vec<serde_json::Value>, SubmitError> {
+    pub async fn enrich(
+        &self,
+        records: Vec<Admitted>,
+    ) -> Result<Vec<serde_json::Value>, SubmitError> {
         let (collector, rx) = Collector::new(records.len());
         self.ingress
             .send(Submit {

@@ -253,8 +253,14 @@ mod tests {
         let mut s = Settings::defaults();
         let rules = OutcomeRules::from_settings(&s).unwrap();
         assert_eq!(rules.route(&Outcome::miss()).0, Route::Output);
-        assert_eq!(rules.route(&Outcome::timeout("t".into())).0, Route::DeadLetter);
-        assert_eq!(rules.route(&Outcome::failed("f".into())), (Route::DeadLetter, Some("f".into())));
+        assert_eq!(
+            rules.route(&Outcome::timeout("t".into())).0,
+            Route::DeadLetter
+        );
+        assert_eq!(
+            rules.route(&Outcome::failed("f".into())),
+            (Route::DeadLetter, Some("f".into()))
+        );
         s.lookup.on_miss = OnMiss::DeadLetter;
         s.pipeline.on_timeout = OnTimeout::PassThrough;
         let rules = OutcomeRules::from_settings(&s).unwrap();

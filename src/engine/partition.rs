@@ -158,7 +158,11 @@ impl Partition {
                 Err(AdmitError::SeqNotIncreasing(job)) => {
                     // Cannot happen (the ingress assigns seqs in order); if it ever did, the
                     // record still gets its one outcome instead of vanishing.
-                    tracing::error!(partition = self.cfg.id, seq, "seq out of order at admission");
+                    tracing::error!(
+                        partition = self.cfg.id,
+                        seq,
+                        "seq out of order at admission"
+                    );
                     self.emit_now(
                         seq,
                         job,
@@ -237,7 +241,11 @@ impl Partition {
         } else {
             rand::rng().random_range(-1.0..=1.0)
         };
-        match self.cfg.policy.next(kind, attempt, Instant::now(), deadline, unit) {
+        match self
+            .cfg
+            .policy
+            .next(kind, attempt, Instant::now(), deadline, unit)
+        {
             Next::Retry(wait) => {
                 self.local.retries.inc();
                 let Some(me) = self.me.clone() else { return };

@@ -106,7 +106,13 @@ impl<T, O> InFlightQueue<T, O> {
     }
 
     /// Take ownership of a record until it is released with an outcome.
-    pub fn admit(&mut self, seq: u64, key: Arc<str>, deadline: Instant, item: T) -> Result<(), AdmitError<T>> {
+    pub fn admit(
+        &mut self,
+        seq: u64,
+        key: Arc<str>,
+        deadline: Instant,
+        item: T,
+    ) -> Result<(), AdmitError<T>> {
         if !self.has_room() {
             return Err(AdmitError::Full(item));
         }
@@ -174,7 +180,7 @@ impl<T, O> InFlightQueue<T, O> {
                 let key = slot.key.clone();
                 if let Some(q) = self.by_key.get_mut(&key) {
                     while let Some(&head) = q.front() {
-                        if !self.slots.get(&head).is_some_and(|s| s.outcome.is_some()) {
+                        if self.slots.get(&head).is_none_or(|s| s.outcome.is_none()) {
                             break;
                         }
                         q.pop_front();
@@ -231,7 +237,11 @@ impl<T, O> InFlightQueue<T, O> {
 
     /// Every record still held, waiting or not, in seq order (for snapshots and shutdown).
     pub fn held(&self) -> Vec<(u64, &T)> {
-        let mut v: Vec<(u64, &T)> = self.slots.iter().map(|(s, slot)| (*s, &slot.item)).collect();
+        let mut v: Vec<(u64, &T)> = self
+            .slots
+            .iter()
+            .map(|(s, slot)| (*s, &slot.item))
+            .collect();
         v.sort_unstable_by_key(|(s, _)| *s);
         v
     }
@@ -269,9 +279,15 @@ mod tests {
         let now = Instant::now();
         let mut q: InFlightQueue<u8, ()> = InFlightQueue::new(Mode::Ordered, 2);
         q.admit(1, key(0), now, 1).unwrap();
-        assert!(matches!(q.admit(1, key(0), now, 9), Err(AdmitError::SeqNotIncreasing(9))));
+        assert!(matches!(
+            q.admit(1, key(0), now, 9),
+            Err(AdmitError::SeqNotIncreasing(9))
+        ));
         q.admit(2, key(0), now, 2).unwrap();
-        assert!(matches!(q.admit(3, key(0), now, 3), Err(AdmitError::Full(3))));
+        assert!(matches!(
+            q.admit(3, key(0), now, 3),
+            Err(AdmitError::Full(3))
+        ));
     }
 
     #[test]
@@ -302,7 +318,10 @@ mod tests {
         assert!(!q.has_room() || q.len() == 3);
         q.complete(0, 0).unwrap();
         q.drain_released(&mut out);
-        assert_eq!(out.iter().map(|r| r.seq()).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            out.iter().map(|r| r.seq()).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         assert!(q.is_empty());
     }
 
@@ -310,10 +329,15 @@ mod tests {
     fn expiry_resolves_records_whose_lookup_never_answers() {
         let t0 = Instant::now();
         let mut q: InFlightQueue<u8, &str> = InFlightQueue::new(Mode::Ordered, 8);
-        q.admit(0, key(0), t0 + Duration::from_millis(10), 0).unwrap();
-        q.admit(1, key(0), t0 + Duration::from_millis(20), 1).unwrap();
+        q.admit(0, key(0), t0 + Duration::from_millis(10), 0)
+            .unwrap();
+        q.admit(1, key(0), t0 + Duration::from_millis(20), 1)
+            .unwrap();
         assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(10)));
-        assert_eq!(q.expire(t0 + Duration::from_millis(15), |_, _| "timeout"), 1);
+        assert_eq!(
+            q.expire(t0 + Duration::from_millis(15), |_, _| "timeout"),
+            1
+        );
         q.complete(1, "ok").unwrap();
         let mut out = Vec::new();
         q.drain_released(&mut out);
@@ -324,7 +348,13 @@ mod tests {
 
     /// A scenario: records (key) admitted in seq order into a queue of `capacity`, a random
     /// completion order, some records never completed (they must expire).
-    fn run(mode: Mode, capacity: usize, keys: &[u8], picks: &[usize], lost: &[bool]) -> Vec<(u64, u8)> {
+    fn run(
+        mode: Mode,
+        capacity: usize,
+        keys: &[u8],
+        picks: &[usize],
+        lost: &[bool],
+    ) -> Vec<(u64, u8)> {
         let t0 = Instant::now();
         let mut q: InFlightQueue<u8, bool> = InFlightQueue::new(mode, capacity);
         let mut next = 0usize;
@@ -335,7 +365,13 @@ mod tests {
         while next < keys.len() || !q.is_empty() {
             while next < keys.len() && q.has_room() {
                 let seq = next as u64 * 3; // gaps in seq are allowed
-                q.admit(seq, key(keys[next]), t0 + Duration::from_secs(1), keys[next]).unwrap();
+                q.admit(
+                    seq,
+                    key(keys[next]),
+                    t0 + Duration::from_secs(1),
+                    keys[next],
+                )
+                .unwrap();
                 if !lost[next] {
                     pending.push(seq);
                 }
@@ -407,6 +443,9 @@ mod tests {
     #[test]
     fn unordered_releases_in_completion_order() {
         let emitted = run(Mode::Unordered, 10, &[0, 0, 0], &[2, 0, 0], &[false; 3]);
-        assert_eq!(emitted.iter().map(|e| e.0).collect::<Vec<_>>(), vec![6, 0, 3]);
+        assert_eq!(
+            emitted.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![6, 0, 3]
+        );
     }
 }

@@ -78,7 +78,14 @@ impl RetryPolicy {
     /// Decide what follows an attempt. `attempts` counts the attempt just finished.
     /// A retry whose backoff would end at or after the deadline is not started: the
     /// result stands (the deadline would turn it into a timeout anyway).
-    pub fn next(&self, kind: AttemptKind, attempts: u32, now: Instant, deadline: Instant, unit: f64) -> Next {
+    pub fn next(
+        &self,
+        kind: AttemptKind,
+        attempts: u32,
+        now: Instant,
+        deadline: Instant,
+        unit: f64,
+    ) -> Next {
         let wanted = match kind {
             AttemptKind::Found => false,
             AttemptKind::Miss => self.on_miss,
@@ -137,7 +144,10 @@ mod tests {
         let p = policy(vec![RetryOn::Error], 0.0);
         assert_eq!(p.next(AttemptKind::Found, 1, now, far, 0.0), Next::Finish);
         assert_eq!(p.next(AttemptKind::Miss, 1, now, far, 0.0), Next::Finish);
-        assert_eq!(p.next(AttemptKind::AttemptTimeout, 1, now, far, 0.0), Next::Finish);
+        assert_eq!(
+            p.next(AttemptKind::AttemptTimeout, 1, now, far, 0.0),
+            Next::Finish
+        );
         assert_eq!(
             p.next(AttemptKind::Error { retryable: false }, 1, now, far, 0.0),
             Next::Finish
@@ -147,8 +157,14 @@ mod tests {
             Next::Retry(Duration::from_millis(20))
         );
         let p = policy(vec![RetryOn::Miss, RetryOn::Timeout], 0.0);
-        assert!(matches!(p.next(AttemptKind::Miss, 2, now, far, 0.0), Next::Retry(_)));
-        assert!(matches!(p.next(AttemptKind::AttemptTimeout, 3, now, far, 0.0), Next::Retry(_)));
+        assert!(matches!(
+            p.next(AttemptKind::Miss, 2, now, far, 0.0),
+            Next::Retry(_)
+        ));
+        assert!(matches!(
+            p.next(AttemptKind::AttemptTimeout, 3, now, far, 0.0),
+            Next::Retry(_)
+        ));
         assert_eq!(
             p.next(AttemptKind::Error { retryable: true }, 1, now, far, 0.0),
             Next::Finish
@@ -160,8 +176,17 @@ mod tests {
         let now = Instant::now();
         let p = policy(vec![RetryOn::Error], 0.0);
         let err = AttemptKind::Error { retryable: true };
-        assert_eq!(p.next(err, 4, now, now + Duration::from_secs(10), 0.0), Next::Finish);
-        assert_eq!(p.next(err, 1, now, now + Duration::from_millis(20), 0.0), Next::Finish);
-        assert!(matches!(p.next(err, 1, now, now + Duration::from_millis(21), 0.0), Next::Retry(_)));
+        assert_eq!(
+            p.next(err, 4, now, now + Duration::from_secs(10), 0.0),
+            Next::Finish
+        );
+        assert_eq!(
+            p.next(err, 1, now, now + Duration::from_millis(20), 0.0),
+            Next::Finish
+        );
+        assert!(matches!(
+            p.next(err, 1, now, now + Duration::from_millis(21), 0.0),
+            Next::Retry(_)
+        ));
     }
 }

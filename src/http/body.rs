@@ -23,7 +23,12 @@ pub fn format_of(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
                 .into(),
         ));
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(BodyFormat::JsonArray),
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
@@ -37,7 +42,11 @@ pub fn format_of(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
 }
 
 /// Parse the records of a body, refusing more than `max_records`.
-pub fn parse_records(format: BodyFormat, body: &[u8], max_records: usize) -> Result<Vec<Value>, ApiError> {
+pub fn parse_records(
+    format: BodyFormat,
+    body: &[u8],
+    max_records: usize,
+) -> Result<Vec<Value>, ApiError> {
     let too_many = |n: usize| {
         ApiError::PayloadTooLarge(format!(
             "{n} records in one request; the limit is {max_records} (server.max_records_per_request)"
@@ -45,9 +54,8 @@ pub fn parse_records(format: BodyFormat, body: &[u8], max_records: usize) -> Res
     };
     match format {
         BodyFormat::JsonArray => {
-            let value: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
-            })?;
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
             match value {
                 Value::Array(records) => {
                     if records.len() > max_records {
@@ -97,10 +105,22 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(format_of(Some("application/json; charset=utf-8")).unwrap(), BodyFormat::JsonArray);
-        assert_eq!(format_of(Some("application/x-ndjson")).unwrap(), BodyFormat::Ndjson);
-        assert!(matches!(format_of(Some("text/plain")), Err(ApiError::UnsupportedMediaType(_))));
-        assert!(matches!(format_of(None), Err(ApiError::UnsupportedMediaType(_))));
+        assert_eq!(
+            format_of(Some("application/json; charset=utf-8")).unwrap(),
+            BodyFormat::JsonArray
+        );
+        assert_eq!(
+            format_of(Some("application/x-ndjson")).unwrap(),
+            BodyFormat::Ndjson
+        );
+        assert!(matches!(
+            format_of(Some("text/plain")),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            format_of(None),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
     }
 
     #[test]
@@ -113,12 +133,27 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_400_and_too_many_413() {
-        assert!(matches!(parse_records(BodyFormat::JsonArray, b"[{", 10), Err(ApiError::BadRequest(_))));
-        assert!(matches!(parse_records(BodyFormat::JsonArray, b"{}", 10), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse_records(BodyFormat::JsonArray, b"[{", 10),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_records(BodyFormat::JsonArray, b"{}", 10),
+            Err(ApiError::BadRequest(_))
+        ));
         let e = parse_records(BodyFormat::Ndjson, b"{}\n{oops\n", 10).unwrap_err();
         assert!(e.to_string().starts_with("line 2"), "{e}");
-        assert!(matches!(parse_records(BodyFormat::Ndjson, b"\xff", 10), Err(ApiError::BadRequest(_))));
-        assert!(matches!(parse_records(BodyFormat::JsonArray, b"[1,2,3]", 2), Err(ApiError::PayloadTooLarge(_))));
-        assert!(matches!(parse_records(BodyFormat::Ndjson, b"1\n2\n3", 2), Err(ApiError::PayloadTooLarge(_))));
+        assert!(matches!(
+            parse_records(BodyFormat::Ndjson, b"\xff", 10),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_records(BodyFormat::JsonArray, b"[1,2,3]", 2),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+        assert!(matches!(
+            parse_records(BodyFormat::Ndjson, b"1\n2\n3", 2),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
     }
 }

@@ -88,10 +88,19 @@ fn authorize(req: &HttpRequest, settings: &Settings) -> Result<(), ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match presented {
-        Some(t) if tokens.iter().any(|k| constant_time_eq(k.as_bytes(), t.as_bytes())) => Ok(()),
+        Some(t)
+            if tokens
+                .iter()
+                .any(|k| constant_time_eq(k.as_bytes(), t.as_bytes())) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::Unauthorized),
     }
 }
@@ -112,7 +121,11 @@ fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Read the body up to `server.max_body_bytes`, refusing early on Content-Length.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: u64) -> Result<Vec<u8>, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: u64,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = |n: String| {
         ApiError::PayloadTooLarge(format!(
             "the body is {n} bytes; the limit is {limit} (server.max_body_bytes)"
@@ -195,13 +208,21 @@ fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
-async fn post_records(req: HttpRequest, payload: web::Payload, state: Data) -> Result<HttpResponse, ApiError> {
+async fn post_records(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: Data,
+) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
     let ids = state.engine.submit(records).await.map_err(submit_error)?;
     Ok(HttpResponse::Accepted().json(json!({"accepted": ids.len(), "ids": ids})))
 }
 
-async fn post_enrich(req: HttpRequest, payload: web::Payload, state: Data) -> Result<HttpResponse, ApiError> {
+async fn post_enrich(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: Data,
+) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
     let results = state.engine.enrich(records).await.map_err(submit_error)?;
     Ok(HttpResponse::Ok().json(json!({ "results": results })))

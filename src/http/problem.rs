@@ -31,7 +31,10 @@ pub enum ApiError {
         errors: Vec<FieldError>,
     },
     #[error("{detail}")]
-    Overloaded { detail: String, retry_after_secs: u64 },
+    Overloaded {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]

@@ -209,15 +209,29 @@ mod tests {
 
     #[test]
     fn loads_rows_without_the_key_column() {
-        let (_f, m) = settings_for("{\"user_id\":\"u1\",\"name\":\"Ada\"}\n\n{\"user_id\":2,\"name\":\"Bo\"}\n");
+        let (_f, m) = settings_for(
+            "{\"user_id\":\"u1\",\"name\":\"Ada\"}\n\n{\"user_id\":2,\"name\":\"Bo\"}\n",
+        );
         let t = MemoryTable::load(&m).unwrap();
         assert_eq!(t.len(), 2);
         let rec = json!({});
-        let r = ready(t.start(&LookupRequest { key: "u1", record: &rec, attempt: 1 }));
+        let r = ready(t.start(&LookupRequest {
+            key: "u1",
+            record: &rec,
+            attempt: 1,
+        }));
         assert_eq!(r, Ok(Some(json!({"name": "Ada"}))));
-        let r = ready(t.start(&LookupRequest { key: "2", record: &rec, attempt: 1 }));
+        let r = ready(t.start(&LookupRequest {
+            key: "2",
+            record: &rec,
+            attempt: 1,
+        }));
         assert_eq!(r, Ok(Some(json!({"name": "Bo"}))));
-        let r = ready(t.start(&LookupRequest { key: "zz", record: &rec, attempt: 1 }));
+        let r = ready(t.start(&LookupRequest {
+            key: "zz",
+            record: &rec,
+            attempt: 1,
+        }));
         assert_eq!(r, Ok(None));
     }
 
@@ -238,10 +252,18 @@ mod tests {
         let t = MemoryTable::load(&m).unwrap();
         let rec = json!({"_sim": {"fail": 2}});
         for attempt in 1..=2 {
-            let r = ready(t.start(&LookupRequest { key: "u1", record: &rec, attempt }));
+            let r = ready(t.start(&LookupRequest {
+                key: "u1",
+                record: &rec,
+                attempt,
+            }));
             assert!(matches!(r, Err(LookupError::Retryable(_))));
         }
-        let r = ready(t.start(&LookupRequest { key: "u1", record: &rec, attempt: 3 }));
+        let r = ready(t.start(&LookupRequest {
+            key: "u1",
+            record: &rec,
+            attempt: 3,
+        }));
         assert!(r.is_ok());
     }
 
@@ -251,11 +273,19 @@ mod tests {
         m.delay_field = "/d".into();
         let t = MemoryTable::load(&m).unwrap();
         assert!(matches!(
-            t.start(&LookupRequest { key: "u1", record: &json!({"d": 5}), attempt: 1 }),
+            t.start(&LookupRequest {
+                key: "u1",
+                record: &json!({"d": 5}),
+                attempt: 1
+            }),
             Pending::Later(_)
         ));
         assert!(matches!(
-            t.start(&LookupRequest { key: "u1", record: &json!({"d": 0}), attempt: 1 }),
+            t.start(&LookupRequest {
+                key: "u1",
+                record: &json!({"d": 0}),
+                attempt: 1
+            }),
             Pending::Ready(_)
         ));
     }

@@ -42,8 +42,7 @@ pub fn load_from(
     flatten(&defaults, "", &mut known);
 
     let mut problems = Vec::new();
-    let mut builder =
-        Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
 
     if let Some(path) = path {
         let origin = path.display().to_string();
@@ -244,11 +243,8 @@ mod tests {
     #[test]
     fn unknown_keys_are_named_with_their_origin() {
         let f = file("[pipeline]\ncapcity = 7\n[nope]\nx = 1\n");
-        let err = load_from(
-            Some(f.path()),
-            env(&[("SLUICE__PIPELINE__CAPACITYY", "3")]),
-        )
-        .unwrap_err();
+        let err =
+            load_from(Some(f.path()), env(&[("SLUICE__PIPELINE__CAPACITYY", "3")])).unwrap_err();
         let origin = f.path().display().to_string();
         assert!(
             err.problems
@@ -261,8 +257,9 @@ mod tests {
                 .contains(&format!("{origin}: unknown key `nope.x`"))
         );
         assert!(
-            err.problems
-                .contains(&"env SLUICE__PIPELINE__CAPACITYY: unknown key `pipeline.capacityy`".into())
+            err.problems.contains(
+                &"env SLUICE__PIPELINE__CAPACITYY: unknown key `pipeline.capacityy`".into()
+            )
         );
     }
 
@@ -280,16 +277,28 @@ mod tests {
         let f = file("[pipeline]\nmode = \"sideways\"\n");
         let err = load_from(Some(f.path()), env(&[])).unwrap_err();
         assert_eq!(err.problems.len(), 1);
-        assert!(err.problems[0].contains("pipeline.mode"), "{}", err.problems[0]);
+        assert!(
+            err.problems[0].contains("pipeline.mode"),
+            "{}",
+            err.problems[0]
+        );
     }
 
     #[test]
     fn invalid_toml_and_missing_file_are_reported() {
         let f = file("[pipeline\n");
         let err = load_from(Some(f.path()), env(&[])).unwrap_err();
-        assert!(err.problems[0].contains("invalid TOML"), "{:?}", err.problems);
+        assert!(
+            err.problems[0].contains("invalid TOML"),
+            "{:?}",
+            err.problems
+        );
         let err = load_from(Some(Path::new("/nonexistent/sluice.toml")), env(&[])).unwrap_err();
-        assert!(err.problems[0].contains("cannot read"), "{:?}", err.problems);
+        assert!(
+            err.problems[0].contains("cannot read"),
+            "{:?}",
+            err.problems
+        );
     }
 
     #[test]

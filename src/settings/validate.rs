@@ -88,10 +88,7 @@ pub fn validate(s: &Settings) -> Vec<String> {
     );
     need(
         s.retry.jitter.is_finite() && (0.0..1.0).contains(&s.retry.jitter),
-        format!(
-            "retry.jitter: must be in [0, 1), got {}",
-            s.retry.jitter
-        ),
+        format!("retry.jitter: must be in [0, 1), got {}", s.retry.jitter),
     );
 
     need(

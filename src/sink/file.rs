@@ -116,6 +116,9 @@ mod tests {
         let mut s = FileSink::open(p).unwrap();
         s.write(b"{\"x\":2}\n").unwrap();
         s.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"x\":1}\n{\"x\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"x\":1}\n{\"x\":2}\n"
+        );
     }
 }

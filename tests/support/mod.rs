@@ -31,8 +31,7 @@ pub struct Reply {
 impl Reply {
     /// The body as JSON (panics with the body text when it is not JSON).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     /// A header value.
@@ -64,26 +63,15 @@ pub struct Service {
     agent: ureq::Agent,
 }
 
-/// Config with the test's paths filled in: `extra` is TOML appended to the generated
-/// `[server]`/`[output]`/`[dead_letter]`/`[lookup.memory]` sections' keys.
+/// A test config: each field is TOML lines added to that section; paths (table, sinks,
+/// checkpoints) and an ephemeral port are filled in by the harness.
+#[derive(Default)]
 pub struct Config {
     pub server: String,
     pub pipeline: String,
     pub retry: String,
     pub lookup: String,
     pub memory: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: String::new(),
-            pipeline: String::new(),
-            retry: String::new(),
-            lookup: String::new(),
-            memory: String::new(),
-        }
-    }
 }
 
 impl Config {
@@ -177,7 +165,13 @@ impl Service {
     }
 
     /// POST `body` with a content type (and optional bearer token).
-    pub fn post_as(&self, path: &str, content_type: Option<&str>, token: Option<&str>, body: &[u8]) -> Reply {
+    pub fn post_as(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
         let mut req = self.agent.post(format!("{}{path}", self.base));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -314,7 +308,11 @@ pub fn assert_exactly_once(ids: &[String], out: &[Value], dead: &[Value]) {
         *seen.entry(e["id"].as_str().expect("id")).or_default() += 1;
     }
     for id in ids {
-        assert_eq!(seen.get(id.as_str()), Some(&1), "id {id} must appear exactly once");
+        assert_eq!(
+            seen.get(id.as_str()),
+            Some(&1),
+            "id {id} must appear exactly once"
+        );
     }
     assert_eq!(seen.len(), ids.len(), "no unknown ids");
     assert_eq!(out.len() + dead.len(), ids.len(), "no duplicates");
