@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: per-record allocations are most of the engine's remaining cost, and it is
+/// markedly faster than the system allocator under two busy threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
     sluice::logging::init(cli.log_format);

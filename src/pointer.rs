@@ -68,6 +68,11 @@ impl Pointer {
         &self.text
     }
 
+    /// The unescaped reference tokens.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
     /// The value at this pointer, if any (array indices are decimal tokens).
     pub fn get<'v>(&self, root: &'v Value) -> Option<&'v Value> {
         let mut cur = root;

@@ -14,7 +14,8 @@ use super::{CliError, build_lookup};
 use crate::engine::admit::{Admitted, RecordRules};
 use crate::engine::outcome::OutcomeKind;
 use crate::engine::{Engine, SubmitError};
-use crate::settings::{Settings, SinkKind, SinkSettings};
+use crate::settings::Settings;
+use crate::sink::file::{FileSink, StdoutSink};
 use crate::sink::{self, Sink};
 
 const BATCH: usize = 1024;
@@ -33,19 +34,15 @@ struct Parsed {
     rejected: u64,
 }
 
+/// `-` is stdout; a file is written afresh (a backfill's output is its own file).
 fn open_sink(target: &str) -> Result<Box<dyn Sink>, CliError> {
-    let settings = if target == "-" {
-        SinkSettings {
-            kind: SinkKind::Stdout,
-            path: String::new(),
-        }
+    if target == "-" {
+        Ok(Box::new(StdoutSink::new()))
     } else {
-        SinkSettings {
-            kind: SinkKind::File,
-            path: target.to_string(),
-        }
-    };
-    sink::open(&settings).map_err(|e| CliError::Runtime(e.to_string()))
+        FileSink::create(target)
+            .map(|s| Box::new(s) as Box<dyn Sink>)
+            .map_err(|e| CliError::Runtime(e.to_string()))
+    }
 }
 
 /// Run the offline enrichment.
@@ -169,45 +166,37 @@ fn read_input(
     rules: RecordRules,
     tx: tokio::sync::mpsc::Sender<Parsed>,
 ) {
-    let reader = BufReader::with_capacity(1 << 20, input);
+    let mut reader = BufReader::with_capacity(1 << 20, input);
     let mut batch = Parsed {
         records: Vec::with_capacity(BATCH),
         rejected: 0,
     };
     let mut shown = 0usize;
     let mut index = 0usize;
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = match line {
-            Ok(l) => l,
+    let mut line = String::new();
+    let mut line_no = 0usize;
+    loop {
+        line.clear();
+        line_no += 1;
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 eprintln!("sluice enrich: line {line_no}: cannot read input: {e}");
                 batch.rejected += 1;
                 break;
             }
-        };
+        }
         if line.trim().is_empty() {
             continue;
         }
-        let mut reject = |msg: String| {
-            if shown < SHOWN_REJECTS {
-                eprintln!("sluice enrich: line {line_no}: {msg}");
-            } else if shown == SHOWN_REJECTS {
-                eprintln!("sluice enrich: more rejected lines follow; only the count is reported");
+        match rules.admit(index, &line) {
+            Ok(a) => {
+                index += 1;
+                batch.records.push(a);
             }
-            shown += 1;
-        };
-        match serde_json::from_str(&line) {
-            Err(e) => {
-                reject(format!("not valid JSON: {e}"));
-                batch.rejected += 1;
-            }
-            Ok(value) => match rules.admit(index, value) {
-                Ok(a) => {
-                    index += 1;
-                    batch.records.push(a);
-                }
-                Err(errors) => {
+            Err(errors) => {
+                if shown < SHOWN_REJECTS {
                     let msg = errors
                         .iter()
                         .map(|e| {
@@ -219,10 +208,15 @@ fn read_input(
                         })
                         .collect::<Vec<_>>()
                         .join("; ");
-                    reject(msg);
-                    batch.rejected += 1;
+                    eprintln!("sluice enrich: line {line_no}: {msg}");
+                } else if shown == SHOWN_REJECTS {
+                    eprintln!(
+                        "sluice enrich: more rejected lines follow; only the count is reported"
+                    );
                 }
-            },
+                shown += 1;
+                batch.rejected += 1;
+            }
         }
         if batch.records.len() >= BATCH {
             let full = std::mem::replace(

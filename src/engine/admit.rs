@@ -1,18 +1,20 @@
 //! Per-record validation at ingest: is it an object, does it have a bindable key, a usable
 //! id, a place to merge the result? Pure, so the 422 rules are unit-tested directly.
+//! Works on the record's JSON text (see `raw`): only the fields it needs are decoded.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::hash::partition_of;
+use super::raw;
 use crate::pointer::Pointer;
 use crate::settings::Settings;
 
 /// One bad record, reported in the problem's `errors` list.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FieldError {
-    /// Position of the record in the request (0-based; NDJSON: line order of non-empty lines).
+    /// Position of the record in the request (0-based; NDJSON: order of non-empty lines).
     pub index: usize,
     /// JSON pointer, within the record, of the offending field ("" = the record itself).
     pub pointer: String,
@@ -21,18 +23,20 @@ pub struct FieldError {
 }
 
 /// A record that passed validation, routed to its partition.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Admitted {
     /// The client's id, when the record has one.
     pub id: Option<Arc<str>>,
-    /// The key as it appears in the record (echoed in the envelope).
-    pub key: Value,
+    /// The key's JSON text as it appears in the record (echoed in the envelope).
+    pub key: Box<str>,
     /// The key's canonical text: the lookup key and the input of the partition hash.
     pub canonical: Arc<str>,
     /// `hash(canonical) % partitions`.
     pub partition: u32,
-    /// The record itself.
-    pub record: Value,
+    /// The record's JSON text on one line.
+    pub record: Box<str>,
+    /// The result can be appended as a new top-level member (fast merge).
+    pub splice: bool,
 }
 
 /// The compiled record rules: which pointers matter and how many partitions there are.
@@ -55,15 +59,15 @@ pub fn canonical_key(v: &Value) -> Option<String> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// The member `tokens[0]` among `top` (last duplicate wins), then the rest of the path.
+fn find<'a>(top: &[(std::borrow::Cow<'a, str>, &'a str)], tokens: &[String]) -> Option<&'a str> {
+    let (first, rest) = tokens.split_first()?;
+    let v = top
+        .iter()
+        .rev()
+        .find(|(k, _)| k == first)
+        .map(|(_, v)| *v)?;
+    raw::get(v, rest)
 }
 
 impl RecordRules {
@@ -77,71 +81,85 @@ impl RecordRules {
         })
     }
 
-    /// The pointer where lookup results are merged.
-    pub fn into(&self) -> &Pointer {
-        &self.into
-    }
-
     /// Number of partitions records are spread over.
     pub fn partitions(&self) -> u32 {
         self.partitions
     }
 
-    /// Validate record `index` and route it; every problem it has is reported.
-    pub fn admit(&self, index: usize, record: Value) -> Result<Admitted, Vec<FieldError>> {
+    /// Validate record `index` (its JSON text) and route it; every problem it has is
+    /// reported. The text is parsed once.
+    pub fn admit(&self, index: usize, record: &str) -> Result<Admitted, Vec<FieldError>> {
         let err = |pointer: &str, message: String| FieldError {
             index,
             pointer: pointer.to_string(),
             message,
         };
-        if !record.is_object() {
-            return Err(vec![err(
-                "",
-                format!("a record must be a JSON object, got {}", type_name(&record)),
-            )]);
-        }
+        let top = match raw::members(record) {
+            Ok(top) => top,
+            Err(raw::NotObject::Other(kind)) => {
+                return Err(vec![err(
+                    "",
+                    format!("a record must be a JSON object, got {kind}"),
+                )]);
+            }
+            Err(raw::NotObject::Invalid(e)) => {
+                return Err(vec![err("", format!("not valid JSON: {e}"))]);
+            }
+        };
         let mut errors = Vec::new();
-        let key = match self.key.get(&record) {
+        let key = match find(&top, self.key.tokens()) {
             None => {
                 errors.push(err(self.key.as_str(), "the key is missing".into()));
                 None
             }
-            Some(v) => match canonical_key(v) {
-                Some(c) => Some((v.clone(), c)),
+            Some(v) => match serde_json::from_str::<Value>(v)
+                .ok()
+                .as_ref()
+                .and_then(canonical_key)
+            {
+                Some(c) => Some((Box::<str>::from(v.trim()), c)),
                 None => {
                     errors.push(err(
                         self.key.as_str(),
                         format!(
                             "the key must be a string, number or boolean to look it up, got {}",
-                            type_name(v)
+                            raw::type_name(v)
                         ),
                     ));
                     None
                 }
             },
         };
-        let id = match self.id.get(&record) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(Arc::<str>::from(s.as_str())),
-            Some(Value::Number(n)) => Some(Arc::<str>::from(n.to_string())),
-            Some(other) => {
+        let id = match find(&top, self.id.tokens()).map(|v| (v, serde_json::from_str::<Value>(v))) {
+            None | Some((_, Ok(Value::Null))) => None,
+            Some((_, Ok(Value::String(s)))) if !s.is_empty() => Some(Arc::<str>::from(s)),
+            Some((_, Ok(Value::Number(n)))) => Some(Arc::<str>::from(n.to_string())),
+            Some((v, _)) => {
+                let got = if v.trim() == "\"\"" {
+                    "an empty string"
+                } else {
+                    raw::type_name(v)
+                };
                 errors.push(err(
                     self.id.as_str(),
-                    format!(
-                        "the id must be a non-empty string or a number, got {}",
-                        if other.as_str() == Some("") {
-                            "an empty string"
-                        } else {
-                            type_name(other)
-                        }
-                    ),
+                    format!("the id must be a non-empty string or a number, got {got}"),
                 ));
                 None
             }
         };
-        if let Err(e) = self.into.can_set(&record) {
-            errors.push(err(self.into.as_str(), e.to_string()));
-        }
+        let splice = match self.merge_target_fits(&top) {
+            Ok(splice) => splice,
+            Err(at) => {
+                errors.push(err(
+                    self.into.as_str(),
+                    format!(
+                        "cannot merge the lookup result at {}: {at} is not an object",
+                        self.into.as_str()
+                    ),
+                ));
+                false
+            }
+        };
         match key {
             Some((key, canonical)) if errors.is_empty() => {
                 let partition = partition_of(&canonical, self.partitions);
@@ -150,53 +168,92 @@ impl RecordRules {
                     key,
                     canonical: Arc::from(canonical),
                     partition,
-                    record,
+                    record: raw::to_line(record),
+                    splice,
                 })
             }
             _ => Err(errors),
         }
+    }
+
+    /// Whether the result can be merged at `lookup.into`: `Ok(true)` when it can be
+    /// appended as a new top-level member, `Ok(false)` when it needs the slow merge, and
+    /// `Err(prefix)` when a prefix of the path holds a non-object.
+    fn merge_target_fits(&self, top: &[(std::borrow::Cow<'_, str>, &str)]) -> Result<bool, String> {
+        let tokens = self.into.tokens();
+        if tokens.len() == 1 {
+            return Ok(!top.iter().any(|(k, _)| k == &tokens[0]));
+        }
+        for depth in 1..tokens.len() {
+            match find(top, &tokens[..depth]) {
+                None => return Ok(false),
+                Some(v) if v.trim_start().starts_with('{') => continue,
+                Some(_) => {
+                    return Err(tokens[..depth]
+                        .iter()
+                        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+                        .collect());
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn rules() -> RecordRules {
         RecordRules::from_settings(&Settings::defaults()).unwrap()
     }
 
+    fn raw(s: &str) -> &str {
+        s
+    }
+
     #[test]
     fn a_good_record_is_routed_by_its_key() {
         let a = rules()
-            .admit(0, json!({"id": "r-1", "user_id": "u1"}))
+            .admit(0, raw(r#"{"id": "r-1", "user_id": "u1"}"#))
             .unwrap();
         assert_eq!(a.id.as_deref(), Some("r-1"));
         assert_eq!(&*a.canonical, "u1");
+        assert_eq!(&*a.key, "\"u1\"");
+        assert!(a.splice);
         assert_eq!(a.partition, partition_of("u1", 4));
-        let b = rules().admit(0, json!({"id": 7, "user_id": 42})).unwrap();
+        let b = rules()
+            .admit(0, raw(r#"{"id": 7, "user_id": 42, "enrichment": 1}"#))
+            .unwrap();
         assert_eq!(b.id.as_deref(), Some("7"));
         assert_eq!(&*b.canonical, "42");
+        assert!(!b.splice, "an existing member is replaced by the slow path");
     }
 
     #[test]
     fn bad_records_name_the_pointer() {
         let r = rules();
-        let e = r.admit(3, json!([1])).unwrap_err();
+        let e = r.admit(3, raw("[1]")).unwrap_err();
         assert_eq!(e[0].index, 3);
         assert_eq!(e[0].pointer, "");
-        let e = r.admit(0, json!({"id": "x"})).unwrap_err();
+        assert!(e[0].message.contains("an array"));
+        let e = r.admit(0, raw(r#"{"id": "x"}"#)).unwrap_err();
         assert_eq!(e[0].pointer, "/user_id");
         assert!(e[0].message.contains("missing"));
         let e = r
-            .admit(0, json!({"user_id": {"a": 1}, "id": []}))
+            .admit(0, raw(r#"{"user_id": {"a": 1}, "id": []}"#))
             .unwrap_err();
         assert_eq!(e.len(), 2);
         assert_eq!(e[1].pointer, "/id");
+        let e = r
+            .admit(0, raw(r#"{"user_id": "u", "id": ""}"#))
+            .unwrap_err();
+        assert!(e[0].message.contains("empty string"));
+        let e = r.admit(0, raw(r#"{"user_id": tru}"#)).unwrap_err();
         assert!(
-            r.admit(0, json!({"user_id": "u", "enrichment": 5})).is_ok(),
-            "a top-level `into` always fits an object"
+            e[0].message.starts_with("not valid JSON"),
+            "{}",
+            e[0].message
         );
     }
 
@@ -205,8 +262,28 @@ mod tests {
         let mut s = Settings::defaults();
         s.lookup.into = "/meta/enrichment".into();
         let r = RecordRules::from_settings(&s).unwrap();
-        let e = r.admit(0, json!({"user_id": "u", "meta": 1})).unwrap_err();
+        let e = r
+            .admit(0, raw(r#"{"user_id": "u", "meta": 1}"#))
+            .unwrap_err();
         assert_eq!(e[0].pointer, "/meta/enrichment");
-        assert!(r.admit(0, json!({"user_id": "u"})).is_ok());
+        assert!(
+            e[0].message.contains("/meta is not an object"),
+            "{}",
+            e[0].message
+        );
+        assert!(r.admit(0, raw(r#"{"user_id": "u"}"#)).is_ok());
+        assert!(
+            r.admit(0, raw(r#"{"user_id": "u", "meta": {"x": 1}}"#))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn nested_keys_are_found() {
+        let mut s = Settings::defaults();
+        s.pipeline.key = "/user/id".into();
+        let r = RecordRules::from_settings(&s).unwrap();
+        let a = r.admit(0, raw(r#"{"user": {"id": true}}"#)).unwrap();
+        assert_eq!(&*a.canonical, "true");
     }
 }

@@ -120,6 +120,7 @@ impl Handler<Submit> for Ingress {
                     key: a.key,
                     canonical: a.canonical,
                     record: a.record,
+                    splice: a.splice,
                     accepted_at: now,
                     attempts: 0,
                     reply: msg.reply.as_ref().map(|c| c.slot(i)),

@@ -3,20 +3,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
-
 use super::reply::ReplySlot;
 
 /// One accepted record and what the engine tracks about it.
 pub struct Job {
     /// The client's id or a generated `p{partition}-{seq}`.
     pub id: Arc<str>,
-    /// The key as it appears in the record.
-    pub key: Value,
+    /// The key's JSON text as it appears in the record.
+    pub key: Box<str>,
     /// The canonical key text (lookup key).
     pub canonical: Arc<str>,
-    /// The record; the lookup result is merged into it when it completes.
-    pub record: Value,
+    /// The record's JSON text; the lookup result is merged in when it is emitted.
+    pub record: Box<str>,
+    /// The result can be appended as a new member (fast merge).
+    pub splice: bool,
     /// When the ingress accepted it (latency is measured from here).
     pub accepted_at: Instant,
     /// Attempts started so far.

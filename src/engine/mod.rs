@@ -13,6 +13,7 @@ pub mod job;
 pub mod outcome;
 pub mod partition;
 pub mod queue;
+pub mod raw;
 pub mod reply;
 pub mod retry;
 pub mod shared;
@@ -172,7 +173,7 @@ impl Engine {
     pub async fn enrich(
         &self,
         records: Vec<Admitted>,
-    ) -> Result<Vec<serde_json::Value>, SubmitError> {
+    ) -> Result<Vec<reply::Envelope>, SubmitError> {
         let (collector, rx) = Collector::new(records.len());
         self.ingress
             .send(Submit {

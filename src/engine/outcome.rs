@@ -1,11 +1,10 @@
 //! Terminal outcomes, where they go (output or dead letter) and the emitted envelope
 //! (DESIGN.md §2, contract).
 
-use std::io::Write;
-
 use serde::Serialize;
-use serde_json::Value;
 
+use super::raw;
+use crate::lookup::Row;
 use crate::pointer::Pointer;
 use crate::settings::{OnMiss, OnTimeout, Settings};
 
@@ -50,14 +49,14 @@ pub struct Outcome {
     /// Which outcome.
     pub kind: OutcomeKind,
     /// The lookup result (`ok` only).
-    pub enrichment: Option<Value>,
+    pub enrichment: Option<Row>,
     /// Why the record did not succeed (`timeout`, `failed`).
     pub error: Option<String>,
 }
 
 impl Outcome {
     /// Found a row.
-    pub fn ok(enrichment: Value) -> Self {
+    pub fn ok(enrichment: Row) -> Self {
         Outcome {
             kind: OutcomeKind::Ok,
             enrichment: Some(enrichment),
@@ -113,23 +112,14 @@ pub struct EnvelopeParts<'a> {
     pub id: &'a str,
     pub partition: u32,
     pub seq: u64,
-    pub key: &'a Value,
+    /// The key's JSON text.
+    pub key: &'a str,
     pub attempts: u32,
     pub latency_ms: f64,
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    id: &'a str,
-    partition: u32,
-    seq: u64,
-    key: &'a Value,
-    outcome: &'static str,
-    attempts: u32,
-    latency_ms: f64,
-    record: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    /// The record's JSON text.
+    pub record: &'a str,
+    /// The result can be appended as a new member (see `raw::write_merged`).
+    pub splice: bool,
 }
 
 impl OutcomeRules {
@@ -158,64 +148,46 @@ impl OutcomeRules {
         }
     }
 
-    /// Merge the outcome into the record: the result on `ok`, `null` on `miss`; a record
-    /// that timed out or failed is left as it came.
-    pub fn merge(&self, record: &mut Value, o: &mut Outcome) {
-        let value = match o.kind {
-            OutcomeKind::Ok => o.enrichment.take().unwrap_or(Value::Null),
-            OutcomeKind::Miss => Value::Null,
-            OutcomeKind::Timeout | OutcomeKind::Failed => return,
-        };
-        // Checked at ingest (`RecordRules::admit`), so this cannot fail; if it ever did the
-        // record would still be emitted, un-enriched, rather than lost.
-        let _ = self.into.set(record, value);
-    }
-
-    /// Append the envelope as one NDJSON line to `buf`.
-    pub fn write_line(
+    /// Append the envelope (one JSON object, no newline) to `buf`: the record with the
+    /// result merged at `lookup.into` on `ok`, `null` there on `miss`, unchanged otherwise.
+    pub fn write_envelope(
         &self,
         buf: &mut Vec<u8>,
-        parts: &EnvelopeParts<'_>,
-        kind: OutcomeKind,
-        record: &Value,
+        p: &EnvelopeParts<'_>,
+        o: &Outcome,
         error: Option<&str>,
     ) {
-        let env = Envelope {
-            id: parts.id,
-            partition: parts.partition,
-            seq: parts.seq,
-            key: parts.key,
-            outcome: kind.as_str(),
-            attempts: parts.attempts,
-            latency_ms: parts.latency_ms,
-            record,
-            error,
-        };
-        // Serializing plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, &env);
-        let _ = buf.write_all(b"\n");
-    }
-
-    /// The envelope as a JSON value (for `/v1/enrich` responses).
-    pub fn to_value(
-        &self,
-        parts: &EnvelopeParts<'_>,
-        kind: OutcomeKind,
-        record: &Value,
-        error: Option<&str>,
-    ) -> Value {
-        let env = Envelope {
-            id: parts.id,
-            partition: parts.partition,
-            seq: parts.seq,
-            key: parts.key,
-            outcome: kind.as_str(),
-            attempts: parts.attempts,
-            latency_ms: parts.latency_ms,
-            record,
-            error,
-        };
-        serde_json::to_value(&env).unwrap_or(Value::Null)
+        // Writing plain data into a Vec cannot fail.
+        buf.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut *buf, p.id);
+        buf.extend_from_slice(b",\"partition\":");
+        let _ = serde_json::to_writer(&mut *buf, &p.partition);
+        buf.extend_from_slice(b",\"seq\":");
+        let _ = serde_json::to_writer(&mut *buf, &p.seq);
+        buf.extend_from_slice(b",\"key\":");
+        buf.extend_from_slice(p.key.as_bytes());
+        buf.extend_from_slice(b",\"outcome\":\"");
+        buf.extend_from_slice(o.kind.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"attempts\":");
+        let _ = serde_json::to_writer(&mut *buf, &p.attempts);
+        buf.extend_from_slice(b",\"latency_ms\":");
+        let _ = serde_json::to_writer(&mut *buf, &p.latency_ms);
+        buf.extend_from_slice(b",\"record\":");
+        match o.kind {
+            OutcomeKind::Ok => {
+                let value = o.enrichment.as_deref().unwrap_or("null");
+                raw::write_merged(buf, p.record, &self.into, p.splice, value);
+            }
+            OutcomeKind::Miss => raw::write_merged(buf, p.record, &self.into, p.splice, "null"),
+            OutcomeKind::Timeout | OutcomeKind::Failed => {
+                buf.extend_from_slice(p.record.as_bytes())
+            }
+        }
+        if let Some(e) = error {
+            buf.extend_from_slice(b",\"error\":");
+            let _ = serde_json::to_writer(&mut *buf, e);
+        }
+        buf.push(b'}');
     }
 }
 
@@ -224,28 +196,60 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn envelope_matches_the_contract() {
+    fn envelope(record: &str, o: &Outcome, error: Option<&str>) -> serde_json::Value {
         let rules = OutcomeRules::from_settings(&Settings::defaults()).unwrap();
-        let mut record = json!({"id": "r-17", "user_id": "u1"});
-        let mut o = Outcome::ok(json!({"name": "Ada"}));
-        rules.merge(&mut record, &mut o);
-        let key = json!("u1");
         let parts = EnvelopeParts {
             id: "r-17",
             partition: 3,
             seq: 42,
-            key: &key,
+            key: "\"u1\"",
             attempts: 1,
             latency_ms: 12.5,
+            record,
+            splice: true,
         };
         let mut buf = Vec::new();
-        rules.write_line(&mut buf, &parts, o.kind, &record, None);
+        rules.write_envelope(&mut buf, &parts, o, error);
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    #[test]
+    fn envelope_matches_the_contract() {
+        let rules = OutcomeRules::from_settings(&Settings::defaults()).unwrap();
+        let record = r#"{"id":"r-17","user_id":"u1"}"#;
+        let parts = EnvelopeParts {
+            id: "r-17",
+            partition: 3,
+            seq: 42,
+            key: "\"u1\"",
+            attempts: 1,
+            latency_ms: 12.5,
+            record,
+            splice: true,
+        };
+        let mut buf = Vec::new();
+        let o = Outcome::ok(Row::from(r#"{"name":"Ada"}"#));
+        rules.write_envelope(&mut buf, &parts, &o, None);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "{\"id\":\"r-17\",\"partition\":3,\"seq\":42,\"key\":\"u1\",\"outcome\":\"ok\",\"attempts\":1,\
-             \"latency_ms\":12.5,\"record\":{\"id\":\"r-17\",\"user_id\":\"u1\",\"enrichment\":{\"name\":\"Ada\"}}}\n"
+             \"latency_ms\":12.5,\"record\":{\"id\":\"r-17\",\"user_id\":\"u1\",\"enrichment\":{\"name\":\"Ada\"}}}"
         );
+    }
+
+    #[test]
+    fn miss_sets_null_failures_leave_the_record_and_errors_are_escaped() {
+        let e = envelope(r#"{"user_id":"u"}"#, &Outcome::miss(), None);
+        assert_eq!(e["record"], json!({"user_id": "u", "enrichment": null}));
+        assert!(e.get("error").is_none());
+        let e = envelope(
+            r#"{"user_id":"u"}"#,
+            &Outcome::failed("x".into()),
+            Some("bad \"q\"\n"),
+        );
+        assert_eq!(e["record"], json!({"user_id": "u"}));
+        assert_eq!(e["outcome"], "failed");
+        assert_eq!(e["error"], "bad \"q\"\n");
     }
 
     #[test]
@@ -266,16 +270,5 @@ mod tests {
         let rules = OutcomeRules::from_settings(&s).unwrap();
         assert_eq!(rules.route(&Outcome::miss()).0, Route::DeadLetter);
         assert_eq!(rules.route(&Outcome::timeout("t".into())).0, Route::Output);
-    }
-
-    #[test]
-    fn miss_sets_null_and_failures_leave_the_record() {
-        let rules = OutcomeRules::from_settings(&Settings::defaults()).unwrap();
-        let mut r = json!({"user_id": "u"});
-        rules.merge(&mut r, &mut Outcome::miss());
-        assert_eq!(r, json!({"user_id": "u", "enrichment": null}));
-        let mut r = json!({"user_id": "u"});
-        rules.merge(&mut r, &mut Outcome::failed("x".into()));
-        assert_eq!(r, json!({"user_id": "u"}));
     }
 }

@@ -141,12 +141,13 @@ impl Partition {
     /// first attempt; the deadline starts with it.
     fn pump(&mut self) {
         let mut moved = 0usize;
+        let now = Instant::now();
         while self.queue.has_room() {
             let Some((seq, job)) = self.backlog.pop_front() else {
                 break;
             };
             moved += 1;
-            let deadline = Instant::now() + self.cfg.timeout;
+            let deadline = now + self.cfg.timeout;
             let key = job.canonical.clone();
             match self.queue.admit(seq, key, deadline, job) {
                 Ok(()) => self.start_attempt(seq),
@@ -289,7 +290,7 @@ impl Partition {
             .held
             .fetch_sub(1, Ordering::AcqRel);
         let mut batch = EmitBatch::new(self.cfg.id);
-        self.render(seq, job, outcome, &mut batch);
+        self.render(seq, job, outcome, Instant::now(), &mut batch);
         self.send(batch);
     }
 
@@ -304,19 +305,26 @@ impl Partition {
             .fetch_sub(self.released.len(), Ordering::AcqRel);
         let mut batch = EmitBatch::new(self.cfg.id);
         let released = std::mem::take(&mut self.released);
+        let now = Instant::now();
         for r in released {
             let (seq, job, outcome) = r.into_parts();
-            self.render(seq, job, outcome, &mut batch);
+            self.render(seq, job, outcome, now, &mut batch);
         }
         self.send(batch);
     }
 
-    fn render(&mut self, seq: u64, mut job: Job, mut outcome: Outcome, batch: &mut EmitBatch) {
+    fn render(
+        &mut self,
+        seq: u64,
+        job: Job,
+        outcome: Outcome,
+        now: Instant,
+        batch: &mut EmitBatch,
+    ) {
         let rules = &self.cfg.rules;
         let (route, error) = rules.route(&outcome);
         let kind = outcome.kind;
-        rules.merge(&mut job.record, &mut outcome);
-        let latency = job.accepted_at.elapsed();
+        let latency = now.saturating_duration_since(job.accepted_at);
         self.local.record_latency.observe(latency.as_secs_f64());
         let parts = EnvelopeParts {
             id: &job.id,
@@ -325,25 +333,26 @@ impl Partition {
             key: &job.key,
             attempts: job.attempts,
             latency_ms: (latency.as_micros() as f64) / 1000.0,
+            record: &job.record,
+            splice: job.splice,
         };
+        batch.outcomes[kind.index()] += 1;
         match job.reply {
             Some(slot) => {
-                slot.deliver(rules.to_value(&parts, kind, &job.record, error.as_deref()));
+                let mut one = Vec::with_capacity(job.record.len() + 160);
+                rules.write_envelope(&mut one, &parts, &outcome, error.as_deref());
+                slot.deliver(one);
                 batch.replied += 1;
-                batch.outcomes[kind.index()] += 1;
             }
-            None => match route {
-                Route::Output => {
-                    rules.write_line(&mut batch.output, &parts, kind, &job.record, None);
-                    batch.output_records += 1;
-                    batch.outcomes[kind.index()] += 1;
-                }
-                Route::DeadLetter => {
-                    rules.write_line(&mut batch.dead, &parts, kind, &job.record, error.as_deref());
-                    batch.dead_records += 1;
-                    batch.outcomes[kind.index()] += 1;
-                }
-            },
+            None => {
+                let (buf, count, error) = match route {
+                    Route::Output => (&mut batch.output, &mut batch.output_records, None),
+                    Route::DeadLetter => (&mut batch.dead, &mut batch.dead_records, error),
+                };
+                rules.write_envelope(buf, &parts, &outcome, error.as_deref());
+                buf.push(b'\n');
+                *count += 1;
+            }
         }
     }
 

@@ -14,7 +14,9 @@
 //! The queue is pure data: no runtime, no clock of its own (callers pass `now`), so the
 //! ordering rules are property-tested without actors.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,9 +78,9 @@ impl<T, O> InFlightQueue<T, O> {
         InFlightQueue {
             mode,
             capacity: capacity.max(1),
-            slots: HashMap::with_capacity(capacity.min(1 << 16)),
+            slots: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), Default::default()),
             order: VecDeque::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             released: Vec::new(),
             last_seq: None,
             waiting: 0,

@@ -4,15 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use serde_json::Value;
 use tokio::sync::oneshot;
+
+/// One envelope's JSON text.
+pub type Envelope = Vec<u8>;
 
 /// Gathers one envelope per record of a request and hands the full list over once the
 /// last one arrives.
 pub struct Collector {
-    slots: Mutex<Vec<Value>>,
+    slots: Mutex<Vec<Envelope>>,
     remaining: AtomicUsize,
-    done: Mutex<Option<oneshot::Sender<Vec<Value>>>>,
+    done: Mutex<Option<oneshot::Sender<Vec<Envelope>>>>,
 }
 
 /// Where one record's envelope goes: its collector and its index in the request.
@@ -23,10 +25,10 @@ pub struct ReplySlot {
 
 impl Collector {
     /// A collector for `n` records and the receiver that gets them in request order.
-    pub fn new(n: usize) -> (Arc<Collector>, oneshot::Receiver<Vec<Value>>) {
+    pub fn new(n: usize) -> (Arc<Collector>, oneshot::Receiver<Vec<Envelope>>) {
         let (tx, rx) = oneshot::channel();
         let c = Arc::new(Collector {
-            slots: Mutex::new(vec![Value::Null; n]),
+            slots: Mutex::new(vec![Envelope::new(); n]),
             remaining: AtomicUsize::new(n),
             done: Mutex::new(Some(tx)),
         });
@@ -56,7 +58,7 @@ impl Collector {
 impl ReplySlot {
     /// Store this record's envelope; the last one completes the request. Consumes the slot,
     /// so a record can answer only once.
-    pub fn deliver(self, envelope: Value) {
+    pub fn deliver(self, envelope: Envelope) {
         if let Some(slot) = self.collector.slots.lock().get_mut(self.index) {
             *slot = envelope;
         }
@@ -69,21 +71,24 @@ impl ReplySlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(n: u8) -> Envelope {
+        vec![b'0' + n]
+    }
 
     #[test]
     fn answers_in_request_order_once_all_arrived() {
         let (c, mut rx) = Collector::new(3);
-        c.slot(2).deliver(json!(2));
-        c.slot(0).deliver(json!(0));
+        c.slot(2).deliver(json(2));
+        c.slot(0).deliver(json(0));
         assert!(rx.try_recv().is_err());
-        c.slot(1).deliver(json!(1));
-        assert_eq!(rx.try_recv().unwrap(), vec![json!(0), json!(1), json!(2)]);
+        c.slot(1).deliver(json(1));
+        assert_eq!(rx.try_recv().unwrap(), vec![json(0), json(1), json(2)]);
     }
 
     #[test]
     fn empty_request_answers_at_once() {
         let (_c, mut rx) = Collector::new(0);
-        assert_eq!(rx.try_recv().unwrap(), Vec::<Value>::new());
+        assert_eq!(rx.try_recv().unwrap(), Vec::<Envelope>::new());
     }
 }

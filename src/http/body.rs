@@ -1,9 +1,11 @@
 //! Request bodies: content type, size limits and parsing into records. Pure functions of
 //! the bytes, so every 400/413/415 rule is unit-tested without a server.
 
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 use super::problem::ApiError;
+use crate::engine::raw;
 
 /// The two accepted body formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,44 +43,40 @@ pub fn format_of(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
     }
 }
 
-/// Parse the records of a body, refusing more than `max_records`.
+/// Split a body into its records' JSON text (validated, borrowed from `body`), refusing
+/// more than `max_records`.
 pub fn parse_records(
     format: BodyFormat,
     body: &[u8],
     max_records: usize,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<&RawValue>, ApiError> {
     let too_many = |n: usize| {
         ApiError::PayloadTooLarge(format!(
             "{n} records in one request; the limit is {max_records} (server.max_records_per_request)"
         ))
     };
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
     match format {
         BodyFormat::JsonArray => {
-            let value: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-            match value {
-                Value::Array(records) => {
-                    if records.len() > max_records {
-                        return Err(too_many(records.len()));
-                    }
-                    Ok(records)
-                }
-                other => Err(ApiError::BadRequest(format!(
-                    "the body must be a JSON array of records, got {}; send one record as [{{...}}] \
-                     or use application/x-ndjson",
-                    match other {
-                        Value::Object(_) => "an object",
-                        Value::String(_) => "a string",
-                        Value::Number(_) => "a number",
-                        Value::Bool(_) => "a boolean",
-                        _ => "null",
-                    }
-                ))),
+            if !text.trim_start().starts_with('[') {
+                return Err(match serde_json::from_str::<&RawValue>(text) {
+                    Ok(v) => ApiError::BadRequest(format!(
+                        "the body must be a JSON array of records, got {}; send one record as \
+                         [{{...}}] or use application/x-ndjson",
+                        raw::type_name(v.get())
+                    )),
+                    Err(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
+                });
             }
+            let records: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+            if records.len() > max_records {
+                return Err(too_many(records.len()));
+            }
+            Ok(records)
         }
         BodyFormat::Ndjson => {
-            let text = std::str::from_utf8(body)
-                .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
             let lines: Vec<(usize, &str)> = text
                 .lines()
                 .enumerate()
@@ -90,13 +88,18 @@ pub fn parse_records(
             lines
                 .into_iter()
                 .map(|(i, line)| {
-                    serde_json::from_str(line).map_err(|e| {
+                    serde_json::from_str::<&RawValue>(line).map_err(|e| {
                         ApiError::BadRequest(format!("line {}: not valid JSON: {e}", i + 1))
                     })
                 })
                 .collect()
         }
     }
+}
+
+/// Whether `text` is one valid JSON value (used by callers that only need a yes/no).
+pub fn is_json(text: &str) -> bool {
+    serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
 #[cfg(test)]
@@ -129,6 +132,14 @@ mod tests {
         assert_eq!(r.len(), 2);
         let r = parse_records(BodyFormat::Ndjson, b"{\"a\":1}\n\n{\"a\":2}\r\n", 10).unwrap();
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn records_keep_their_text() {
+        let r = parse_records(BodyFormat::JsonArray, br#"[ {"a": 1} ,{"b":[2]}]"#, 10).unwrap();
+        assert_eq!(r[0].get(), r#"{"a": 1}"#);
+        assert_eq!(r[1].get(), r#"{"b":[2]}"#);
+        assert!(is_json("[1]") && !is_json("[1"));
     }
 
     #[test]

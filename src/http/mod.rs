@@ -174,12 +174,11 @@ async fn admitted_records(
         .http_body_bytes
         .observe(bytes.len() as f64);
     let records = parse_records(format, &bytes, server.max_records_per_request as usize)?;
-    drop(bytes);
     let rules = state.engine.rules();
     let mut admitted = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
     for (i, r) in records.into_iter().enumerate() {
-        match rules.admit(i, r) {
+        match rules.admit(i, r.get()) {
             Ok(a) => admitted.push(a),
             Err(mut e) => errors.append(&mut e),
         }
@@ -225,7 +224,18 @@ async fn post_enrich(
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
     let results = state.engine.enrich(records).await.map_err(submit_error)?;
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    let mut body = Vec::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
+    body.extend_from_slice(b"{\"results\":[");
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(r);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 async fn get_status(state: Data) -> HttpResponse {

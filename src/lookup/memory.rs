@@ -2,7 +2,7 @@
 //! failures. It is the embedded default and doubles as Flink's simulated async function
 //! in tests and benchmarks.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
@@ -10,8 +10,9 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::Value;
 
-use super::{Lookup, LookupError, LookupRequest, LookupResult, Pending};
+use super::{Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
 use crate::engine::admit::canonical_key;
+use crate::engine::raw;
 use crate::pointer::Pointer;
 use crate::settings::MemoryLookup;
 
@@ -35,7 +36,7 @@ pub enum TableError {
 
 /// The embedded table and its simulation knobs.
 pub struct MemoryTable {
-    rows: HashMap<String, Value>,
+    rows: HashMap<String, Row>,
     delay_ms: (u64, u64),
     fail_ratio: f64,
     delay_field: Option<Pointer>,
@@ -52,7 +53,7 @@ impl MemoryTable {
             path: path.clone(),
             source,
         })?;
-        let mut rows = HashMap::new();
+        let mut rows = HashMap::default();
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.map_err(|source| TableError::Io {
                 path: path.clone(),
@@ -80,14 +81,14 @@ impl MemoryTable {
                     settings.key_column
                 ))
             })?;
-            rows.insert(key, Value::Object(row));
+            rows.insert(key, Row::from(Value::Object(row).to_string()));
         }
         Self::from_rows(rows, settings, path)
     }
 
     /// Build from rows already in memory (keys canonical, values the merged objects).
     pub fn from_rows(
-        rows: HashMap<String, Value>,
+        rows: HashMap<String, Row>,
         settings: &MemoryLookup,
         source: String,
     ) -> Result<Self, TableError> {
@@ -122,12 +123,13 @@ impl MemoryTable {
         self.rows.is_empty()
     }
 
-    fn delay_for(&self, record: &Value) -> Duration {
+    fn delay_for(&self, record: &str) -> Duration {
         if let Some(ms) = self
             .delay_field
             .as_ref()
-            .and_then(|p| p.get(record))
-            .and_then(Value::as_f64)
+            .and_then(|p| raw::get(record, p.tokens()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|ms| ms.is_finite())
         {
             return Duration::from_secs_f64(ms.max(0.0) / 1000.0);
         }
@@ -145,8 +147,8 @@ impl MemoryTable {
         if let Some(n) = self
             .fail_field
             .as_ref()
-            .and_then(|p| p.get(req.record))
-            .and_then(Value::as_u64)
+            .and_then(|p| raw::get(req.record, p.tokens()))
+            .and_then(|v| v.trim().parse::<u64>().ok())
             && u64::from(req.attempt) <= n
         {
             return Some(LookupError::Retryable(format!(
@@ -189,8 +191,11 @@ impl Lookup for MemoryTable {
 mod tests {
     use super::*;
     use crate::settings::Settings;
-    use serde_json::json;
     use std::io::Write;
+
+    fn json(s: &str) -> &str {
+        s
+    }
 
     fn settings_for(text: &str) -> (tempfile::NamedTempFile, MemoryLookup) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -214,22 +219,22 @@ mod tests {
         );
         let t = MemoryTable::load(&m).unwrap();
         assert_eq!(t.len(), 2);
-        let rec = json!({});
+        let rec = "{}";
         let r = ready(t.start(&LookupRequest {
             key: "u1",
-            record: &rec,
+            record: rec,
             attempt: 1,
         }));
-        assert_eq!(r, Ok(Some(json!({"name": "Ada"}))));
+        assert_eq!(r, Ok(Some(Row::from(r#"{"name":"Ada"}"#))));
         let r = ready(t.start(&LookupRequest {
             key: "2",
-            record: &rec,
+            record: rec,
             attempt: 1,
         }));
-        assert_eq!(r, Ok(Some(json!({"name": "Bo"}))));
+        assert_eq!(r, Ok(Some(Row::from(r#"{"name":"Bo"}"#))));
         let r = ready(t.start(&LookupRequest {
             key: "zz",
-            record: &rec,
+            record: rec,
             attempt: 1,
         }));
         assert_eq!(r, Ok(None));
@@ -250,18 +255,18 @@ mod tests {
         let (_f, mut m) = settings_for("{\"user_id\":\"u1\",\"name\":\"Ada\"}\n");
         m.fail_field = "/_sim/fail".into();
         let t = MemoryTable::load(&m).unwrap();
-        let rec = json!({"_sim": {"fail": 2}});
+        let rec = r#"{"_sim": {"fail": 2}}"#;
         for attempt in 1..=2 {
             let r = ready(t.start(&LookupRequest {
                 key: "u1",
-                record: &rec,
+                record: rec,
                 attempt,
             }));
             assert!(matches!(r, Err(LookupError::Retryable(_))));
         }
         let r = ready(t.start(&LookupRequest {
             key: "u1",
-            record: &rec,
+            record: rec,
             attempt: 3,
         }));
         assert!(r.is_ok());
@@ -275,7 +280,7 @@ mod tests {
         assert!(matches!(
             t.start(&LookupRequest {
                 key: "u1",
-                record: &json!({"d": 5}),
+                record: json(r#"{"d": 5}"#),
                 attempt: 1
             }),
             Pending::Later(_)
@@ -283,7 +288,7 @@ mod tests {
         assert!(matches!(
             t.start(&LookupRequest {
                 key: "u1",
-                record: &json!({"d": 0}),
+                record: json(r#"{"d": 0}"#),
                 attempt: 1
             }),
             Pending::Ready(_)

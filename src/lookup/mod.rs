@@ -9,13 +9,15 @@ pub mod memory;
 use std::future::Future;
 use std::pin::Pin;
 
-use serde_json::Value;
+/// A looked-up row: the JSON text of an object (column name → value), shared so a cached
+/// or coalesced row is merged into many records without copying.
+pub type Row = std::sync::Arc<str>;
 
 /// A `Send` boxed future, the shape every asynchronous lookup takes.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What an attempt yields: a row (as a JSON object), no row, or an error.
-pub type LookupResult = Result<Option<Value>, LookupError>;
+/// What an attempt yields: a row, no row, or an error.
+pub type LookupResult = Result<Option<Row>, LookupError>;
 
 /// Why a lookup attempt failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,7 +41,8 @@ impl LookupError {
 /// fields) and which attempt this is (1-based).
 pub struct LookupRequest<'a> {
     pub key: &'a str,
-    pub record: &'a Value,
+    /// The record's JSON text.
+    pub record: &'a str,
     pub attempt: u32,
 }
 

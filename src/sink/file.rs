@@ -18,6 +18,15 @@ pub struct FileSink {
 impl FileSink {
     /// Open `path` for appending, creating it and its parent directories.
     pub fn open(path: &str) -> Result<Self, SinkError> {
+        Self::open_with(path, false)
+    }
+
+    /// Create `path` afresh (truncating it), for one-shot runs like `sluice enrich`.
+    pub fn create(path: &str) -> Result<Self, SinkError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &str, truncate: bool) -> Result<Self, SinkError> {
         let io = |source| SinkError::Io {
             sink: format!("file sink `{path}`"),
             source,
@@ -29,7 +38,9 @@ impl FileSink {
         }
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
             .open(path)
             .map_err(io)?;
         Ok(FileSink {
