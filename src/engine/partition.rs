@@ -304,6 +304,13 @@ impl Partition {
             .held
             .fetch_sub(self.released.len(), Ordering::AcqRel);
         let mut batch = EmitBatch::new(self.cfg.id);
+        // Size the output once: growing it record by record copies it over and over.
+        let bytes: usize = self
+            .released
+            .iter()
+            .map(|r| r.item().record.len() + 160)
+            .sum();
+        batch.output.reserve(bytes);
         let released = std::mem::take(&mut self.released);
         let now = Instant::now();
         for r in released {

@@ -36,6 +36,11 @@ impl<T, O> Released<T, O> {
         self.seq
     }
 
+    /// The record.
+    pub fn item(&self) -> &T {
+        &self.item
+    }
+
     /// The record and its outcome.
     pub fn into_parts(self) -> (u64, T, O) {
         (self.seq, self.item, self.outcome)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::Value;
 
+use super::delay::DelayLine;
 use super::{Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
 use crate::engine::admit::canonical_key;
 use crate::engine::raw;
@@ -42,6 +43,8 @@ pub struct MemoryTable {
     delay_field: Option<Pointer>,
     fail_field: Option<Pointer>,
     source: String,
+    /// Started on first use; most runs (delay 0) never need the thread.
+    delays: std::sync::OnceLock<Option<DelayLine>>,
 }
 
 impl MemoryTable {
@@ -110,6 +113,7 @@ impl MemoryTable {
             delay_field: opt(&settings.delay_field)?,
             fail_field: opt(&settings.fail_field)?,
             source,
+            delays: std::sync::OnceLock::new(),
         })
     }
 
@@ -173,12 +177,20 @@ impl Lookup for MemoryTable {
         };
         let delay = self.delay_for(req.record);
         if delay.is_zero() {
-            Pending::Ready(result)
-        } else {
-            Pending::Later(Box::pin(async move {
+            return Pending::Ready(result);
+        }
+        match self.delays.get_or_init(|| DelayLine::start().ok()) {
+            Some(line) => {
+                let done = line.after(delay);
+                Pending::Later(Box::pin(async move {
+                    let _ = done.await;
+                    result
+                }))
+            }
+            None => Pending::Later(Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 result
-            }))
+            })),
         }
     }
 

@@ -4,6 +4,7 @@
 //! no future, no allocation, no timer) or later (`Pending::Later`, any real I/O). Errors
 //! say whether retrying can help, so the retry policy stays backend-agnostic.
 
+pub mod delay;
 pub mod memory;
 
 use std::future::Future;
