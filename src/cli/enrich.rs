@@ -63,10 +63,12 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
     let rules =
         RecordRules::from_settings(&settings).map_err(|e| CliError::Usage(vec![e.to_string()]))?;
 
+    // A batch bigger than what one partition may hold could never be admitted.
+    let batch = BATCH.min((settings.pipeline.capacity + settings.pipeline.backlog) as usize);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(8);
     let reader = std::thread::Builder::new()
         .name("sluice-reader".into())
-        .spawn(move || read_input(input, rules, tx))
+        .spawn(move || read_input(input, rules, batch, tx))
         .map_err(|e| CliError::Runtime(format!("cannot start reader: {e}")))?;
 
     let bar = if opts.progress && std::io::stderr().is_terminal() {
@@ -164,11 +166,12 @@ fn emitted(engine: &Engine) -> u64 {
 fn read_input(
     input: Box<dyn Read + Send>,
     rules: RecordRules,
+    batch_size: usize,
     tx: tokio::sync::mpsc::Sender<Parsed>,
 ) {
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let mut batch = Parsed {
-        records: Vec::with_capacity(BATCH),
+        records: Vec::with_capacity(batch_size),
         rejected: 0,
     };
     let mut shown = 0usize;
@@ -218,11 +221,11 @@ fn read_input(
                 batch.rejected += 1;
             }
         }
-        if batch.records.len() >= BATCH {
+        if batch.records.len() >= batch_size {
             let full = std::mem::replace(
                 &mut batch,
                 Parsed {
-                    records: Vec::with_capacity(BATCH),
+                    records: Vec::with_capacity(batch_size),
                     rejected: 0,
                 },
             );

@@ -28,6 +28,14 @@ pub struct Overloaded {
     pub limit: usize,
 }
 
+impl Overloaded {
+    /// Whether the batch could be accepted once the partition drained; if not, retrying
+    /// the same batch is pointless and it must be split.
+    pub fn can_ever_fit(&self) -> bool {
+        self.wanted <= self.limit
+    }
+}
+
 /// A refused batch: why, and the records handed back untouched.
 #[derive(Debug)]
 pub struct Refused {

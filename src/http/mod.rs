@@ -199,6 +199,13 @@ async fn admitted_records(
 
 fn submit_error(e: SubmitError) -> ApiError {
     match e {
+        SubmitError::Overloaded { reason, .. } if !reason.can_ever_fit() => {
+            ApiError::PayloadTooLarge(format!(
+                "{} of the records go to partition {}, which holds at most {} \
+                 (pipeline.capacity + pipeline.backlog); send smaller batches",
+                reason.wanted, reason.partition, reason.limit
+            ))
+        }
         SubmitError::Overloaded { reason, .. } => ApiError::Overloaded {
             detail: format!("{reason}; nothing was accepted, retry later"),
             retry_after_secs: 1,
