@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmarks of issue #3, run on one machine in one go (ratios are only meaningful within
+# one run: the machine is shared). Prints one line per figure; BENCHMARKS.md records them.
+#
+#   bash load-tests/bench.sh            # full run (1M records)
+#   RECORDS=200000 bash load-tests/bench.sh   # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECORDS=${RECORDS:-1000000}
+cargo build --release --quiet --bin sluice --example http-load
+BIN=target/release/sluice
+LOAD=target/release/examples/http-load
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
+TABLE=$PWD/config/sample-users.jsonl
+
+echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# date: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+$LOAD --generate "$RECORDS" > "$WORK/in.jsonl"
+$LOAD --generate 100000 > "$WORK/in100k.jsonl"
+
+cat > "$WORK/cpu.toml" <<TOML
+[pipeline]
+partitions = 2
+capacity = 1000
+[lookup.memory]
+table = "$TABLE"
+TOML
+for mode in ordered unordered key_ordered; do
+  for run in 1 2 3; do
+    printf 'enrich cpu-bound mode=%s run=%s: ' "$mode" "$run"
+    SLUICE__PIPELINE__MODE=$mode /usr/bin/time -f '(%e s wall, %U s user, %S s sys, max RSS %M KB)' \
+      $BIN enrich --config "$WORK/cpu.toml" --input "$WORK/in.jsonl" --output "$WORK/out.jsonl" \
+      --dead-letter "$WORK/dead.jsonl" 2>&1 | grep -v INFO | sed 's/^sluice enrich: //' | tr '\n' ' '
+    echo
+  done
+done
+
+cat > "$WORK/lat.toml" <<TOML
+[pipeline]
+partitions = 2
+capacity = 100
+[lookup.memory]
+table = "$TABLE"
+delay_ms = [10, 10]
+TOML
+for mode in ordered unordered; do
+  printf 'enrich latency-bound delay=10ms C=200 (C/L = 20000/s) mode=%s: ' "$mode"
+  SLUICE__PIPELINE__MODE=$mode $BIN enrich --config "$WORK/lat.toml" --input "$WORK/in100k.jsonl" \
+    --output "$WORK/out.jsonl" --dead-letter "$WORK/dead.jsonl" 2>&1 | grep -v INFO | sed 's/^sluice enrich: //'
+done
+
+# checkpoint.ack has no effect until the journal lands (issue #4): one run covers both.
+for ack in durable; do
+  cat > "$WORK/http.toml" <<TOML
+[server]
+bind = "127.0.0.1:0"
+max_records_per_request = 10000
+[pipeline]
+partitions = 4
+capacity = 1000
+backlog = 20000
+[lookup.memory]
+table = "$TABLE"
+[output]
+path = "$WORK/http-out.jsonl"
+[dead_letter]
+path = "$WORK/http-dead.jsonl"
+[checkpoint]
+dir = "$WORK/checkpoints"
+ack = "$ack"
+TOML
+  rm -f "$WORK/http-out.jsonl"
+  $BIN serve --config "$WORK/http.toml" > "$WORK/serve.out" 2> "$WORK/serve.err" &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
+  URL=$(sed -n 's/^sluice listening on //p' "$WORK/serve.out")
+  printf 'http ingest ack=%s batch=1000 connections=4: ' "$ack"
+  $LOAD --url "$URL" --records "$RECORDS" --batch 1000 --connections 4 | sed 's/^http-load: //'
+  for _ in $(seq 200); do
+    P=$(curl -s "$URL/v1/status" | sed -n 's/.*"pending":\([0-9]*\).*/\1/p')
+    [ "$P" = "0" ] && break; sleep 0.05
+  done
+  echo "  server max RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
+  kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=
+  echo "  emitted lines: $(wc -l < "$WORK/http-out.jsonl")"
+done
