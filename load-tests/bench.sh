@@ -77,11 +77,15 @@ TOML
   for _ in $(seq 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
   URL=$(sed -n 's/^sluice listening on //p' "$WORK/serve.out")
   printf 'http ingest ack=%s batch=1000 connections=4: ' "$ack"
+  T0=$(date +%s.%N)
   $LOAD --url "$URL" --records "$RECORDS" --batch 1000 --connections 4 | sed 's/^http-load: //'
-  for _ in $(seq 200); do
+  for _ in $(seq 2000); do
     P=$(curl -s "$URL/v1/status" | sed -n 's/.*"pending":\([0-9]*\).*/\1/p')
-    [ "$P" = "0" ] && break; sleep 0.05
+    [ "$P" = "0" ] && break; sleep 0.01
   done
+  T1=$(date +%s.%N)
+  awk -v n="$RECORDS" -v a="$T0" -v b="$T1" \
+    'BEGIN { printf "  end to end (first request to pending = 0): %.2f s = %.0f records/s\n", b - a, n / (b - a) }'
   echo "  server max RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
   kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=
   echo "  emitted lines: $(wc -l < "$WORK/http-out.jsonl")"
