@@ -230,6 +230,28 @@ fn overload_gives_429_with_retry_after_and_accepts_nothing_of_the_batch() {
 }
 
 #[test]
+fn a_batch_one_partition_can_never_hold_is_413_not_429() {
+    let svc = Service::start(&Config {
+        pipeline: "partitions = 1\ncapacity = 2\nbacklog = 3\n".into(),
+        ..Config::default()
+    });
+    let p = svc
+        .post_json("/v1/records", &records(6, "big"))
+        .problem(413);
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("send smaller batches"),
+        "{p}"
+    );
+    assert_eq!(svc.post_json("/v1/records", &records(5, "ok")).status, 202);
+    svc.wait_quiescent(Duration::from_secs(10));
+    let (out, _) = svc.finish();
+    assert_eq!(out.len(), 5);
+}
+
+#[test]
 fn enrich_answers_in_request_order() {
     let svc = Service::start(&Config {
         pipeline: "mode = \"unordered\"\n".into(),

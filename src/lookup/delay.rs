@@ -133,16 +133,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fires_in_deadline_order() {
+    fn fires_no_earlier_than_due_and_in_deadline_order() {
         let line = DelayLine::start().unwrap();
         let t0 = Instant::now();
-        let mut slow = line.after(Duration::from_millis(30));
-        let mut fast = line.after(Duration::from_millis(5));
-        std::thread::sleep(Duration::from_millis(15));
-        assert!(fast.try_recv().is_ok());
-        assert!(slow.try_recv().is_err());
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(slow.try_recv().is_ok());
-        assert!(t0.elapsed() >= Duration::from_millis(30));
+        let mut slow = line.after(Duration::from_millis(40));
+        let fast = line.after(Duration::from_millis(5));
+        fast.blocking_recv().unwrap();
+        let fast_at = t0.elapsed();
+        assert!(fast_at >= Duration::from_millis(5));
+        if fast_at < Duration::from_millis(40) {
+            assert!(
+                slow.try_recv().is_err(),
+                "the later deadline must not fire first"
+            );
+        }
+        slow.blocking_recv().unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(40));
     }
 }
