@@ -74,7 +74,7 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
     let bar = if opts.progress && std::io::stderr().is_terminal() {
         let b = ProgressBar::new_spinner();
         b.set_style(
-            ProgressStyle::with_template("{spinner} {pos} records emitted  {per_sec}  {elapsed}")
+            ProgressStyle::with_template("{spinner} {human_pos} records emitted  {msg}  {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         b.enable_steady_tick(Duration::from_millis(100));
@@ -94,9 +94,7 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
             rejected += parsed.rejected;
             let n = parsed.records.len() as u64;
             loop {
-                if let Some(b) = &bar {
-                    b.set_position(emitted(&engine));
-                }
+                show(&bar, &engine, started);
                 match engine.submit(std::mem::take(&mut parsed.records)).await {
                     Ok(_) => break,
                     Err(SubmitError::Overloaded { records, .. }) => {
@@ -112,16 +110,14 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
             accepted += n;
         }
         while !engine.drain(Duration::from_millis(100)).await {
-            if let Some(b) = &bar {
-                b.set_position(emitted(&engine));
-            }
+            show(&bar, &engine, started);
         }
         engine
             .flush()
             .await
             .map_err(|e| CliError::Runtime(format!("flush failed: {e}")))?;
+        show(&bar, &engine, started);
         if let Some(b) = &bar {
-            b.set_position(emitted(&engine));
             b.finish_and_clear();
         }
         let m = &engine.shared().metrics;
@@ -152,6 +148,17 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
         )));
     }
     Ok(())
+}
+
+fn show(bar: &Option<ProgressBar>, engine: &Engine, started: Instant) {
+    if let Some(b) = bar {
+        let n = emitted(engine);
+        b.set_position(n);
+        b.set_message(format!(
+            "{:.0} records/s",
+            n as f64 / started.elapsed().as_secs_f64().max(1e-3)
+        ));
+    }
 }
 
 fn emitted(engine: &Engine) -> u64 {
