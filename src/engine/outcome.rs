@@ -196,7 +196,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn envelope(record: &str, o: &Outcome, error: Option<&str>) -> serde_json::Value {
+    fn render(record: &str, o: &Outcome, error: Option<&str>) -> String {
         let rules = OutcomeRules::from_settings(&Settings::defaults()).unwrap();
         let parts = EnvelopeParts {
             id: "r-17",
@@ -210,28 +210,18 @@ mod tests {
         };
         let mut buf = Vec::new();
         rules.write_envelope(&mut buf, &parts, o, error);
-        serde_json::from_slice(&buf).unwrap()
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn envelope(record: &str, o: &Outcome, error: Option<&str>) -> serde_json::Value {
+        serde_json::from_str(&render(record, o, error)).unwrap()
     }
 
     #[test]
     fn envelope_matches_the_contract() {
-        let rules = OutcomeRules::from_settings(&Settings::defaults()).unwrap();
-        let record = r#"{"id":"r-17","user_id":"u1"}"#;
-        let parts = EnvelopeParts {
-            id: "r-17",
-            partition: 3,
-            seq: 42,
-            key: "\"u1\"",
-            attempts: 1,
-            latency_ms: 12.5,
-            record,
-            splice: true,
-        };
-        let mut buf = Vec::new();
         let o = Outcome::ok(Row::from(r#"{"name":"Ada"}"#));
-        rules.write_envelope(&mut buf, &parts, &o, None);
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            render(r#"{"id":"r-17","user_id":"u1"}"#, &o, None),
             "{\"id\":\"r-17\",\"partition\":3,\"seq\":42,\"key\":\"u1\",\"outcome\":\"ok\",\"attempts\":1,\
              \"latency_ms\":12.5,\"record\":{\"id\":\"r-17\",\"user_id\":\"u1\",\"enrichment\":{\"name\":\"Ada\"}}}"
         );
