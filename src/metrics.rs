@@ -41,6 +41,20 @@ pub struct Metrics {
     pub http_body_bytes: Histogram,
     /// Sink write or flush failures (the batch is kept and retried).
     pub sink_errors: IntCounter,
+    /// Journal fsyncs (one per group commit).
+    pub journal_fsyncs: IntCounter,
+    /// Bytes appended to the journal.
+    pub journal_bytes: IntCounter,
+    /// Duration of snapshot checkpoints.
+    pub checkpoint_duration: Histogram,
+    /// Size of the newest snapshot.
+    pub checkpoint_bytes: IntGauge,
+    /// Pending records in the newest snapshot.
+    pub checkpoint_records: IntGauge,
+    /// Seconds since the newest snapshot (set when scraped).
+    pub checkpoint_age: prometheus::Gauge,
+    /// Pending records re-issued by the last restore.
+    pub restored_records: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -77,6 +91,11 @@ impl Metrics {
                 registry.register(Box::new(h.clone()))?;
                 Ok(h)
             };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         let pending = IntGauge::new(
             "sluice_pending_records",
             "Records accepted but not yet terminal",
@@ -151,6 +170,36 @@ impl Metrics {
             sink_errors: counter(
                 "sluice_sink_errors_total",
                 "Sink write/flush failures (batches are kept and retried)",
+            )?,
+            journal_fsyncs: counter(
+                "sluice_journal_fsyncs_total",
+                "Journal fsyncs (group commits)",
+            )?,
+            journal_bytes: counter(
+                "sluice_journal_bytes_total",
+                "Bytes appended to the journal",
+            )?,
+            checkpoint_duration: histogram(
+                "sluice_checkpoint_duration_seconds",
+                "Duration of snapshot checkpoints",
+                latency_buckets(),
+            )?,
+            checkpoint_bytes: gauge("sluice_checkpoint_bytes", "Size of the newest snapshot")?,
+            checkpoint_records: gauge(
+                "sluice_checkpoint_records",
+                "Pending records in the newest snapshot",
+            )?,
+            checkpoint_age: {
+                let g = prometheus::Gauge::new(
+                    "sluice_checkpoint_age_seconds",
+                    "Seconds since the newest snapshot",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            restored_records: gauge(
+                "sluice_restored_records",
+                "Pending records re-issued by the last restore",
             )?,
             registry,
         })

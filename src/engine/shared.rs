@@ -41,6 +41,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Set on shutdown: stop accepting.
     pub draining: AtomicBool,
+    /// The newest durable snapshot, for `/v1/status`.
+    pub last_checkpoint: parking_lot::Mutex<Option<crate::durability::journal::CheckpointInfo>>,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            last_checkpoint: parking_lot::Mutex::new(None),
         }
     }
 

@@ -1,0 +1,316 @@
+//! The journal thread: the single writer of the checkpoint directory.
+//!
+//! Everyone (ingress, partitions, emitter) sends entries over one channel; the thread takes
+//! whatever has queued up, appends it with one `write`, and — if any sender waits for
+//! durability — makes it durable with one `fdatasync`: group commit, many requests per
+//! fsync. Entries nobody waits for are synced within `LAZY_SYNC`. The thread also folds
+//! every entry into the live [`State`] and writes snapshots of it every
+//! `checkpoint.interval_ms` (when something changed) and on demand.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::codec::{self, Entry};
+use super::files;
+use super::state::State;
+use crate::engine::shared::Shared;
+
+/// Entries nobody waits for are on disk within this long.
+const LAZY_SYNC: Duration = Duration::from_millis(100);
+/// A segment is rotated once it grows past this.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// Snapshots kept (the newest may be torn by a crash during its write: keep one more).
+const KEEP_SNAPSHOTS: usize = 2;
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CheckpointInfo {
+    /// When it was taken (RFC 3339, UTC).
+    pub at: String,
+    /// Pending records it holds.
+    pub records: u64,
+    /// Its size on disk.
+    pub bytes: u64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: f64,
+    #[serde(skip)]
+    pub unix_secs: f64,
+}
+
+enum Op {
+    Write {
+        entries: Vec<Entry>,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    Checkpoint {
+        reply: oneshot::Sender<Result<CheckpointInfo, String>>,
+    },
+}
+
+/// A cheap, cloneable way to send entries to the journal thread.
+#[derive(Clone)]
+pub struct JournalHandle {
+    tx: Sender<Op>,
+}
+
+/// The receiving end, handed to [`spawn`] once restore has produced the state.
+pub struct JournalInbox {
+    rx: Receiver<Op>,
+}
+
+/// A journal channel: handles can be given out before the thread starts; what they send
+/// waits in the channel.
+pub fn channel() -> (JournalHandle, JournalInbox) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (JournalHandle { tx }, JournalInbox { rx })
+}
+
+impl JournalHandle {
+    /// Append entries; durable within `LAZY_SYNC` (or with the next group commit).
+    pub fn write(&self, entries: Vec<Entry>) {
+        if !entries.is_empty() {
+            let _ = self.tx.send(Op::Write { entries, ack: None });
+        }
+    }
+
+    /// Append entries and learn when they are fsynced.
+    pub fn write_durable(&self, entries: Vec<Entry>) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, rx) = oneshot::channel();
+        if let Err(std::sync::mpsc::SendError(Op::Write { ack: Some(ack), .. })) =
+            self.tx.send(Op::Write {
+                entries,
+                ack: Some(ack),
+            })
+        {
+            let _ = ack.send(Err("the journal is stopped".into()));
+        }
+        rx
+    }
+
+    /// Take a snapshot now; answers once it is durable.
+    pub async fn checkpoint(&self) -> Result<CheckpointInfo, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Checkpoint { reply })
+            .map_err(|_| "the journal is stopped".to_string())?;
+        rx.await.map_err(|_| "the journal stopped".to_string())?
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `secs` since the epoch as RFC 3339 UTC (no dependency for one timestamp format).
+pub fn rfc3339(secs: f64) -> String {
+    let total = secs.max(0.0);
+    let s = total as i64;
+    let millis = ((total - s as f64) * 1000.0) as i64;
+    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+struct Writer {
+    dir: PathBuf,
+    segment: u64,
+    file: File,
+    segment_len: u64,
+    state: State,
+    dirty: bool,
+    changed_since_snapshot: bool,
+    last_sync: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn append(&mut self, buf: &[u8]) -> Result<(), String> {
+        self.file
+            .write_all(buf)
+            .map_err(|e| format!("journal write failed: {e}"))?;
+        self.segment_len += buf.len() as u64;
+        self.dirty = true;
+        self.shared.metrics.journal_bytes.inc_by(buf.len() as u64);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(|e| format!("journal fsync failed: {e}"))?;
+            self.shared.metrics.journal_fsyncs.inc();
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), String> {
+        self.sync()?;
+        let next = self.segment + 1;
+        self.file = files::open_segment(&self.dir, next)
+            .map_err(|e| format!("cannot open journal segment {next}: {e}"))?;
+        self.segment = next;
+        self.segment_len = 0;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<CheckpointInfo, String> {
+        let started = Instant::now();
+        self.rotate()?;
+        let bytes = files::write_snapshot(&self.dir, self.segment, &self.state)
+            .map_err(|e| format!("snapshot failed: {e}"))?;
+        if let Err(e) = files::prune(&self.dir, KEEP_SNAPSHOTS) {
+            tracing::warn!(error = %e, "could not delete old checkpoint files");
+        }
+        self.changed_since_snapshot = false;
+        let unix_secs = unix_ms() as f64 / 1000.0;
+        let info = CheckpointInfo {
+            at: rfc3339(unix_secs),
+            records: self.state.pending.len() as u64,
+            bytes,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            unix_secs,
+        };
+        let m = &self.shared.metrics;
+        m.checkpoint_duration
+            .observe(started.elapsed().as_secs_f64());
+        m.checkpoint_bytes.set(bytes as i64);
+        m.checkpoint_records.set(info.records as i64);
+        *self.shared.last_checkpoint.lock() = Some(info.clone());
+        Ok(info)
+    }
+}
+
+/// Start the journal thread over `dir`, continuing from a restored `state`; the first
+/// segment written is `next_segment` (always a fresh file).
+pub fn spawn(
+    inbox: JournalInbox,
+    dir: PathBuf,
+    state: State,
+    next_segment: u64,
+    interval: Duration,
+    shared: Arc<Shared>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::fs::create_dir_all(&dir)?;
+    let file = files::open_segment(&dir, next_segment)?;
+    let mut w = Writer {
+        dir,
+        segment: next_segment,
+        file,
+        segment_len: 0,
+        state,
+        dirty: false,
+        changed_since_snapshot: true,
+        last_sync: Instant::now(),
+        shared,
+    };
+    std::thread::Builder::new()
+        .name("sluice-journal".into())
+        .spawn(move || run(&mut w, inbox.rx, interval))
+}
+
+fn run(w: &mut Writer, rx: Receiver<Op>, interval: Duration) {
+    let mut next_snapshot = Instant::now() + interval;
+    let mut buf = Vec::with_capacity(1 << 20);
+    loop {
+        let now = Instant::now();
+        let wake = next_snapshot.min(w.last_sync + LAZY_SYNC).max(now);
+        let first = match rx.recv_timeout(wake - now) {
+            Ok(op) => Some(op),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut acks = Vec::new();
+        let mut checkpoints = Vec::new();
+        buf.clear();
+        let mut ops = first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        for op in ops.by_ref().take(4096) {
+            match op {
+                Op::Write { entries, ack } => {
+                    for e in &entries {
+                        codec::encode(e, &mut buf);
+                        w.state.apply(e);
+                    }
+                    w.changed_since_snapshot |= !entries.is_empty();
+                    if let Some(a) = ack {
+                        acks.push(a);
+                    }
+                }
+                Op::Checkpoint { reply } => checkpoints.push(reply),
+            }
+        }
+        let mut result = Ok(());
+        if !buf.is_empty() {
+            result = w.append(&buf);
+        }
+        if result.is_ok() && (!acks.is_empty() || w.last_sync.elapsed() >= LAZY_SYNC) {
+            result = w.sync();
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "journal I/O failed");
+        }
+        for a in acks {
+            let _ = a.send(result.clone());
+        }
+        let due = Instant::now() >= next_snapshot && w.changed_since_snapshot;
+        if !checkpoints.is_empty() || due {
+            let info = w.checkpoint();
+            if let Err(e) = &info {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
+            for c in checkpoints {
+                let _ = c.send(info.clone());
+            }
+            next_snapshot = Instant::now() + interval;
+        } else if Instant::now() >= next_snapshot {
+            next_snapshot = Instant::now() + interval;
+        }
+        if w.segment_len > SEGMENT_BYTES
+            && let Err(e) = w.rotate()
+        {
+            tracing::error!(error = %e, "journal rotation failed");
+        }
+    }
+    let _ = w.sync();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400.5), "2000-02-29T00:00:00.500Z");
+        assert_eq!(rfc3339(1_795_000_000.0), "2026-11-18T11:06:40.000Z");
+    }
+}

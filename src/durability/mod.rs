@@ -1,0 +1,10 @@
+//! Durability (DESIGN.md §4): a journal with group commit, snapshots of the pending
+//! records, and restore after a crash.
+//!
+//! `codec` (framing, CRC32C) and `state` (the fold over entries) are pure; `files` owns the
+//! directory layout and restore; `journal` is the single writer thread.
+
+pub mod codec;
+pub mod files;
+pub mod journal;
+pub mod state;
