@@ -319,7 +319,18 @@ fn status_metrics_health_and_unknown_routes() {
     assert_eq!(svc.get("/readyz").json(), json!({"ready": true}));
     svc.get("/v2/nothing").problem(404);
     svc.get("/v1/records").problem(405);
-    svc.post_as("/v1/checkpoint", None, None, b"").problem(501);
+    let c = svc.post_as("/v1/checkpoint", None, None, b"");
+    assert_eq!(c.status, 200, "{}", c.body);
+    let c = c.json();
+    assert_eq!(c["records"], 0, "nothing pending when quiescent");
+    assert!(c["bytes"].as_u64().unwrap() > 0);
+    assert!(c["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(svc.status()["last_checkpoint"]["at"], c["at"]);
+    assert!(
+        svc.get("/metrics")
+            .body
+            .contains("sluice_checkpoint_age_seconds")
+    );
 }
 
 #[test]

@@ -86,8 +86,10 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
     let started = Instant::now();
     let system = actix_rt::System::new();
     let summary = system.block_on(async move {
-        let engine = Engine::start(&settings, lookup, output, dead)
+        // Offline runs are not journaled: rerunning the command is their recovery.
+        let engine = Engine::start(&settings, lookup, output, dead, None)
             .map_err(|e| CliError::Runtime(e.to_string()))?;
+        engine.set_ready();
         let mut accepted = 0u64;
         let mut rejected = 0u64;
         while let Some(mut parsed) = rx.recv().await {
@@ -102,8 +104,8 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
                         parsed.records = records;
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    Err(SubmitError::Stopped) => {
-                        return Err(CliError::Runtime("the engine stopped".into()));
+                    Err(e @ (SubmitError::Stopped | SubmitError::Journal(_))) => {
+                        return Err(CliError::Runtime(e.to_string()));
                     }
                 }
             }

@@ -1,12 +1,19 @@
-//! `sluice serve`: the engine plus the REST API until SIGTERM/SIGINT, then a graceful stop
-//! (stop accepting, drain in-flight records up to `server.shutdown_grace_ms`, flush sinks).
+//! `sluice serve`: the engine plus the REST API until SIGTERM/SIGINT.
+//!
+//! Start-up: engine and HTTP first (so `/healthz` answers and POSTs get 503 while
+//! restoring), then restore from `checkpoint.dir` on a blocking thread, cut the file sinks
+//! back to their committed lengths, start the journal, re-issue pending records, and only
+//! then turn ready. Shutdown: stop accepting (503), drain in-flight records up to
+//! `server.shutdown_grace_ms`, commit the sinks, take a final checkpoint, exit 0.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{CliError, build_lookup};
+use crate::durability::{files, journal};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
@@ -23,11 +30,20 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
     } else {
         settings.server.node.clone()
     };
+    let dir = PathBuf::from(&settings.checkpoint.dir);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        runtime(format!(
+            "checkpoint.dir: cannot create `{}`: {e}",
+            dir.display()
+        ))
+    })?;
     let settings = Arc::new(settings);
     let system = actix_rt::System::new();
     system.block_on(async move {
+        let (journal, inbox) = journal::channel();
         let engine = Arc::new(
-            Engine::start(&settings, lookup, output, dead).map_err(|e| runtime(e.to_string()))?,
+            Engine::start(&settings, lookup, output, dead, Some(journal.clone()))
+                .map_err(|e| runtime(e.to_string()))?,
         );
         let (server, addr) = http::bind(AppState {
             engine: engine.clone(),
@@ -40,10 +56,13 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         // Tests and scripts read this line to learn the bound port.
         println!("sluice listening on http://{addr}");
         let _ = std::io::stdout().flush();
-        tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
-            partitions = settings.pipeline.partitions, "serving");
         let handle = server.handle();
         let server_task = actix_rt::spawn(server);
+
+        restore(&engine, &settings, dir, inbox).await?;
+        engine.set_ready();
+        tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
+            partitions = settings.pipeline.partitions, "serving");
 
         let signal = wait_for_signal().await;
         // Keep serving while draining: POSTs and /readyz answer 503, so Kubernetes takes
@@ -57,18 +76,87 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         if !engine.drain(grace).await {
             tracing::warn!(
                 pending = engine.shared().pending(),
-                "grace period over with records still pending"
+                "grace period over with records still pending (they are in the checkpoint)"
             );
         }
-        engine
-            .flush()
-            .await
-            .map_err(|e| runtime(format!("final flush failed: {e}")))?;
+        match engine.checkpoint().await {
+            Ok(Some(info)) => tracing::info!(
+                records = info.records,
+                bytes = info.bytes,
+                "final checkpoint"
+            ),
+            Ok(None) => {}
+            Err(e) => return Err(runtime(format!("final checkpoint failed: {e}"))),
+        }
         handle.stop(true).await;
         let _ = server_task.await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+async fn restore(
+    engine: &Engine,
+    settings: &Settings,
+    dir: PathBuf,
+    inbox: journal::JournalInbox,
+) -> Result<(), CliError> {
+    let started = Instant::now();
+    let read_dir = dir.clone();
+    let (state, next_segment, report) =
+        actix_rt::task::spawn_blocking(move || files::restore(&read_dir))
+            .await
+            .map_err(|e| CliError::Runtime(format!("restore failed: {e}")))?
+            .map_err(|e| {
+                CliError::Runtime(format!(
+                    "cannot read checkpoint.dir `{}`: {e}",
+                    dir.display()
+                ))
+            })?;
+    if let Some((p, _)) = state
+        .pending
+        .keys()
+        .find(|(p, _)| u64::from(*p) >= settings.pipeline.partitions)
+    {
+        return Err(CliError::Usage(vec![format!(
+            "pipeline.partitions: the checkpoint in `{}` holds records of partition {p}, but \
+             only {} partitions are configured; partitions cannot change while records are pending",
+            dir.display(),
+            settings.pipeline.partitions
+        )]));
+    }
+    if state.has_offsets {
+        engine
+            .truncate_sinks(state.output_offset, state.dead_letter_offset)
+            .await
+            .map_err(|e| CliError::Runtime(format!("cannot restore the sinks: {e}")))?;
+    }
+    let pending = state.pending.len();
+    let skipped: u64 = report.segments.iter().map(|s| s.skipped_bytes).sum();
+    journal::spawn(
+        inbox,
+        dir,
+        state.clone(),
+        next_segment,
+        Duration::from_millis(settings.checkpoint.interval_ms),
+        engine.shared().clone(),
+    )
+    .map_err(|e| CliError::Runtime(format!("cannot start the journal: {e}")))?;
+    let reissued = engine
+        .restore(state)
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    tracing::info!(
+        snapshot = report.snapshot.as_deref().unwrap_or("none"),
+        segments = report.segments.len(),
+        skipped_snapshots = report.skipped_snapshots.len(),
+        skipped_bytes = skipped,
+        pending,
+        reissued,
+        ms = started.elapsed().as_millis() as u64,
+        "restore finished"
+    );
+    Ok(())
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -11,6 +11,8 @@ use actix::prelude::*;
 
 use super::outcome::OutcomeKind;
 use super::shared::Shared;
+use crate::durability::codec::Entry;
+use crate::durability::journal::JournalHandle;
 use crate::sink::Sink;
 
 /// Serialized envelopes of one partition, in release order.
@@ -28,6 +30,9 @@ pub struct EmitBatch {
     pub replied: u64,
     /// Records per outcome, indexed by `OutcomeKind::index`.
     pub outcomes: [u64; 4],
+    /// (partition, seq) of the journaled records in `output` and `dead`: committed as
+    /// terminal once the sinks are durable.
+    pub marks: Vec<(u32, u64)>,
 }
 
 impl EmitBatch {
@@ -41,11 +46,13 @@ impl EmitBatch {
             dead_records: 0,
             replied: 0,
             outcomes: [0; 4],
+            marks: Vec::new(),
         }
     }
 }
 
-/// Flush both sinks now; answers once they are flushed (or with the error).
+/// Flush both sinks now (and, with a journal, make them durable and commit what they
+/// hold); answers once done (or with the error).
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub struct Flush;
@@ -57,6 +64,11 @@ pub struct Emitter {
     shared: Arc<Shared>,
     flush_every: Duration,
     stalled: VecDeque<EmitBatch>,
+    journal: Option<JournalHandle>,
+    /// Journaled records written to the sinks since the last commit.
+    uncommitted: Vec<(u32, u64)>,
+    /// Sink positions of the last commit (nothing to commit while unchanged).
+    committed_at: Option<(u64, u64)>,
 }
 
 impl Emitter {
@@ -66,6 +78,7 @@ impl Emitter {
         dead: Box<dyn Sink>,
         shared: Arc<Shared>,
         flush_every: Duration,
+        journal: Option<JournalHandle>,
     ) -> Self {
         Emitter {
             output,
@@ -73,6 +86,9 @@ impl Emitter {
             shared,
             flush_every,
             stalled: VecDeque::new(),
+            journal,
+            uncommitted: Vec::new(),
+            committed_at: None,
         }
     }
 
@@ -108,6 +124,9 @@ impl Emitter {
         if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
             stats.emitted.fetch_add(done, Ordering::AcqRel);
         }
+        if self.journal.is_some() {
+            self.uncommitted.extend_from_slice(&b.marks);
+        }
         Ok(())
     }
 
@@ -123,12 +142,28 @@ impl Emitter {
     fn flush(&mut self) -> Result<(), String> {
         self.retry_stalled();
         let mut result = Ok(());
+        let durable = self.journal.is_some();
         for sink in [&mut self.output, &mut self.dead] {
-            if let Err(e) = sink.flush() {
+            let r = if durable { sink.sync() } else { sink.flush() };
+            if let Err(e) = r {
                 self.shared.metrics.sink_errors.inc();
                 tracing::error!(error = %e, "sink flush failed; will retry");
                 result = Err(e.to_string());
             }
+        }
+        // Commit only what the sinks now hold durably: a restore truncates each file back
+        // to the committed position and re-emits everything not committed.
+        let at = (self.output.position(), self.dead.position());
+        if result.is_ok()
+            && (self.committed_at != Some(at) || !self.uncommitted.is_empty())
+            && let Some(j) = &self.journal
+        {
+            j.write(vec![Entry::Committed {
+                marks: std::mem::take(&mut self.uncommitted),
+                output: at.0,
+                dead_letter: at.1,
+            }]);
+            self.committed_at = Some(at);
         }
         if !self.stalled.is_empty() && result.is_ok() {
             result = Err(format!(
@@ -166,6 +201,27 @@ impl Handler<EmitBatch> for Emitter {
         if let Err(b) = self.write(b) {
             self.stalled.push_back(b);
         }
+    }
+}
+
+/// Cut the sinks back to their committed lengths (restore, before anything is emitted).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Truncate {
+    pub output: u64,
+    pub dead_letter: u64,
+}
+
+impl Handler<Truncate> for Emitter {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, t: Truncate, _: &mut Self::Context) -> Self::Result {
+        self.output.truncate(t.output).map_err(|e| e.to_string())?;
+        self.dead
+            .truncate(t.dead_letter)
+            .map_err(|e| e.to_string())?;
+        self.committed_at = Some((self.output.position(), self.dead.position()));
+        Ok(())
     }
 }
 

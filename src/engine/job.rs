@@ -19,8 +19,13 @@ pub struct Job {
     pub splice: bool,
     /// When the ingress accepted it (latency is measured from here).
     pub accepted_at: Instant,
-    /// Attempts started so far.
+    /// Attempts started so far (kept across a restore).
     pub attempts: u32,
+    /// Wall-clock ms of the first attempt; 0 until it starts. A restored record keeps
+    /// it, so its deadline is not reset by a restart.
+    pub first_attempt_ms: u64,
+    /// Recorded in the journal (records of `/v1/records`; not `/v1/enrich`).
+    pub journaled: bool,
     /// Set for `/v1/enrich`: the envelope goes back to the request instead of a sink.
     pub reply: Option<ReplySlot>,
 }

@@ -26,16 +26,18 @@ use actix::prelude::*;
 use actix_rt::Arbiter;
 
 use self::admit::{Admitted, RecordRules};
-use self::emitter::{Emitter, Flush};
-use self::ingress::{Ingress, Overloaded, Refused, Submit};
+use self::emitter::{Emitter, Flush, Truncate};
+use self::ingress::{Ingress, IngressJournal, Overloaded, Refused, Restore, Submit};
 use self::outcome::OutcomeRules;
 use self::partition::{Partition, PartitionConfig};
 use self::reply::Collector;
 use self::retry::RetryPolicy;
 use self::shared::Shared;
+use crate::durability::journal::{CheckpointInfo, JournalHandle};
+use crate::durability::state::State;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
+use crate::settings::{Ack, Settings};
 use crate::sink::Sink;
 
 /// Why the engine could not start.
@@ -60,6 +62,9 @@ pub enum SubmitError {
     },
     #[error("the engine is stopped")]
     Stopped,
+    /// The records were accepted but could not be made durable.
+    #[error("could not make the records durable: {0}")]
+    Journal(String),
 }
 
 impl From<Refused> for SubmitError {
@@ -78,16 +83,20 @@ pub struct Engine {
     shared: Arc<Shared>,
     rules: RecordRules,
     arbiters: Vec<Arbiter>,
+    journal: Option<JournalHandle>,
 }
 
 impl Engine {
     /// Start the actors: one arbiter (thread) per `pipeline.threads` for the partitions,
-    /// one for the emitter, one for the ingress. Must run inside an actix `System`.
+    /// one for the emitter, one for the ingress. Must run inside an actix `System`. With a
+    /// journal, accepted records, attempts and sink commits are journaled. The engine
+    /// starts not ready: call [`Engine::set_ready`] (after [`Engine::restore`]).
     pub fn start(
         settings: &Settings,
         lookup: Arc<dyn Lookup>,
         output: Box<dyn Sink>,
         dead_letter: Box<dyn Sink>,
+        journal: Option<JournalHandle>,
     ) -> Result<Engine, EngineError> {
         let partitions = settings.pipeline.partitions as usize;
         let shared = Arc::new(Shared::new(partitions, Metrics::new()?));
@@ -99,8 +108,9 @@ impl Engine {
         let flush_every = Duration::from_millis(settings.checkpoint.interval_ms.max(1));
         let emitter = {
             let shared = shared.clone();
+            let journal = journal.clone();
             Emitter::start_in_arbiter(&emitter_arbiter.handle(), move |_| {
-                Emitter::new(output, dead_letter, shared, flush_every)
+                Emitter::new(output, dead_letter, shared, flush_every, journal)
             })
         };
 
@@ -117,6 +127,7 @@ impl Engine {
                 attempt_timeout: Duration::from_millis(settings.lookup.attempt_timeout_ms),
                 policy: policy.clone(),
                 rules: outcome_rules.clone(),
+                journal: journal.clone(),
             };
             let (lookup, emitter, shared) = (lookup.clone(), emitter.clone(), shared.clone());
             addrs.push(Partition::start_in_arbiter(
@@ -129,11 +140,14 @@ impl Engine {
         let ingress = {
             let shared = shared.clone();
             let limit = (settings.pipeline.capacity + settings.pipeline.backlog) as usize;
+            let ingress_journal = journal.clone().map(|handle| IngressJournal {
+                handle,
+                durable: settings.checkpoint.ack == Ack::Durable,
+            });
             Ingress::start_in_arbiter(&ingress_arbiter.handle(), move |_| {
-                Ingress::new(addrs, vec![0; partitions], limit, shared)
+                Ingress::new(addrs, vec![0; partitions], limit, shared, ingress_journal)
             })
         };
-        shared.ready.store(true, Ordering::Release);
 
         let mut arbiters = workers;
         arbiters.push(emitter_arbiter);
@@ -144,7 +158,44 @@ impl Engine {
             shared,
             rules,
             arbiters,
+            journal,
         })
+    }
+
+    /// Accept requests from now on (`/readyz` turns 200).
+    pub fn set_ready(&self) {
+        self.shared.ready.store(true, Ordering::Release);
+    }
+
+    /// Cut the file sinks back to the lengths the journal committed.
+    pub async fn truncate_sinks(&self, output: u64, dead_letter: u64) -> Result<(), String> {
+        self.emitter
+            .send(Truncate {
+                output,
+                dead_letter,
+            })
+            .await
+            .map_err(|_| "the emitter is gone".to_string())?
+    }
+
+    /// Continue from restored state: re-issue its pending records; returns how many.
+    pub async fn restore(&self, state: State) -> Result<usize, EngineError> {
+        let n = self
+            .ingress
+            .send(Restore(state))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        self.shared.metrics.restored_records.set(n as i64);
+        Ok(n)
+    }
+
+    /// Take a snapshot now (after committing what the sinks hold); answers once durable.
+    pub async fn checkpoint(&self) -> Result<Option<CheckpointInfo>, String> {
+        let Some(j) = &self.journal else {
+            return Ok(None);
+        };
+        self.flush().await?;
+        j.checkpoint().await.map(Some)
     }
 
     /// Counters, metrics and readiness.
@@ -158,15 +209,23 @@ impl Engine {
     }
 
     /// Admit records for the output sink; answers with their ids once admitted.
+    /// With `checkpoint.ack = "durable"` it answers only once they are fsynced.
     pub async fn submit(&self, records: Vec<Admitted>) -> Result<Vec<Arc<str>>, SubmitError> {
-        self.ingress
+        let admission = self
+            .ingress
             .send(Submit {
                 records,
                 reply: None,
             })
             .await
-            .map_err(|_| SubmitError::Stopped)?
-            .map_err(SubmitError::from)
+            .map_err(|_| SubmitError::Stopped)??;
+        if let Some(durable) = admission.durable {
+            durable
+                .await
+                .map_err(|_| SubmitError::Journal("the journal stopped".into()))?
+                .map_err(SubmitError::Journal)?;
+        }
+        Ok(admission.ids)
     }
 
     /// Enrich records synchronously: answers with their envelopes in request order.

@@ -17,6 +17,8 @@ use super::outcome::{EnvelopeParts, Outcome, OutcomeRules, Route};
 use super::queue::{AdmitError, InFlightQueue, Released};
 use super::retry::{AttemptKind, Next, RetryPolicy};
 use super::shared::Shared;
+use crate::durability::codec::Entry;
+use crate::durability::journal::{JournalHandle, unix_ms};
 use crate::lookup::{Lookup, LookupRequest, LookupResult, Pending};
 
 /// Records routed to this partition, in seq order.
@@ -54,6 +56,9 @@ pub struct PartitionConfig {
     pub attempt_timeout: Duration,
     pub policy: RetryPolicy,
     pub rules: Arc<OutcomeRules>,
+    /// Where first attempts and retries are journaled (their deadline and count survive
+    /// a restart).
+    pub journal: Option<JournalHandle>,
 }
 
 struct LocalMetrics {
@@ -110,6 +115,8 @@ pub struct Partition {
     released: Vec<Released<Job, Outcome>>,
     local: LocalMetrics,
     me: Option<Addr<Partition>>,
+    /// Journal entries gathered during one wake-up, sent as one write.
+    journal_buf: Vec<Entry>,
 }
 
 impl Partition {
@@ -130,6 +137,7 @@ impl Partition {
             shared,
             released: Vec::new(),
             me: None,
+            journal_buf: Vec::new(),
         }
     }
 
@@ -142,12 +150,33 @@ impl Partition {
     fn pump(&mut self) {
         let mut moved = 0usize;
         let now = Instant::now();
+        let mut now_ms = 0;
         while self.queue.has_room() {
-            let Some((seq, job)) = self.backlog.pop_front() else {
+            let Some((seq, mut job)) = self.backlog.pop_front() else {
                 break;
             };
             moved += 1;
-            let deadline = now + self.cfg.timeout;
+            let deadline = if job.first_attempt_ms > 0 {
+                // Restored: the deadline still runs from the first attempt before the crash.
+                if now_ms == 0 {
+                    now_ms = unix_ms();
+                }
+                let spent = Duration::from_millis(now_ms.saturating_sub(job.first_attempt_ms));
+                now + self.cfg.timeout.saturating_sub(spent)
+            } else {
+                if job.journaled && self.cfg.journal.is_some() {
+                    if now_ms == 0 {
+                        now_ms = unix_ms();
+                    }
+                    job.first_attempt_ms = now_ms;
+                    self.journal_buf.push(Entry::Started {
+                        partition: self.cfg.id,
+                        seq,
+                        first_attempt_ms: now_ms,
+                    });
+                }
+                now + self.cfg.timeout
+            };
             let key = job.canonical.clone();
             match self.queue.admit(seq, key, deadline, job) {
                 Ok(()) => self.start_attempt(seq),
@@ -185,6 +214,13 @@ impl Partition {
         };
         job.attempts += 1;
         let attempt = job.attempts;
+        if attempt > 1 && job.journaled && self.cfg.journal.is_some() {
+            self.journal_buf.push(Entry::Attempted {
+                partition: self.cfg.id,
+                seq,
+                attempts: attempt,
+            });
+        }
         let pending = self.lookup.start(&LookupRequest {
             key: &job.canonical,
             record: &job.record,
@@ -352,6 +388,9 @@ impl Partition {
                 batch.replied += 1;
             }
             None => {
+                if job.journaled {
+                    batch.marks.push((self.cfg.id, seq));
+                }
                 let (buf, count, error) = match route {
                     Route::Output => (&mut batch.output, &mut batch.output_records, None),
                     Route::DeadLetter => (&mut batch.dead, &mut batch.dead_records, error),
@@ -373,6 +412,11 @@ impl Partition {
     fn settle(&mut self) {
         self.pump();
         self.flush_released();
+        if !self.journal_buf.is_empty()
+            && let Some(j) = &self.cfg.journal
+        {
+            j.write(std::mem::take(&mut self.journal_buf));
+        }
         self.publish();
     }
 

@@ -211,6 +211,9 @@ fn submit_error(e: SubmitError) -> ApiError {
             retry_after_secs: 1,
         },
         SubmitError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
+        SubmitError::Journal(e) => ApiError::Unavailable(format!(
+            "the records were accepted but could not be made durable ({e}); retry the request"
+        )),
     }
 }
 
@@ -269,21 +272,32 @@ async fn get_status(state: Data) -> HttpResponse {
         "mode": state.settings.pipeline.mode.as_str(),
         "partitions": partitions,
         "pending": pending,
-        "last_checkpoint": null,
+        "last_checkpoint": *shared.last_checkpoint.lock(),
     }))
 }
 
 async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
-    Err(ApiError::NotImplemented(
-        "checkpoints arrive with the durability work; output is flushed every checkpoint.interval_ms"
-            .into(),
-    ))
+    ensure_ready(&state)?;
+    match state.engine.checkpoint().await {
+        Ok(Some(info)) => Ok(HttpResponse::Ok().json(info)),
+        Ok(None) => Err(ApiError::NotImplemented(
+            "this engine runs without a journal".into(),
+        )),
+        Err(e) => Err(ApiError::Internal(format!("checkpoint failed: {e}"))),
+    }
 }
 
 async fn get_metrics(state: Data) -> HttpResponse {
     let shared = state.engine.shared();
     shared.metrics.pending.set(shared.pending() as i64);
+    if let Some(c) = &*shared.last_checkpoint.lock() {
+        let now = crate::durability::journal::unix_ms() as f64 / 1000.0;
+        shared
+            .metrics
+            .checkpoint_age
+            .set((now - c.unix_secs).max(0.0));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(shared.metrics.render())

@@ -13,6 +13,7 @@ const BUFFER_BYTES: usize = 1 << 20;
 pub struct FileSink {
     path: String,
     out: BufWriter<File>,
+    position: u64,
 }
 
 impl FileSink {
@@ -43,9 +44,11 @@ impl FileSink {
             .truncate(truncate)
             .open(path)
             .map_err(io)?;
+        let position = file.metadata().map_err(io)?.len();
         Ok(FileSink {
             path: path.to_string(),
             out: BufWriter::with_capacity(BUFFER_BYTES, file),
+            position,
         })
     }
 
@@ -59,11 +62,43 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write(&mut self, lines: &[u8]) -> Result<(), SinkError> {
-        self.out.write_all(lines).map_err(|e| self.err(e))
+        self.out.write_all(lines).map_err(|e| self.err(e))?;
+        self.position += lines.len() as u64;
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|e| self.err(e))
+    }
+
+    fn sync(&mut self) -> Result<(), SinkError> {
+        self.flush()?;
+        self.out.get_ref().sync_data().map_err(|e| self.err(e))
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), SinkError> {
+        self.flush()?;
+        let file = self.out.get_ref();
+        let current = file.metadata().map_err(|e| self.err(e))?.len();
+        if current < len {
+            // Shorter than what was committed: someone else changed the file. Never pad it.
+            tracing::warn!(sink = %self.describe(), current, committed = len,
+                "file is shorter than its committed length; leaving it as it is");
+            self.position = current;
+            return Ok(());
+        }
+        if current > len {
+            tracing::info!(sink = %self.describe(), from = current, to = len,
+                "dropping output written after the last commit (it is re-emitted)");
+            file.set_len(len).map_err(|e| self.err(e))?;
+            file.sync_all().map_err(|e| self.err(e))?;
+        }
+        self.position = len;
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -125,11 +160,17 @@ mod tests {
         s.flush().unwrap();
         drop(s);
         let mut s = FileSink::open(p).unwrap();
+        assert_eq!(s.position(), 8);
         s.write(b"{\"x\":2}\n").unwrap();
-        s.flush().unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.position(), 16);
+        s.truncate(8).unwrap();
+        s.write(b"{\"x\":3}\n").unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.position(), 16);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "{\"x\":1}\n{\"x\":2}\n"
+            "{\"x\":1}\n{\"x\":3}\n"
         );
     }
 }

@@ -28,6 +28,20 @@ pub trait Sink: Send {
     fn write(&mut self, lines: &[u8]) -> Result<(), SinkError>;
     /// Push buffered lines to the destination.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Flush and make everything written so far durable (fsync for files).
+    fn sync(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
+    /// Bytes written so far, counting what was there when opened (files); a restore
+    /// truncates the file back to the last committed position. 0 for sinks without one.
+    fn position(&self) -> u64 {
+        0
+    }
+    /// Cut the sink back to `len` bytes (restore drops what was written after the last
+    /// commit; it is re-emitted). Sinks without positions ignore it.
+    fn truncate(&mut self, _len: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// For logs and errors.
     fn describe(&self) -> String;
 }

@@ -156,11 +156,22 @@ impl Service {
             .strip_prefix("sluice listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Service {
+        let svc = Service {
             child: Some(child),
             dir,
             base,
             agent: agent(),
+        };
+        svc.wait_ready(Duration::from_secs(30));
+        svc
+    }
+
+    /// Wait until `/readyz` answers 200 (restore finished).
+    pub fn wait_ready(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.get("/readyz").status != 200 {
+            assert!(Instant::now() < until, "not ready after {limit:?}");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
