@@ -92,13 +92,13 @@ impl Emitter {
         }
     }
 
-    /// Write one batch; on failure keep what was not written.
-    fn write(&mut self, mut b: EmitBatch) -> Result<(), EmitBatch> {
+    /// Write one batch; on failure (false) `b` keeps what was not written.
+    fn write(&mut self, b: &mut EmitBatch) -> bool {
         if !b.output.is_empty() {
             if let Err(e) = self.output.write(&b.output) {
                 tracing::error!(error = %e, "output sink write failed; will retry");
                 self.shared.metrics.sink_errors.inc();
-                return Err(b);
+                return false;
             }
             b.output.clear();
         }
@@ -106,7 +106,7 @@ impl Emitter {
             if let Err(e) = self.dead.write(&b.dead) {
                 tracing::error!(error = %e, "dead-letter sink write failed; will retry");
                 self.shared.metrics.sink_errors.inc();
-                return Err(b);
+                return false;
             }
             b.dead.clear();
         }
@@ -127,12 +127,12 @@ impl Emitter {
         if self.journal.is_some() {
             self.uncommitted.extend_from_slice(&b.marks);
         }
-        Ok(())
+        true
     }
 
     fn retry_stalled(&mut self) {
-        while let Some(b) = self.stalled.pop_front() {
-            if let Err(b) = self.write(b) {
+        while let Some(mut b) = self.stalled.pop_front() {
+            if !self.write(&mut b) {
                 self.stalled.push_front(b);
                 return;
             }
@@ -192,13 +192,13 @@ impl Actor for Emitter {
 impl Handler<EmitBatch> for Emitter {
     type Result = ();
 
-    fn handle(&mut self, b: EmitBatch, _: &mut Self::Context) {
+    fn handle(&mut self, mut b: EmitBatch, _: &mut Self::Context) {
         if !self.stalled.is_empty() {
             self.stalled.push_back(b);
             self.retry_stalled();
             return;
         }
-        if let Err(b) = self.write(b) {
+        if !self.write(&mut b) {
             self.stalled.push_back(b);
         }
     }
