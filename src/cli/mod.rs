@@ -1,6 +1,7 @@
 //! Subcommands: `serve`, `check-config`, `enrich`.
 
 mod enrich;
+mod inspect;
 mod serve;
 
 use std::path::PathBuf;
@@ -55,6 +56,15 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Show what a checkpoint directory holds: snapshots, segments, pending records, damage.
+    Inspect {
+        /// The directory (`checkpoint.dir`).
+        #[arg(long)]
+        checkpoint_dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failed command: what to print and which exit code to use.
@@ -92,6 +102,10 @@ impl From<settings::LoadError> for CliError {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Inspect {
+            checkpoint_dir,
+            json,
+        } => inspect::run(&checkpoint_dir, json),
         Command::Serve { config } => serve::run(settings::load(config.as_deref())?),
         Command::CheckConfig { config } => {
             let s = settings::load(config.as_deref())?;

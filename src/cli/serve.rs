@@ -59,7 +59,7 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         let handle = server.handle();
         let server_task = actix_rt::spawn(server);
 
-        restore(&engine, &settings, dir, inbox).await?;
+        restore(&engine, &settings, dir, &journal, inbox).await?;
         engine.set_ready();
         tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
             partitions = settings.pipeline.partitions, "serving");
@@ -99,6 +99,7 @@ async fn restore(
     engine: &Engine,
     settings: &Settings,
     dir: PathBuf,
+    journal: &journal::JournalHandle,
     inbox: journal::JournalInbox,
 ) -> Result<(), CliError> {
     let started = Instant::now();
@@ -132,6 +133,7 @@ async fn restore(
             .map_err(|e| CliError::Runtime(format!("cannot restore the sinks: {e}")))?;
     }
     let pending = state.pending.len();
+    let has_offsets = state.has_offsets;
     let skipped: u64 = report.segments.iter().map(|s| s.skipped_bytes).sum();
     journal::spawn(
         inbox,
@@ -142,6 +144,19 @@ async fn restore(
         engine.shared().clone(),
     )
     .map_err(|e| CliError::Runtime(format!("cannot start the journal: {e}")))?;
+    if !has_offsets {
+        // A fresh directory: commit the sinks' current lengths before anything is emitted,
+        // so a crash before the first regular commit truncates back to exactly here.
+        engine
+            .flush()
+            .await
+            .map_err(|e| CliError::Runtime(format!("cannot commit the sinks: {e}")))?;
+        journal
+            .write_durable(Vec::new())
+            .await
+            .map_err(|_| CliError::Runtime("the journal stopped".into()))?
+            .map_err(CliError::Runtime)?;
+    }
     let reissued = engine
         .restore(state)
         .await

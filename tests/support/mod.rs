@@ -58,7 +58,9 @@ impl Reply {
 /// A running `sluice serve` and its working directory.
 pub struct Service {
     child: Option<Child>,
-    pub dir: tempfile::TempDir,
+    /// Working directory: config, sinks (`out.jsonl`, `dead.jsonl`), `checkpoints/`.
+    pub dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
     pub base: String,
     agent: ureq::Agent,
 }
@@ -72,6 +74,7 @@ pub struct Config {
     pub retry: String,
     pub lookup: String,
     pub memory: String,
+    pub checkpoint: String,
 }
 
 impl Config {
@@ -83,7 +86,7 @@ impl Config {
              [lookup.memory]\ntable = \"{}\"\n{}\n\
              [output]\nkind = \"file\"\npath = \"{}\"\n\
              [dead_letter]\nkind = \"file\"\npath = \"{}\"\n\
-             [checkpoint]\ndir = \"{}\"\ninterval_ms = 50\n",
+             [checkpoint]\ndir = \"{}\"\n{}{}\n",
             self.server,
             self.pipeline,
             self.retry,
@@ -93,6 +96,12 @@ impl Config {
             dir.join("out.jsonl").display(),
             dir.join("dead.jsonl").display(),
             dir.join("checkpoints").display(),
+            self.checkpoint,
+            if self.checkpoint.contains("interval_ms") {
+                ""
+            } else {
+                "interval_ms = 50\n"
+            },
         )
     }
 }
@@ -132,15 +141,22 @@ fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
 }
 
 impl Service {
-    /// Start `sluice serve` with `config` and wait until it listens.
+    /// Start `sluice serve` with `config` in a fresh directory and wait until it is ready.
     pub fn start(config: &Config) -> Service {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("sluice.toml");
-        std::fs::write(&path, config.render(dir.path())).expect("write config");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut svc = Service::start_in(config, tmp.path());
+        svc._owned = Some(tmp);
+        svc
+    }
+
+    /// Start `sluice serve` in `dir` (kept by the caller: restarts reuse it).
+    pub fn start_in(config: &Config, dir: &Path) -> Service {
+        let path = dir.join("sluice.toml");
+        std::fs::write(&path, config.render(dir)).expect("write config");
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&path)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -158,7 +174,8 @@ impl Service {
             .to_string();
         let svc = Service {
             child: Some(child),
-            dir,
+            dir: dir.to_path_buf(),
+            _owned: None,
             base,
             agent: agent(),
         };
@@ -173,6 +190,34 @@ impl Service {
             assert!(Instant::now() < until, "not ready after {limit:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Send a signal (e.g. "KILL", "TERM") without waiting.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// kill -9: no flush, no checkpoint, nothing graceful.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// POST a JSON array, or `None` when the connection failed (the node was killed).
+    pub fn try_post_json(&self, path: &str, records: &[Value]) -> Option<Reply> {
+        let body = serde_json::to_vec(records).expect("serialize");
+        self.agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .ok()
+            .map(|r| reply(Ok(r)))
     }
 
     /// POST `body` with a content type (and optional bearer token).
@@ -287,8 +332,8 @@ impl Service {
     pub fn finish(mut self) -> (Vec<Value>, Vec<Value>) {
         assert_eq!(self.terminate(), Some(0), "graceful exit");
         (
-            read_lines(&self.dir.path().join("out.jsonl")),
-            read_lines(&self.dir.path().join("dead.jsonl")),
+            read_lines(&self.dir.join("out.jsonl")),
+            read_lines(&self.dir.join("dead.jsonl")),
         )
     }
 }
