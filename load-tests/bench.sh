@@ -51,8 +51,7 @@ for mode in ordered unordered; do
     --output "$WORK/out.jsonl" --dead-letter "$WORK/dead.jsonl" 2>&1 | grep -v INFO | sed 's/^sluice enrich: //'
 done
 
-# checkpoint.ack has no effect until the journal lands (issue #4): one run covers both.
-for ack in durable; do
+for ack in durable received; do
   cat > "$WORK/http.toml" <<TOML
 [server]
 bind = "127.0.0.1:0"
@@ -86,7 +85,58 @@ TOML
   T1=$(date +%s.%N)
   awk -v n="$RECORDS" -v a="$T0" -v b="$T1" \
     'BEGIN { printf "  end to end (first request to pending = 0): %.2f s = %.0f records/s\n", b - a, n / (b - a) }'
+  FSYNCS=$(curl -s "$URL/metrics" | awk '/^sluice_journal_fsyncs_total/ {print $2}')
+  awk -v f="$FSYNCS" -v a="$T0" -v b="$T1" 'BEGIN { printf "  journal fsyncs: %d (%.0f/s)\n", f, f / (b - a) }'
   echo "  server max RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
   kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=
   echo "  emitted lines: $(wc -l < "$WORK/http-out.jsonl")"
 done
+
+# Restore: PENDING records held pending (a 1 h lookup delay), checkpointed, then kill -9
+# and a timed restart until /readyz answers 200.
+PENDING=${PENDING:-1000000}
+cat > "$WORK/restore.toml" <<TOML
+[server]
+bind = "127.0.0.1:0"
+max_records_per_request = 10000
+[pipeline]
+partitions = 4
+capacity = 1
+backlog = $((PENDING / 2))
+timeout_ms = 7200000
+[lookup]
+attempt_timeout_ms = 7200000
+[lookup.memory]
+table = "$TABLE"
+delay_ms = [3600000, 3600000]
+[output]
+path = "$WORK/r-out.jsonl"
+[dead_letter]
+path = "$WORK/r-dead.jsonl"
+[checkpoint]
+dir = "$WORK/r-checkpoints"
+interval_ms = 600000
+TOML
+start_server() {
+  $BIN serve --config "$WORK/restore.toml" > "$WORK/r.out" 2> "$WORK/r.err" &
+  SERVER=$!
+  for _ in $(seq 400); do grep -q listening "$WORK/r.out" 2>/dev/null && break; sleep 0.05; done
+  URL=$(sed -n 's/^sluice listening on //p' "$WORK/r.out")
+}
+start_server
+for _ in $(seq 400); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.05; done
+$LOAD --url "$URL" --records "$PENDING" --batch 10000 --connections 2 > /dev/null
+curl -s -X POST "$URL/v1/checkpoint" > "$WORK/cp.json"
+kill -9 "$SERVER"; wait "$SERVER" 2>/dev/null || true
+SNAP=$(ls "$WORK/r-checkpoints"/*.snap | tail -1)
+SNAP_BYTES=$(stat -c %s "$SNAP")
+printf 'snapshot of %s pending records: %s bytes (%.0f bytes per record)\n' "$PENDING" "$SNAP_BYTES" \
+  "$(awk -v b="$SNAP_BYTES" -v n="$PENDING" 'BEGIN { print b / n }')"
+echo "checkpoint took: $(sed -n 's/.*"duration_ms":\([0-9.]*\).*/\1/p' "$WORK/cp.json") ms"
+T0=$(date +%s.%N)
+start_server
+for _ in $(seq 6000); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.01; done
+T1=$(date +%s.%N)
+awk -v a="$T0" -v b="$T1" -v n="$PENDING" 'BEGIN { printf "restore of %d pending records: %.2f s from start to ready\n", n, b - a }'
+echo "  restored: $(curl -s "$URL/v1/status" | sed -n 's/.*"pending":\([0-9]*\).*/\1/p') pending; server max RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
+kill -9 "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
