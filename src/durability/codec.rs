@@ -84,24 +84,41 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Append an `Accepted` frame for `r` to `out` (snapshots write records this way without
+/// copying them into an `Entry`).
+pub fn encode_accepted(r: &AcceptedRecord, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    out.push(TAG_ACCEPTED);
+    put_u32(out, r.partition);
+    put_u64(out, r.seq);
+    put_u64(out, r.accepted_ms);
+    put_u64(out, r.first_attempt_ms);
+    put_u32(out, r.attempts);
+    out.push(u8::from(r.splice));
+    put_str(out, &r.id);
+    put_str(out, &r.key);
+    put_str(out, &r.canonical);
+    put_str(out, &r.record);
+    seal(out, start);
+}
+
+fn seal(out: &mut [u8], start: usize) {
+    let payload_len = out.len() - start - HEADER;
+    let crc = crc32c::crc32c(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Append `entry` as one frame to `out`.
 pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
+    if let Entry::Accepted(r) = entry {
+        return encode_accepted(r, out);
+    }
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     match entry {
-        Entry::Accepted(r) => {
-            out.push(TAG_ACCEPTED);
-            put_u32(out, r.partition);
-            put_u64(out, r.seq);
-            put_u64(out, r.accepted_ms);
-            put_u64(out, r.first_attempt_ms);
-            put_u32(out, r.attempts);
-            out.push(u8::from(r.splice));
-            put_str(out, &r.id);
-            put_str(out, &r.key);
-            put_str(out, &r.canonical);
-            put_str(out, &r.record);
-        }
+        Entry::Accepted(_) => {}
         Entry::Started {
             partition,
             seq,
@@ -142,10 +159,7 @@ pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
             put_u64(out, *upto);
         }
     }
-    let payload_len = out.len() - start - HEADER;
-    let crc = crc32c::crc32c(&out[start + HEADER..]);
-    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal(out, start);
 }
 
 struct Reader<'a> {

@@ -74,12 +74,16 @@ pub fn snapshot_bytes(state: &State) -> (Vec<u8>, u64) {
     let mut buf = Vec::with_capacity(64 + state.pending.len() * 256);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&VERSION.to_le_bytes());
-    let entries = state.to_entries();
-    for e in &entries {
+    let header = state.header_entries();
+    for e in &header {
         codec::encode(e, &mut buf);
     }
+    for r in state.pending.values() {
+        codec::encode_accepted(r, &mut buf);
+    }
+    let frames = header.len() + state.pending.len();
     buf.extend_from_slice(TRAILER);
-    buf.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&(frames as u64).to_le_bytes());
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     (buf, state.pending.len() as u64)
@@ -133,7 +137,7 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<State, String> {
         return Err(format!("{} frames, trailer says {count}", entries.len()));
     }
     let mut state = State::default();
-    for e in &entries {
+    for e in entries {
         state.apply(e);
     }
     Ok(state)
@@ -194,7 +198,8 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
         let path = segment_path(dir, *n);
         let bytes = fs::read(&path)?;
         let (entries, err) = codec::decode_all(&bytes);
-        for e in &entries {
+        let count = entries.len();
+        for e in entries {
             state.apply(e);
         }
         let name = path
@@ -216,7 +221,7 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
         report.segments.push(SegmentReport {
             name,
             bytes: bytes.len() as u64,
-            entries: entries.len(),
+            entries: count,
             damaged_at,
             damage,
             skipped_bytes: skipped,
@@ -299,8 +304,8 @@ mod tests {
         let d = dir.path();
         append(d, 0, &[rec(0), rec(1)]);
         let mut s = State::default();
-        s.apply(&rec(0));
-        s.apply(&rec(1));
+        s.apply(rec(0));
+        s.apply(rec(1));
         write_snapshot(d, 1, &s).unwrap();
         append(
             d,
@@ -345,10 +350,10 @@ mod tests {
         let d = dir.path();
         append(d, 0, &[rec(0)]);
         let mut s = State::default();
-        s.apply(&rec(0));
+        s.apply(rec(0));
         write_snapshot(d, 1, &s).unwrap();
         append(d, 1, &[rec(1)]);
-        s.apply(&rec(1));
+        s.apply(rec(1));
         write_snapshot(d, 2, &s).unwrap();
         let path = snapshot_path(d, 2);
         let mut bytes = fs::read(&path).unwrap();
@@ -364,7 +369,7 @@ mod tests {
     #[test]
     fn every_snapshot_corruption_is_detected() {
         let mut s = State::default();
-        s.apply(&rec(0));
+        s.apply(rec(0));
         let (bytes, _) = snapshot_bytes(&s);
         assert_eq!(parse_snapshot(&bytes).unwrap(), s);
         for i in 0..bytes.len() {

@@ -11,7 +11,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -54,10 +55,14 @@ enum Op {
     },
 }
 
+/// Requests queued for the journal thread at most; a sender blocks beyond that, which is
+/// the backpressure that keeps `ack = "received"` from queueing without bound.
+const QUEUE: usize = 256;
+
 /// A cheap, cloneable way to send entries to the journal thread.
 #[derive(Clone)]
 pub struct JournalHandle {
-    tx: Sender<Op>,
+    tx: SyncSender<Op>,
 }
 
 /// The receiving end, handed to [`spawn`] once restore has produced the state.
@@ -68,7 +73,7 @@ pub struct JournalInbox {
 /// A journal channel: handles can be given out before the thread starts; what they send
 /// waits in the channel.
 pub fn channel() -> (JournalHandle, JournalInbox) {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     (JournalHandle { tx }, JournalInbox { rx })
 }
 
@@ -146,6 +151,7 @@ struct Writer {
     changed_since_snapshot: bool,
     last_sync: Instant,
     shared: Arc<Shared>,
+    snapshot_busy: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -181,30 +187,80 @@ impl Writer {
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> Result<CheckpointInfo, String> {
+    /// Cut a new segment and hand a copy of the state (cheap: records are shared) to the
+    /// snapshot thread, so appends and acks go on while the snapshot is written.
+    fn checkpoint(
+        &mut self,
+        snapshots: &SyncSender<SnapshotJob>,
+        replies: Vec<oneshot::Sender<Result<CheckpointInfo, String>>>,
+    ) {
         let started = Instant::now();
-        self.rotate()?;
-        let bytes = files::write_snapshot(&self.dir, self.segment, &self.state)
-            .map_err(|e| format!("snapshot failed: {e}"))?;
-        if let Err(e) = files::prune(&self.dir, KEEP_SNAPSHOTS) {
-            tracing::warn!(error = %e, "could not delete old checkpoint files");
+        if let Err(e) = self.rotate() {
+            tracing::error!(error = %e, "checkpoint failed");
+            for r in replies {
+                let _ = r.send(Err(e.clone()));
+            }
+            return;
         }
         self.changed_since_snapshot = false;
-        let unix_secs = unix_ms() as f64 / 1000.0;
-        let info = CheckpointInfo {
-            at: rfc3339(unix_secs),
-            records: self.state.pending.len() as u64,
-            bytes,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            unix_secs,
+        self.snapshot_busy.store(true, Ordering::Release);
+        let job = SnapshotJob {
+            segment: self.segment,
+            state: self.state.clone(),
+            started,
+            replies,
         };
-        let m = &self.shared.metrics;
-        m.checkpoint_duration
-            .observe(started.elapsed().as_secs_f64());
-        m.checkpoint_bytes.set(bytes as i64);
-        m.checkpoint_records.set(info.records as i64);
-        *self.shared.last_checkpoint.lock() = Some(info.clone());
-        Ok(info)
+        if let Err(std::sync::mpsc::SendError(job)) = snapshots.send(job) {
+            for r in job.replies {
+                let _ = r.send(Err("the snapshot writer is gone".into()));
+            }
+        }
+    }
+}
+
+struct SnapshotJob {
+    segment: u64,
+    state: State,
+    started: Instant,
+    replies: Vec<oneshot::Sender<Result<CheckpointInfo, String>>>,
+}
+
+fn write_snapshots(
+    dir: PathBuf,
+    jobs: Receiver<SnapshotJob>,
+    busy: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) {
+    for job in jobs {
+        let result = files::write_snapshot(&dir, job.segment, &job.state)
+            .map_err(|e| format!("snapshot failed: {e}"))
+            .map(|bytes| {
+                if let Err(e) = files::prune(&dir, KEEP_SNAPSHOTS) {
+                    tracing::warn!(error = %e, "could not delete old checkpoint files");
+                }
+                let unix_secs = unix_ms() as f64 / 1000.0;
+                let info = CheckpointInfo {
+                    at: rfc3339(unix_secs),
+                    records: job.state.pending.len() as u64,
+                    bytes,
+                    duration_ms: job.started.elapsed().as_secs_f64() * 1000.0,
+                    unix_secs,
+                };
+                let m = &shared.metrics;
+                m.checkpoint_duration
+                    .observe(job.started.elapsed().as_secs_f64());
+                m.checkpoint_bytes.set(bytes as i64);
+                m.checkpoint_records.set(info.records as i64);
+                *shared.last_checkpoint.lock() = Some(info.clone());
+                info
+            });
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "checkpoint failed");
+        }
+        busy.store(false, Ordering::Release);
+        for r in job.replies {
+            let _ = r.send(result.clone());
+        }
     }
 }
 
@@ -220,6 +276,14 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::fs::create_dir_all(&dir)?;
     let file = files::open_segment(&dir, next_segment)?;
+    let busy = Arc::new(AtomicBool::new(false));
+    let (snap_tx, snap_rx) = std::sync::mpsc::sync_channel(4);
+    {
+        let (dir, busy, shared) = (dir.clone(), busy.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("sluice-snapshot".into())
+            .spawn(move || write_snapshots(dir, snap_rx, busy, shared))?;
+    }
     let mut w = Writer {
         dir,
         segment: next_segment,
@@ -230,13 +294,14 @@ pub fn spawn(
         changed_since_snapshot: true,
         last_sync: Instant::now(),
         shared,
+        snapshot_busy: busy,
     };
     std::thread::Builder::new()
         .name("sluice-journal".into())
-        .spawn(move || run(&mut w, inbox.rx, interval))
+        .spawn(move || run(&mut w, inbox.rx, snap_tx, interval))
 }
 
-fn run(w: &mut Writer, rx: Receiver<Op>, interval: Duration) {
+fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, interval: Duration) {
     let mut next_snapshot = Instant::now() + interval;
     let mut buf = Vec::with_capacity(1 << 20);
     loop {
@@ -256,11 +321,11 @@ fn run(w: &mut Writer, rx: Receiver<Op>, interval: Duration) {
         for op in ops.by_ref().take(4096) {
             match op {
                 Op::Write { entries, ack } => {
-                    for e in &entries {
-                        codec::encode(e, &mut buf);
+                    w.changed_since_snapshot |= !entries.is_empty();
+                    for e in entries {
+                        codec::encode(&e, &mut buf);
                         w.state.apply(e);
                     }
-                    w.changed_since_snapshot |= !entries.is_empty();
                     if let Some(a) = ack {
                         acks.push(a);
                     }
@@ -281,15 +346,11 @@ fn run(w: &mut Writer, rx: Receiver<Op>, interval: Duration) {
         for a in acks {
             let _ = a.send(result.clone());
         }
-        let due = Instant::now() >= next_snapshot && w.changed_since_snapshot;
+        let due = Instant::now() >= next_snapshot
+            && w.changed_since_snapshot
+            && !w.snapshot_busy.load(Ordering::Acquire);
         if !checkpoints.is_empty() || due {
-            let info = w.checkpoint();
-            if let Err(e) = &info {
-                tracing::error!(error = %e, "checkpoint failed");
-            }
-            for c in checkpoints {
-                let _ = c.send(info.clone());
-            }
+            w.checkpoint(&snapshots, checkpoints);
             next_snapshot = Instant::now() + interval;
         } else if Instant::now() >= next_snapshot {
             next_snapshot = Instant::now() + interval;

@@ -3,6 +3,7 @@
 //! restore (snapshot + replay), so both agree by construction.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::codec::{AcceptedRecord, Entry};
 
@@ -13,8 +14,9 @@ pub const LEASE: u64 = 1 << 20;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     /// Accepted, not yet committed as terminal; keyed (partition, seq) so iteration is in
-    /// seq order per partition.
-    pub pending: BTreeMap<(u32, u64), AcceptedRecord>,
+    /// seq order per partition. Shared so a snapshot can take a copy of the map without
+    /// copying the records.
+    pub pending: BTreeMap<(u32, u64), Arc<AcceptedRecord>>,
     /// Per partition: no seq below this was ever handed out twice.
     pub next_seq: BTreeMap<u32, u64>,
     /// Output sink length covered by committed terminal marks.
@@ -27,19 +29,19 @@ pub struct State {
 
 impl State {
     /// Apply one entry.
-    pub fn apply(&mut self, e: &Entry) {
+    pub fn apply(&mut self, e: Entry) {
         match e {
             Entry::Accepted(r) => {
                 self.bump(r.partition, r.seq + 1);
-                self.pending.insert((r.partition, r.seq), r.clone());
+                self.pending.insert((r.partition, r.seq), Arc::new(r));
             }
             Entry::Started {
                 partition,
                 seq,
                 first_attempt_ms,
             } => {
-                if let Some(r) = self.pending.get_mut(&(*partition, *seq)) {
-                    r.first_attempt_ms = *first_attempt_ms;
+                if let Some(r) = self.pending.get_mut(&(partition, seq)) {
+                    Arc::make_mut(r).first_attempt_ms = first_attempt_ms;
                 }
             }
             Entry::Attempted {
@@ -47,8 +49,10 @@ impl State {
                 seq,
                 attempts,
             } => {
-                if let Some(r) = self.pending.get_mut(&(*partition, *seq)) {
-                    r.attempts = r.attempts.max(*attempts);
+                if let Some(r) = self.pending.get_mut(&(partition, seq))
+                    && attempts > r.attempts
+                {
+                    Arc::make_mut(r).attempts = attempts;
                 }
             }
             Entry::Committed {
@@ -56,14 +60,14 @@ impl State {
                 output,
                 dead_letter,
             } => {
-                for key in marks {
+                for key in &marks {
                     self.pending.remove(key);
                 }
-                self.output_offset = *output;
-                self.dead_letter_offset = *dead_letter;
+                self.output_offset = output;
+                self.dead_letter_offset = dead_letter;
                 self.has_offsets = true;
             }
-            Entry::SeqLease { partition, upto } => self.bump(*partition, *upto),
+            Entry::SeqLease { partition, upto } => self.bump(partition, upto),
         }
     }
 
@@ -86,8 +90,9 @@ impl State {
         m
     }
 
-    /// The state as entries (what a snapshot stores): leases, offsets, pending records.
-    pub fn to_entries(&self) -> Vec<Entry> {
+    /// The state's bookkeeping as entries (leases, offsets); a snapshot stores these and
+    /// then every pending record.
+    pub fn header_entries(&self) -> Vec<Entry> {
         let mut out: Vec<Entry> = self
             .next_seq
             .iter()
@@ -103,7 +108,6 @@ impl State {
                 dead_letter: self.dead_letter_offset,
             });
         }
-        out.extend(self.pending.values().cloned().map(Entry::Accepted));
         out
     }
 }
@@ -154,7 +158,7 @@ mod tests {
                 upto: 100,
             },
         ] {
-            s.apply(&e);
+            s.apply(e);
         }
         assert_eq!(s.pending.len(), 2);
         let r = &s.pending[&(0, 1)];
@@ -179,11 +183,14 @@ mod tests {
                 dead_letter: 0,
             },
         ] {
-            s.apply(&e);
+            s.apply(e);
         }
         let mut t = State::default();
-        for e in s.to_entries() {
-            t.apply(&e);
+        for e in s.header_entries() {
+            t.apply(e);
+        }
+        for r in s.pending.values() {
+            t.apply(Entry::Accepted((**r).clone()));
         }
         assert_eq!(s, t);
     }

@@ -255,6 +255,7 @@ impl Handler<Restore> for Ingress {
         let mut batches: Vec<Vec<(u64, Job)>> = (0..n).map(|_| Vec::new()).collect();
         let total = state.pending.len();
         for ((p, seq), r) in state.pending {
+            let r = Arc::unwrap_or_clone(r);
             let started = r.first_attempt_ms > 0;
             batches[p as usize % n].push((
                 seq,
