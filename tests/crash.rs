@@ -235,3 +235,37 @@ fn torn_journal_tail_and_corrupt_snapshot_are_skipped_without_losing_durable_rec
         .collect();
     check(&ids, &out, &dead);
 }
+
+#[test]
+fn restore_keeps_attempts_and_the_running_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crash_config("durable");
+    cfg.pipeline = "partitions = 1\nmode = \"unordered\"\ntimeout_ms = 2000\n".into();
+    cfg.lookup = "attempt_timeout_ms = 10000\n".into();
+    let mut svc = Service::start_in(&cfg, dir.path());
+    let records = [
+        // Needs 1.6 s; killed at 0.6 s, so after the restart only ~1.3 s of its deadline
+        // remain: it must time out (a reset deadline would let it succeed).
+        json!({"id": "slow", "user_id": "u1", "_sim": {"delay": 1600}}),
+        // Needs 0.9 s: fits in what remains of its deadline after the restart.
+        json!({"id": "fits", "user_id": "u2", "_sim": {"delay": 900}}),
+    ];
+    assert_eq!(svc.post_json("/v1/records", &records).status, 202);
+    std::thread::sleep(Duration::from_millis(600));
+    svc.kill9();
+    let svc = Service::start_in(&cfg, dir.path());
+    svc.wait_quiescent(Duration::from_secs(10));
+    let (out, dead) = svc.finish();
+    let slow = dead
+        .iter()
+        .find(|e| e["id"] == "slow")
+        .expect("slow timed out");
+    assert_eq!(slow["outcome"], "timeout");
+    assert_eq!(slow["attempts"], 2, "the interrupted attempt counts");
+    let fits = out
+        .iter()
+        .find(|e| e["id"] == "fits")
+        .expect("fits enriched");
+    assert_eq!(fits["outcome"], "ok");
+    assert_eq!(fits["attempts"], 2);
+}
