@@ -139,8 +139,14 @@ pub fn build_lookup(settings: &Settings) -> Result<Arc<dyn Lookup>, CliError> {
             tracing::info!(rows = table.len(), table = %settings.lookup.memory.table, "memory table loaded");
             Ok(Arc::new(table))
         }
-        Backend::Cql => Err(CliError::Usage(vec![
-            "lookup.backend: \"cql\" is not available in this build yet".into(),
-        ])),
+        Backend::Cql => {
+            let l = crate::lookup::cql::CqlLookup::connect_blocking(
+                &settings.lookup.cql,
+                std::time::Duration::from_millis(settings.lookup.attempt_timeout_ms),
+            )
+            .map_err(|e| CliError::Runtime(e.to_string()))?;
+            tracing::info!(backend = %l.describe(), "cql session ready");
+            Ok(Arc::new(l))
+        }
     }
 }

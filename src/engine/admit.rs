@@ -39,13 +39,15 @@ pub struct Admitted {
     pub splice: bool,
 }
 
-/// The compiled record rules: which pointers matter and how many partitions there are.
-#[derive(Debug, Clone)]
+/// The compiled record rules: which pointers matter, how many partitions there are, and
+/// the lookup backend's own check of a record (CQL binds).
+#[derive(Clone)]
 pub struct RecordRules {
     key: Pointer,
     id: Pointer,
     into: Pointer,
     partitions: u32,
+    lookup: Option<std::sync::Arc<dyn crate::lookup::Lookup>>,
 }
 
 /// The canonical text of a key value, or `None` when the type cannot be a lookup key.
@@ -78,7 +80,14 @@ impl RecordRules {
             id: Pointer::parse(&s.pipeline.id)?,
             into: Pointer::parse(&s.lookup.into)?,
             partitions: s.pipeline.partitions.clamp(1, u64::from(u32::MAX)) as u32,
+            lookup: None,
         })
+    }
+
+    /// Also ask `lookup` whether each record can be looked up (422 if not).
+    pub fn with_lookup(mut self, lookup: std::sync::Arc<dyn crate::lookup::Lookup>) -> Self {
+        self.lookup = Some(lookup);
+        self
     }
 
     /// Number of partitions records are spread over.
@@ -160,6 +169,12 @@ impl RecordRules {
                 false
             }
         };
+        if errors.is_empty()
+            && let Some(l) = &self.lookup
+            && let Err((pointer, message)) = l.check(record)
+        {
+            errors.push(err(&pointer, message));
+        }
         match key {
             Some((key, canonical)) if errors.is_empty() => {
                 let partition = partition_of(&canonical, self.partitions);

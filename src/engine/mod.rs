@@ -100,7 +100,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let partitions = settings.pipeline.partitions as usize;
         let shared = Arc::new(Shared::new(partitions, Metrics::new()?));
-        let rules = RecordRules::from_settings(settings)?;
+        let rules = RecordRules::from_settings(settings)?.with_lookup(lookup.clone());
         let outcome_rules = Arc::new(OutcomeRules::from_settings(settings)?);
         let policy = RetryPolicy::from_settings(&settings.retry);
 

@@ -4,6 +4,7 @@
 //! no future, no allocation, no timer) or later (`Pending::Later`, any real I/O). Errors
 //! say whether retrying can help, so the retry policy stays backend-agnostic.
 
+pub mod cql;
 pub mod delay;
 pub mod memory;
 
@@ -62,6 +63,12 @@ pub trait Lookup: Send + Sync + 'static {
     /// Start several attempts; backends that can batch (e.g. one round trip) override this.
     fn start_batch(&self, reqs: &[LookupRequest<'_>]) -> Vec<Pending> {
         reqs.iter().map(|r| self.start(r)).collect()
+    }
+
+    /// Whether a record's values can be used by this backend at all (e.g. CQL binds):
+    /// `Err((pointer, message))` makes ingest refuse the record with 422.
+    fn check(&self, _record: &str) -> Result<(), (String, String)> {
+        Ok(())
     }
 
     /// Whether the backend can serve lookups now (feeds `/readyz`).

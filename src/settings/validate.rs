@@ -133,10 +133,37 @@ pub fn validate(s: &Settings) -> Vec<String> {
                 );
             }
         }
-        Backend::Cql => need(
-            false,
-            "lookup.backend: \"cql\" is not available in this build yet (use \"memory\")".into(),
-        ),
+        Backend::Cql => {
+            let c = &s.lookup.cql;
+            need(
+                !c.contact_points.is_empty(),
+                "lookup.cql.contact_points: at least one HOST:PORT".into(),
+            );
+            need(
+                !c.query.trim().is_empty(),
+                "lookup.cql.query: must not be empty".into(),
+            );
+            for b in &c.binds {
+                if let Err(e) = Pointer::parse(b) {
+                    need(false, format!("lookup.cql.binds: {e}"));
+                }
+            }
+            need(
+                [
+                    "ANY",
+                    "ONE",
+                    "TWO",
+                    "THREE",
+                    "QUORUM",
+                    "ALL",
+                    "LOCAL_QUORUM",
+                    "EACH_QUORUM",
+                    "LOCAL_ONE",
+                ]
+                .contains(&c.consistency.to_ascii_uppercase().as_str()),
+                format!("lookup.cql.consistency: unknown level `{}`", c.consistency),
+            );
+        }
     }
 
     for (section, sink) in [("output", &s.output), ("dead_letter", &s.dead_letter)] {
