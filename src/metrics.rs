@@ -55,6 +55,8 @@ pub struct Metrics {
     pub checkpoint_age: prometheus::Gauge,
     /// Pending records re-issued by the last restore.
     pub restored_records: IntGauge,
+    /// Lookups that shared another record's in-flight request (updated when scraped).
+    pub lookup_coalesced: IntCounter,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -200,6 +202,10 @@ impl Metrics {
             restored_records: gauge(
                 "sluice_restored_records",
                 "Pending records re-issued by the last restore",
+            )?,
+            lookup_coalesced: counter(
+                "sluice_lookup_coalesced_total",
+                "Lookups that shared another record's in-flight request",
             )?,
             registry,
         })

@@ -60,8 +60,9 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
         Some(t) => open_sink(t)?,
         None => sink::open(&settings.dead_letter).map_err(|e| CliError::Runtime(e.to_string()))?,
     };
-    let rules =
-        RecordRules::from_settings(&settings).map_err(|e| CliError::Usage(vec![e.to_string()]))?;
+    let rules = RecordRules::from_settings(&settings)
+        .map_err(|e| CliError::Usage(vec![e.to_string()]))?
+        .with_lookup(lookup.clone());
 
     // A batch bigger than what one partition may hold could never be admitted.
     let batch = BATCH.min((settings.pipeline.capacity + settings.pipeline.backlog) as usize);

@@ -84,6 +84,7 @@ pub struct Engine {
     rules: RecordRules,
     arbiters: Vec<Arbiter>,
     journal: Option<JournalHandle>,
+    lookup: Arc<dyn Lookup>,
 }
 
 impl Engine {
@@ -159,7 +160,13 @@ impl Engine {
             rules,
             arbiters,
             journal,
+            lookup,
         })
+    }
+
+    /// The lookup backend (readiness, coalescing counts).
+    pub fn lookup(&self) -> &Arc<dyn Lookup> {
+        &self.lookup
     }
 
     /// Accept requests from now on (`/readyz` turns 200).

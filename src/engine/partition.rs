@@ -19,7 +19,7 @@ use super::retry::{AttemptKind, Next, RetryPolicy};
 use super::shared::Shared;
 use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalHandle, unix_ms};
-use crate::lookup::{Lookup, LookupRequest, LookupResult, Pending};
+use crate::lookup::{Lookup, LookupError, LookupRequest, LookupResult, Pending};
 
 /// Records routed to this partition, in seq order.
 #[derive(Message)]
@@ -251,6 +251,11 @@ impl Partition {
     }
 
     fn on_attempt(&mut self, seq: u64, attempt: u32, end: AttemptEnd, elapsed: Duration) {
+        // A backend that bounds attempts itself reports a timeout as an error of its own.
+        let end = match end {
+            AttemptEnd::Done(Err(LookupError::Timeout(_))) => AttemptEnd::TimedOut,
+            other => other,
+        };
         self.local.lookup_duration.observe(elapsed.as_secs_f64());
         let kind = match &end {
             AttemptEnd::Done(Ok(Some(_))) => AttemptKind::Found,

@@ -291,6 +291,11 @@ async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, 
 async fn get_metrics(state: Data) -> HttpResponse {
     let shared = state.engine.shared();
     shared.metrics.pending.set(shared.pending() as i64);
+    let coalesced = state.engine.lookup().coalesced();
+    let seen = shared.metrics.lookup_coalesced.get();
+    if coalesced > seen {
+        shared.metrics.lookup_coalesced.inc_by(coalesced - seen);
+    }
     if let Some(c) = &*shared.last_checkpoint.lock() {
         let now = crate::durability::journal::unix_ms() as f64 / 1000.0;
         shared
@@ -309,6 +314,12 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
     ensure_ready(&state)?;
+    if !state.engine.lookup().is_ready() {
+        return Err(ApiError::Unavailable(format!(
+            "the lookup backend is unreachable ({})",
+            state.engine.lookup().describe()
+        )));
+    }
     Ok(HttpResponse::Ok().json(json!({"ready": true})))
 }
 

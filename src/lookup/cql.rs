@@ -119,11 +119,11 @@ impl BindType {
             }
         };
         Ok(match self {
-            BindType::Text => CqlValue::Text(
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-            ),
+            BindType::Text => match v {
+                Value::String(s) => CqlValue::Text(s.clone()),
+                Value::Number(_) | Value::Bool(_) => CqlValue::Text(v.to_string()),
+                _ => return Err(bad()),
+            },
             BindType::Ascii => {
                 let s = v.as_str().ok_or_else(bad)?;
                 if !s.is_ascii() {
@@ -342,6 +342,9 @@ fn consistency(s: &str) -> Result<Consistency, CqlError> {
 /// or not (syntax, invalid, unauthorized).
 pub fn classify(message: String) -> LookupError {
     let m = message.to_ascii_lowercase();
+    if m.contains("client timeout") {
+        return LookupError::Timeout(message);
+    }
     let fatal = [
         "syntax",
         "invalid",
@@ -371,6 +374,7 @@ pub struct CqlLookup {
     in_flight: Arc<Mutex<HashMap<Vec<u8>, Flight>>>,
     coalesced: AtomicU64,
     reachable: Arc<AtomicBool>,
+    attempt_timeout: Duration,
     describe: String,
 }
 
@@ -419,7 +423,9 @@ impl CqlLookup {
                     message: e.to_string(),
                 })?;
         prepared.set_consistency(consistency(&s.consistency)?);
-        prepared.set_request_timeout(Some(attempt_timeout));
+        // The engine bounds each attempt itself (`lookup.attempt_timeout_ms`); the driver's
+        // own timeout is a backstop behind it, so a slow attempt reads as a timeout.
+        prepared.set_request_timeout(Some(attempt_timeout * 2));
         prepared.set_is_idempotent(true);
         let specs = prepared.get_variable_col_specs();
         if specs.len() != s.binds.len() {
@@ -448,13 +454,9 @@ impl CqlLookup {
             in_flight: Arc::new(Mutex::new(HashMap::new())),
             coalesced: AtomicU64::new(0),
             reachable: Arc::new(AtomicBool::new(true)),
+            attempt_timeout,
             describe: format!("cql {:?} `{}`", s.contact_points, s.query),
         })
-    }
-
-    /// Lookups that shared another record's request so far.
-    pub fn coalesced(&self) -> u64 {
-        self.coalesced.load(Ordering::Relaxed)
     }
 
     fn values(&self, record: &str) -> Result<Vec<CqlValue>, (String, String)> {
@@ -500,11 +502,21 @@ impl Lookup for CqlLookup {
             self.prepared.clone(),
             self.reachable.clone(),
         );
+        let limit = self.attempt_timeout;
         let in_flight = self.in_flight.clone();
         let k = key.clone();
         let fut: BoxFuture<LookupResult> = Box::pin(async move {
-            let result = session.execute_unpaged(&prepared, values).await;
+            // Bounded here too, so a flight that outlives its waiters' attempt timeout
+            // ends and leaves the map instead of being joined by later attempts.
+            let result =
+                tokio::time::timeout(limit, session.execute_unpaged(&prepared, values)).await;
             in_flight.lock().remove(&k);
+            let Ok(result) = result else {
+                return Err(LookupError::Timeout(format!(
+                    "no answer within {} ms",
+                    limit.as_millis()
+                )));
+            };
             let result = match result {
                 Ok(r) => r,
                 Err(e) => {
@@ -546,6 +558,10 @@ impl Lookup for CqlLookup {
 
     fn is_ready(&self) -> bool {
         self.reachable.load(Ordering::Acquire)
+    }
+
+    fn coalesced(&self) -> u64 {
+        self.coalesced.load(Ordering::Relaxed)
     }
 
     fn describe(&self) -> String {
@@ -602,6 +618,10 @@ mod tests {
                 .is_retryable()
         );
         assert!(classify("Read timeout".into()).is_retryable());
+        assert!(matches!(
+            classify("Request execution exceeded a client timeout of 200ms".into()),
+            LookupError::Timeout(_)
+        ));
         assert!(!classify("The submitted query has a syntax error".into()).is_retryable());
         assert!(!classify("The query is syntactically correct but invalid".into()).is_retryable());
     }

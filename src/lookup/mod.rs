@@ -30,6 +30,10 @@ pub enum LookupError {
     /// Permanent (bad query, bad bind, unauthorized): retrying gives the same answer.
     #[error("lookup error: {0}")]
     Fatal(String),
+    /// The attempt ran out of time (the backend bounds attempts itself); handled like the
+    /// engine's own per-attempt timeout (`retry.on = ["timeout"]`).
+    #[error("lookup attempt timed out: {0}")]
+    Timeout(String),
 }
 
 impl LookupError {
@@ -74,6 +78,11 @@ pub trait Lookup: Send + Sync + 'static {
     /// Whether the backend can serve lookups now (feeds `/readyz`).
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// Lookups so far that shared another record's in-flight request.
+    fn coalesced(&self) -> u64 {
+        0
     }
 
     /// A short description for logs and `/v1/status`.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cql;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -74,6 +76,7 @@ pub struct Config {
     pub retry: String,
     pub lookup: String,
     pub memory: String,
+    pub cql: String,
     pub checkpoint: String,
 }
 
@@ -83,7 +86,7 @@ impl Config {
         format!(
             "[server]\nbind = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace_ms = 20000\n{}\n\
              [pipeline]\n{}\n[retry]\n{}\n[lookup]\n{}\n\
-             [lookup.memory]\ntable = \"{}\"\n{}\n\
+             [lookup.memory]\ntable = \"{}\"\n{}\n[lookup.cql]\n{}\n\
              [output]\nkind = \"file\"\npath = \"{}\"\n\
              [dead_letter]\nkind = \"file\"\npath = \"{}\"\n\
              [checkpoint]\ndir = \"{}\"\n{}{}\n",
@@ -93,6 +96,7 @@ impl Config {
             self.lookup,
             sample_table().display(),
             self.memory,
+            self.cql,
             dir.join("out.jsonl").display(),
             dir.join("dead.jsonl").display(),
             dir.join("checkpoints").display(),

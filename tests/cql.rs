@@ -1,0 +1,260 @@
+//! The CQL backend through the real `scylla` driver over real TCP, against the CQL test node
+//! (or a real node with `SLUICE_TEST_CQL=host:port`; fault-injection tests need the test node).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_cql_node::Faults;
+use sluice_cql_node::wire::ErrorKind;
+use support::cql::{CqlTarget, USERS};
+use support::{Config, Service, assert_exactly_once, sample_table};
+
+fn users() -> (&'static str, String) {
+    (
+        USERS,
+        std::fs::read_to_string(sample_table()).expect("sample table"),
+    )
+}
+
+fn cql_config(target: &CqlTarget, query: &str, binds: &str, extra_lookup: &str) -> Config {
+    Config {
+        lookup: format!("backend = \"cql\"\n{extra_lookup}"),
+        cql: format!(
+            "contact_points = [\"{}\"]\nkeyspace = \"sluice_demo\"\nquery = \"{query}\"\nbinds = {binds}\n",
+            target.addr
+        ),
+        ..Config::default()
+    }
+}
+
+fn users_config(target: &CqlTarget, extra_lookup: &str) -> Config {
+    cql_config(
+        target,
+        "SELECT name, tier, country FROM users WHERE user_id = ?",
+        "[\"/user_id\"]",
+        extra_lookup,
+    )
+}
+
+fn enrich(svc: &Service, records: &[Value]) -> Vec<Value> {
+    let r = svc.post_json("/v1/enrich", records);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn rows_are_merged_and_missing_rows_are_misses() {
+    let target = CqlTarget::start(&[users()]);
+    let svc = Service::start(&users_config(&target, ""));
+    let out = enrich(
+        &svc,
+        &[
+            json!({"id": "a", "user_id": "u1"}),
+            json!({"id": "b", "user_id": "nobody"}),
+        ],
+    );
+    assert_eq!(out[0]["outcome"], "ok");
+    assert_eq!(
+        out[0]["record"]["enrichment"],
+        json!({"name": "Ada", "tier": "pro", "country": "US"})
+    );
+    assert_eq!(out[1]["outcome"], "miss");
+    assert_eq!(out[1]["record"]["enrichment"], Value::Null);
+    assert_eq!(svc.get("/readyz").status, 200);
+}
+
+#[test]
+fn every_bind_type_binds_and_unbindable_keys_get_422() {
+    // (type, row key as stored, the same key as a record sends it, a value that cannot bind)
+    let cases = [
+        ("text", json!("k"), json!("k"), json!({"x": 1})),
+        ("ascii", json!("k"), json!("k"), json!("é")),
+        ("int", json!(7), json!(7), json!(1u64 << 40)),
+        ("bigint", json!(1i64 << 40), json!(1i64 << 40), json!("x")),
+        ("smallint", json!(-3), json!(-3), json!(70000)),
+        ("tinyint", json!(5), json!("5"), json!(300)),
+        ("boolean", json!(true), json!(true), json!("yes")),
+        (
+            "uuid",
+            json!("5fc5a6f0-96f1-4a6e-9a4c-3f1f3f0b0c01"),
+            json!("5fc5a6f0-96f1-4a6e-9a4c-3f1f3f0b0c01"),
+            json!("nope"),
+        ),
+        (
+            "timeuuid",
+            json!("d2177dd0-eaa2-11de-a572-001b779c76e3"),
+            json!("d2177dd0-eaa2-11de-a572-001b779c76e3"),
+            json!(1),
+        ),
+        ("double", json!(2.5), json!(2.5), json!(false)),
+        ("float", json!(0.5), json!(0.5), json!([1])),
+        ("decimal", json!("12.50"), json!("12.50"), json!("1e5")),
+        (
+            "timestamp",
+            json!(1_795_341_600_000i64),
+            json!("2026-11-22T10:00:00Z"),
+            json!("yesterday"),
+        ),
+    ];
+    let tables: Vec<(String, String)> = cases
+        .iter()
+        .map(|(ty, stored, _, _)| {
+            (
+                format!("sluice_demo.t_{ty}(k {ty} PRIMARY KEY, v text)"),
+                json!({"k": stored, "v": format!("found {ty}")}).to_string(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, String)> = tables
+        .iter()
+        .map(|(s, r)| (s.as_str(), r.clone()))
+        .collect();
+    let target = CqlTarget::start(&refs);
+    for (ty, _, sent, bad) in &cases {
+        let mut cfg = cql_config(
+            &target,
+            &format!("SELECT v FROM t_{ty} WHERE k = ?"),
+            "[\"/k\"]",
+            "",
+        );
+        cfg.pipeline = "key = \"/id\"\n".into();
+        let svc = Service::start(&cfg);
+        let out = enrich(&svc, &[json!({"id": "r", "k": sent})]);
+        assert_eq!(out[0]["outcome"], "ok", "{ty}: {}", out[0]);
+        assert_eq!(out[0]["record"]["enrichment"]["v"], format!("found {ty}"));
+        let r = svc.post_json("/v1/records", &[json!({"id": "bad", "k": bad})]);
+        assert_eq!(r.status, 422, "{ty}: {}", r.body);
+        let p = r.problem(422);
+        let e = &p["errors"][0];
+        assert_eq!(e["pointer"], "/k", "{ty}: {p}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("CQL {ty}")),
+            "{ty}: {p}"
+        );
+        let p = svc
+            .post_json("/v1/records", &[json!({"id": "none"})])
+            .problem(422);
+        assert!(
+            p["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("missing")
+        );
+    }
+}
+
+#[test]
+fn error_kinds_are_retried_or_failed_as_classified() {
+    let target = CqlTarget::start(&[users()]);
+    if !target.is_test_node() {
+        return;
+    }
+    for (kind, retryable) in [
+        (ErrorKind::ReadTimeout, true),
+        (ErrorKind::Overloaded, true),
+        (ErrorKind::Unavailable, true),
+        (ErrorKind::Syntax, false),
+        (ErrorKind::Invalid, false),
+    ] {
+        target.set_faults(Faults {
+            error_ratio: 1.0,
+            error_kind: Some(kind),
+            ..Faults::default()
+        });
+        let mut cfg = users_config(&target, "");
+        cfg.retry = "max_attempts = 3\ninitial_backoff_ms = 1\nmax_backoff_ms = 5\n".into();
+        let svc = Service::start(&cfg);
+        let out = enrich(&svc, &[json!({"id": "e", "user_id": "u1"})]);
+        assert_eq!(out[0]["outcome"], "failed", "{kind:?}: {}", out[0]);
+        let attempts = if retryable { 3 } else { 1 };
+        assert_eq!(out[0]["attempts"], attempts, "{kind:?}: {}", out[0]);
+        assert!(out[0]["error"].is_string());
+    }
+    target.set_faults(Faults::default());
+}
+
+#[test]
+fn slow_attempts_time_out_are_retried_and_end_as_timeout() {
+    let target = CqlTarget::start(&[users()]);
+    if !target.is_test_node() {
+        return;
+    }
+    target.set_faults(Faults {
+        latency_ms: (400, 400),
+        ..Faults::default()
+    });
+    let mut cfg = users_config(&target, "attempt_timeout_ms = 100\n");
+    cfg.retry = "on = [\"timeout\"]\nmax_attempts = 3\ninitial_backoff_ms = 1\n".into();
+    cfg.pipeline = "timeout_ms = 3000\n".into();
+    let svc = Service::start(&cfg);
+    let out = enrich(&svc, &[json!({"id": "slow", "user_id": "u1"})]);
+    assert_eq!(out[0]["outcome"], "timeout", "{}", out[0]);
+    assert_eq!(out[0]["attempts"], 3);
+}
+
+#[test]
+fn node_stop_and_restart_mid_run_loses_no_record() {
+    let target = CqlTarget::start(&[users()]);
+    if !target.is_test_node() {
+        return;
+    }
+    target.set_faults(Faults {
+        latency_ms: (5, 20),
+        ..Faults::default()
+    });
+    let mut cfg = users_config(&target, "attempt_timeout_ms = 300\n");
+    cfg.pipeline = "timeout_ms = 8000\npartitions = 2\n".into();
+    cfg.retry = "on = [\"error\", \"timeout\"]\nmax_attempts = 20\ninitial_backoff_ms = 50\nmax_backoff_ms = 400\n".into();
+    let svc = Service::start(&cfg);
+    let records: Vec<Value> = (0..3000)
+        .map(|i| json!({"id": format!("n{i}"), "user_id": format!("u{}", i % 900 + 1)}))
+        .collect();
+    let first = svc.post_all(&records[..1500], 100);
+    target.stop();
+    let second = svc.post_all(&records[1500..], 100);
+    std::thread::sleep(Duration::from_millis(500));
+    target.restart();
+    svc.wait_quiescent(Duration::from_secs(60));
+    let (out, dead) = svc.finish();
+    let ids: Vec<String> = first.into_iter().chain(second).collect();
+    assert_exactly_once(&ids, &out, &dead);
+    let ok = out.iter().filter(|e| e["outcome"] == "ok").count();
+    assert!(
+        ok > 2900,
+        "the driver reconnected and most records were enriched: {ok} ok, {} dead",
+        dead.len()
+    );
+}
+
+#[test]
+fn records_of_one_key_share_lookups() {
+    let target = CqlTarget::start(&[users()]);
+    if !target.is_test_node() {
+        return;
+    }
+    target.set_faults(Faults {
+        latency_ms: (50, 50),
+        ..Faults::default()
+    });
+    let mut cfg = users_config(&target, "");
+    cfg.pipeline = "capacity = 1000\npartitions = 1\nmode = \"unordered\"\n".into();
+    let svc = Service::start(&cfg);
+    let before = target.selects();
+    let records: Vec<Value> = (0..1000)
+        .map(|i| json!({"id": format!("c{i}"), "user_id": "u7"}))
+        .collect();
+    let out = enrich(&svc, &records);
+    assert!(out.iter().all(|e| e["outcome"] == "ok"));
+    let lookups = target.selects() - before;
+    assert!(
+        lookups <= 10,
+        "1000 records of one key took {lookups} lookups"
+    );
+    let m = svc.get("/metrics").body;
+    assert!(m.contains("sluice_lookup_coalesced_total"), "{m}");
+}
