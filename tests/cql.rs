@@ -258,3 +258,80 @@ fn records_of_one_key_share_lookups() {
     let m = svc.get("/metrics").body;
     assert!(m.contains("sluice_lookup_coalesced_total"), "{m}");
 }
+
+const ENRICHED: &str = "sluice_demo.enriched(id text PRIMARY KEY, envelope text)";
+
+fn sink_config(target: &CqlTarget, concurrency: u32) -> Config {
+    Config {
+        output_cql: format!(
+            "contact_points = [\"{}\"]\nkeyspace = \"sluice_demo\"\ntable = \"enriched\"\nconsistency = \"ONE\"\nconcurrency = {concurrency}\n",
+            target.addr
+        ),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn cql_sink_writes_every_envelope_once_and_retries_node_errors() {
+    let target = CqlTarget::start(&[(ENRICHED, String::new())]);
+    if !target.is_test_node() {
+        return;
+    }
+    let svc = Service::start(&sink_config(&target, 16));
+    let records: Vec<Value> = (0..400)
+        .map(|i| json!({"id": format!("s{i}"), "user_id": format!("u{}", i % 50 + 1)}))
+        .collect();
+    svc.post_all(&records[..200], 50);
+    // A third of the INSERTs now fail with a retryable error: they are retried.
+    target.set_faults(Faults {
+        error_ratio: 0.3,
+        error_kind: Some(ErrorKind::Overloaded),
+        ..Faults::default()
+    });
+    svc.post_all(&records[200..], 50);
+    svc.wait_quiescent(Duration::from_secs(30));
+    target.set_faults(Faults::default());
+    assert_eq!(target.row_count("sluice_demo.enriched"), 400);
+    let status = svc.status();
+    assert_eq!(status["pending"], 0);
+}
+
+#[test]
+fn a_slow_cql_sink_backs_up_into_429s_not_memory() {
+    let target = CqlTarget::start(&[(ENRICHED, String::new())]);
+    if !target.is_test_node() {
+        return;
+    }
+    target.set_faults(Faults {
+        latency_ms: (20, 20),
+        ..Faults::default()
+    });
+    let mut cfg = sink_config(&target, 1);
+    cfg.pipeline = "partitions = 1\ncapacity = 10\nbacklog = 50\n".into();
+    let svc = Service::start(&cfg);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for b in 0..20 {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| json!({"id": format!("b{b}-{i}"), "user_id": "u1"}))
+            .collect();
+        let r = svc.post_json("/v1/records", &batch);
+        match r.status {
+            202 => accepted.extend(batch.iter().map(|r| r["id"].as_str().unwrap().to_string())),
+            429 => refused += 1,
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+        let held: u64 = svc.status()["partitions"][0]["accepted"].as_u64().unwrap()
+            - svc.status()["partitions"][0]["emitted"].as_u64().unwrap();
+        assert!(
+            held <= 60 + 20,
+            "records held beyond capacity + backlog: {held}"
+        );
+    }
+    assert!(
+        refused > 0,
+        "a 50 INSERT/s sink must refuse part of 400 records sent at once"
+    );
+    svc.wait_quiescent(Duration::from_secs(60));
+    assert_eq!(target.row_count("sluice_demo.enriched"), accepted.len());
+}

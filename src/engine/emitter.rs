@@ -123,6 +123,7 @@ impl Emitter {
         m.dead_letters.inc_by(b.dead_records);
         if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
             stats.emitted.fetch_add(done, Ordering::AcqRel);
+            stats.held.fetch_sub(done as usize, Ordering::AcqRel);
         }
         if self.journal.is_some() {
             self.uncommitted.extend_from_slice(&b.marks);

@@ -327,9 +327,6 @@ impl Partition {
 
     /// Emit a record that never entered the queue (defensive path only).
     fn emit_now(&mut self, seq: u64, job: Job, outcome: Outcome) {
-        self.shared.partitions[self.cfg.id as usize]
-            .held
-            .fetch_sub(1, Ordering::AcqRel);
         let mut batch = EmitBatch::new(self.cfg.id);
         self.render(seq, job, outcome, Instant::now(), &mut batch);
         self.send(batch);
@@ -341,9 +338,9 @@ impl Partition {
         if self.released.is_empty() {
             return;
         }
-        self.shared.partitions[self.cfg.id as usize]
-            .held
-            .fetch_sub(self.released.len(), Ordering::AcqRel);
+        // `held` is released by the emitter once the sink took the records, so records
+        // waiting for a slow sink still count against the partition's bound (429s, not
+        // memory growth).
         let mut batch = EmitBatch::new(self.cfg.id);
         // Size the output once: growing it record by record copies it over and over.
         let bytes: usize = self

@@ -17,8 +17,8 @@ pub struct PartitionStats {
     /// Records admitted by the ingress but not yet in the in-flight queue (mailbox and
     /// backlog).
     pub backlog: AtomicUsize,
-    /// Records admitted and not yet released (backlog + in-flight): the number the
-    /// ingress bounds by `capacity + backlog`.
+    /// Records admitted and not yet taken by their sink (backlog, in flight, waiting for
+    /// the emitter): the number the ingress bounds by `capacity + backlog`.
     pub held: AtomicUsize,
 }
 

@@ -61,7 +61,8 @@ pub enum BindType {
 }
 
 impl BindType {
-    fn from_column(t: &ColumnType<'_>) -> Option<BindType> {
+    /// The bind type of a prepared statement's column, if sluice can bind it.
+    pub fn from_column(t: &ColumnType<'_>) -> Option<BindType> {
         let ColumnType::Native(n) = t else {
             return None;
         };
@@ -319,7 +320,8 @@ pub fn to_json(v: &CqlValue) -> Value {
     }
 }
 
-fn consistency(s: &str) -> Result<Consistency, CqlError> {
+/// The driver's consistency level for a config name.
+pub fn consistency(s: &str) -> Result<Consistency, CqlError> {
     Ok(match s.to_ascii_uppercase().as_str() {
         "ANY" => Consistency::Any,
         "ONE" => Consistency::One,
@@ -363,6 +365,23 @@ pub fn classify(message: String) -> LookupError {
 
 type Flight = Shared<BoxFuture<LookupResult>>;
 
+/// A session to `contact_points` (schema metadata off: sluice needs none), using
+/// `keyspace` when given.
+pub async fn connect_session(contact_points: &[String], keyspace: &str) -> Result<Session, String> {
+    let mut builder = SessionBuilder::new()
+        .known_nodes(contact_points)
+        .fetch_schema_metadata(false)
+        .fetch_full_schema_metadata(false)
+        .connection_timeout(Duration::from_secs(5));
+    if !keyspace.is_empty() {
+        builder = builder.use_keyspace(keyspace, false);
+    }
+    builder
+        .build()
+        .await
+        .map_err(|e| format!("cannot connect to {contact_points:?}: {e}"))
+}
+
 /// The CQL lookup backend.
 pub struct CqlLookup {
     /// The driver's connections live on this runtime (two threads of their own), so CQL
@@ -402,18 +421,12 @@ impl CqlLookup {
         attempt_timeout: Duration,
         runtime: Arc<tokio::runtime::Runtime>,
     ) -> Result<CqlLookup, CqlError> {
-        let mut builder = SessionBuilder::new()
-            .known_nodes(&s.contact_points)
-            .fetch_schema_metadata(false)
-            .fetch_full_schema_metadata(false)
-            .connection_timeout(Duration::from_secs(5));
-        if !s.keyspace.is_empty() {
-            builder = builder.use_keyspace(&s.keyspace, false);
-        }
-        let session = builder.build().await.map_err(|e| CqlError::Connect {
-            points: s.contact_points.clone(),
-            message: e.to_string(),
-        })?;
+        let session = connect_session(&s.contact_points, &s.keyspace)
+            .await
+            .map_err(|message| CqlError::Connect {
+                points: s.contact_points.clone(),
+                message,
+            })?;
         let mut prepared =
             session
                 .prepare(s.query.as_str())

@@ -172,6 +172,21 @@ pub enum SinkKind {
 pub struct SinkSettings {
     pub kind: SinkKind,
     pub path: String,
+    pub cql: CqlSinkSettings,
+}
+
+/// `[output.cql]` / `[dead_letter.cql]`: envelopes as INSERTs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CqlSinkSettings {
+    pub contact_points: Vec<String>,
+    pub keyspace: String,
+    pub table: String,
+    pub columns: Vec<String>,
+    /// JSON pointers into the envelope, one per column; "" = the whole envelope.
+    pub values: Vec<String>,
+    pub consistency: String,
+    pub concurrency: u64,
 }
 
 /// Acknowledgement level of `POST /v1/records`.

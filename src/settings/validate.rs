@@ -173,7 +173,29 @@ pub fn validate(s: &Settings) -> Vec<String> {
                 format!("{section}.path: must not be empty for kind \"file\""),
             ),
             SinkKind::Stdout => {}
-            SinkKind::Cql | SinkKind::Webhook => need(
+            SinkKind::Cql => {
+                let c = &sink.cql;
+                need(
+                    !c.contact_points.is_empty(),
+                    format!("{section}.cql.contact_points: at least one HOST:PORT"),
+                );
+                need(!c.table.is_empty(), format!("{section}.cql.table: must not be empty"));
+                need(
+                    !c.columns.is_empty() && c.columns.len() == c.values.len(),
+                    format!(
+                        "{section}.cql.values: one pointer per column expected ({} columns, {} values)",
+                        c.columns.len(),
+                        c.values.len()
+                    ),
+                );
+                for v in &c.values {
+                    if let Err(e) = Pointer::parse(v) {
+                        need(false, format!("{section}.cql.values: {e}"));
+                    }
+                }
+                need(c.concurrency >= 1, format!("{section}.cql.concurrency: must be at least 1"));
+            }
+            SinkKind::Webhook => need(
                 false,
                 format!(
                     "{section}.kind: {:?} is not available in this build yet (use \"file\" or \"stdout\")",

@@ -6,6 +6,7 @@
 //! a bounded channel — a full channel blocks the emitter, which is exactly the
 //! backpressure that must reach the partitions.
 
+pub mod cql;
 pub mod file;
 
 use crate::settings::{SinkKind, SinkSettings};
@@ -51,7 +52,7 @@ pub fn open(settings: &SinkSettings) -> Result<Box<dyn Sink>, SinkError> {
     match settings.kind {
         SinkKind::File => Ok(Box::new(file::FileSink::open(&settings.path)?)),
         SinkKind::Stdout => Ok(Box::new(file::StdoutSink::new())),
-        SinkKind::Cql => Err(SinkError::Unsupported("cql".into())),
+        SinkKind::Cql => Ok(Box::new(cql::CqlSink::open(&settings.cql)?)),
         SinkKind::Webhook => Err(SinkError::Unsupported("webhook".into())),
     }
 }

@@ -78,6 +78,8 @@ pub struct Config {
     pub memory: String,
     pub cql: String,
     pub checkpoint: String,
+    /// TOML for `[output.cql]`; when set, `output.kind = "cql"`.
+    pub output_cql: String,
 }
 
 impl Config {
@@ -87,7 +89,7 @@ impl Config {
             "[server]\nbind = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace_ms = 20000\n{}\n\
              [pipeline]\n{}\n[retry]\n{}\n[lookup]\n{}\n\
              [lookup.memory]\ntable = \"{}\"\n{}\n[lookup.cql]\n{}\n\
-             [output]\nkind = \"file\"\npath = \"{}\"\n\
+             [output]\nkind = \"{}\"\npath = \"{}\"\n[output.cql]\n{}\n\
              [dead_letter]\nkind = \"file\"\npath = \"{}\"\n\
              [checkpoint]\ndir = \"{}\"\n{}{}\n",
             self.server,
@@ -97,7 +99,13 @@ impl Config {
             sample_table().display(),
             self.memory,
             self.cql,
+            if self.output_cql.is_empty() {
+                "file"
+            } else {
+                "cql"
+            },
             dir.join("out.jsonl").display(),
+            self.output_cql,
             dir.join("dead.jsonl").display(),
             dir.join("checkpoints").display(),
             self.checkpoint,
