@@ -386,7 +386,7 @@ pub async fn connect_session(contact_points: &[String], keyspace: &str) -> Resul
 pub struct CqlLookup {
     /// The driver's connections live on this runtime (two threads of their own), so CQL
     /// I/O never competes with the partition threads' event loops.
-    _runtime: Arc<tokio::runtime::Runtime>,
+    _runtime: Option<Arc<tokio::runtime::Runtime>>,
     session: Arc<Session>,
     prepared: PreparedStatement,
     binds: Vec<(Pointer, BindType)>,
@@ -411,7 +411,7 @@ impl CqlLookup {
             .map_err(|e| CqlError::Config(format!("cannot start the driver runtime: {e}")))?;
         let runtime = Arc::new(runtime);
         let mut lookup = runtime.block_on(Self::connect(s, attempt_timeout, runtime.clone()))?;
-        lookup._runtime = runtime;
+        lookup._runtime = Some(runtime);
         Ok(lookup)
     }
 
@@ -460,7 +460,7 @@ impl CqlLookup {
             binds.push((pointer, ty));
         }
         Ok(CqlLookup {
-            _runtime: runtime,
+            _runtime: Some(runtime),
             session: Arc::new(session),
             prepared,
             binds,
@@ -579,6 +579,16 @@ impl Lookup for CqlLookup {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+}
+
+impl Drop for CqlLookup {
+    /// The last user may be an actor thread inside a runtime, where dropping a runtime
+    /// blocks and panics: shut the driver's runtime down in the background instead.
+    fn drop(&mut self) {
+        if let Some(rt) = self._runtime.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
+            rt.shutdown_background();
+        }
     }
 }
 

@@ -69,7 +69,7 @@ impl Gate {
 
 /// See module docs.
 pub struct CqlSink {
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Option<Arc<tokio::runtime::Runtime>>,
     session: Arc<Session>,
     insert: PreparedStatement,
     columns: Vec<Column>,
@@ -135,7 +135,7 @@ impl CqlSink {
         }
         let concurrency = s.concurrency.clamp(1, 4096) as u32;
         Ok(CqlSink {
-            runtime: Arc::new(runtime),
+            runtime: Some(Arc::new(runtime)),
             session: Arc::new(session),
             insert,
             columns,
@@ -181,7 +181,10 @@ impl Sink for CqlSink {
                 self.gate.clone(),
             );
             let describe = self.describe.clone();
-            self.runtime.spawn(async move {
+            let Some(runtime) = &self.runtime else {
+                return Err(err(&self.describe, "the sink is closed".into()));
+            };
+            runtime.spawn(async move {
                 let mut backoff = Duration::from_millis(10);
                 loop {
                     match session.execute_unpaged(&insert, &values).await {
@@ -233,5 +236,15 @@ impl CqlSink {
             self.reported = dropped;
         }
         Ok(())
+    }
+}
+
+impl Drop for CqlSink {
+    /// The last user may be an actor thread inside a runtime, where dropping a runtime
+    /// blocks and panics: shut the driver's runtime down in the background instead.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
+            rt.shutdown_background();
+        }
     }
 }
