@@ -57,6 +57,8 @@ pub struct Metrics {
     pub restored_records: IntGauge,
     /// Lookups that shared another record's in-flight request (updated when scraped).
     pub lookup_coalesced: IntCounter,
+    /// Result-cache hits and misses (updated when scraped).
+    pub lookup_cache: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -206,6 +208,11 @@ impl Metrics {
             lookup_coalesced: counter(
                 "sluice_lookup_coalesced_total",
                 "Lookups that shared another record's in-flight request",
+            )?,
+            lookup_cache: counter_vec(
+                "sluice_lookup_cache_total",
+                "Lookup result cache hits and misses",
+                &["result"],
             )?,
             registry,
         })

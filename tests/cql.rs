@@ -335,3 +335,37 @@ fn a_slow_cql_sink_backs_up_into_429s_not_memory() {
     svc.wait_quiescent(Duration::from_secs(60));
     assert_eq!(target.row_count("sluice_demo.enriched"), accepted.len());
 }
+
+#[test]
+fn the_optional_cache_answers_repeated_keys() {
+    let target = CqlTarget::start(&[users()]);
+    if !target.is_test_node() {
+        return;
+    }
+    let svc = Service::start(&users_config(
+        &target,
+        "[lookup.cache]\nmax_entries = 100\nttl_ms = 60000\n",
+    ));
+    let before = target.selects();
+    for _ in 0..3 {
+        let out = enrich(
+            &svc,
+            &[
+                json!({"id": "c", "user_id": "u2"}),
+                json!({"id": "m", "user_id": "ghost"}),
+            ],
+        );
+        assert_eq!(out[0]["record"]["enrichment"]["name"], "Grace");
+        assert_eq!(out[1]["outcome"], "miss");
+    }
+    assert_eq!(
+        target.selects() - before,
+        2,
+        "one lookup per key, then cache hits"
+    );
+    let m = svc.get("/metrics").body;
+    assert!(
+        m.contains("sluice_lookup_cache_total{result=\"hit\"} 4"),
+        "{m}"
+    );
+}

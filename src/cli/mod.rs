@@ -144,7 +144,11 @@ pub fn build_lookup(settings: &Settings) -> Result<Arc<dyn Lookup>, CliError> {
                 &settings.lookup.cql,
                 std::time::Duration::from_millis(settings.lookup.attempt_timeout_ms),
             )
-            .map_err(|e| CliError::Runtime(e.to_string()))?;
+            .map_err(|e| CliError::Runtime(e.to_string()))?
+            .with_cache(
+                settings.lookup.cache.max_entries,
+                std::time::Duration::from_millis(settings.lookup.cache.ttl_ms),
+            );
             tracing::info!(backend = %l.describe(), "cql session ready");
             Ok(Arc::new(l))
         }

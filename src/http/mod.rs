@@ -296,6 +296,13 @@ async fn get_metrics(state: Data) -> HttpResponse {
     if coalesced > seen {
         shared.metrics.lookup_coalesced.inc_by(coalesced - seen);
     }
+    let (hits, misses) = state.engine.lookup().cache_stats();
+    for (label, now) in [("hit", hits), ("miss", misses)] {
+        let c = shared.metrics.lookup_cache.with_label_values(&[label]);
+        if now > c.get() {
+            c.inc_by(now - c.get());
+        }
+    }
     if let Some(c) = &*shared.last_checkpoint.lock() {
         let now = crate::durability::journal::unix_ms() as f64 / 1000.0;
         shared

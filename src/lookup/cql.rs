@@ -394,10 +394,24 @@ pub struct CqlLookup {
     coalesced: AtomicU64,
     reachable: Arc<AtomicBool>,
     attempt_timeout: Duration,
+    cache: Option<Arc<Mutex<super::cache::ResultCache>>>,
+    cache_hits: AtomicU64,
+    cache_misses: Arc<AtomicU64>,
     describe: String,
 }
 
 impl CqlLookup {
+    /// Keep up to `max_entries` results for `ttl` (0 entries = no cache).
+    pub fn with_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+        if max_entries > 0 {
+            self.cache = Some(Arc::new(Mutex::new(super::cache::ResultCache::new(
+                max_entries as usize,
+                ttl,
+            ))));
+        }
+        self
+    }
+
     /// Connect on a runtime of its own, prepare `query`, map binds to column types.
     pub fn connect_blocking(
         s: &CqlSettings,
@@ -468,6 +482,9 @@ impl CqlLookup {
             coalesced: AtomicU64::new(0),
             reachable: Arc::new(AtomicBool::new(true)),
             attempt_timeout,
+            cache: None,
+            cache_hits: AtomicU64::new(0),
+            cache_misses: Arc::new(AtomicU64::new(0)),
             describe: format!("cql {:?} `{}`", s.contact_points, s.query),
         })
     }
@@ -505,6 +522,13 @@ impl Lookup for CqlLookup {
             Err((p, m)) => return Pending::Ready(Err(LookupError::Fatal(format!("{p}: {m}")))),
         };
         let key = format!("{values:?}").into_bytes();
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.lock().get(&key, std::time::Instant::now()) {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Pending::Ready(Ok(hit));
+            }
+            self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        }
         let mut flights = self.in_flight.lock();
         if let Some(f) = flights.get(&key) {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
@@ -517,6 +541,7 @@ impl Lookup for CqlLookup {
         );
         let limit = self.attempt_timeout;
         let in_flight = self.in_flight.clone();
+        let cache = self.cache.clone();
         let k = key.clone();
         let fut: BoxFuture<LookupResult> = Box::pin(async move {
             // Bounded here too, so a flight that outlives its waiters' attempt timeout
@@ -554,11 +579,17 @@ impl Lookup for CqlLookup {
             let mut iter = rows
                 .rows::<CqlRow>()
                 .map_err(|e| LookupError::Fatal(format!("cannot read the row: {e}")))?;
-            match iter.next() {
-                None => Ok(None),
-                Some(Ok(row)) => Ok(Some(row_to_json(&names, row))),
-                Some(Err(e)) => Err(LookupError::Fatal(format!("cannot read the row: {e}"))),
+            let found = match iter.next() {
+                None => None,
+                Some(Ok(row)) => Some(row_to_json(&names, row)),
+                Some(Err(e)) => {
+                    return Err(LookupError::Fatal(format!("cannot read the row: {e}")));
+                }
+            };
+            if let Some(c) = cache {
+                c.lock().put(k, found.clone(), std::time::Instant::now());
             }
+            Ok(found)
         });
         let shared = fut.shared();
         flights.insert(key, shared.clone());
@@ -575,6 +606,13 @@ impl Lookup for CqlLookup {
 
     fn coalesced(&self) -> u64 {
         self.coalesced.load(Ordering::Relaxed)
+    }
+
+    fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.cache_misses.load(Ordering::Relaxed),
+        )
     }
 
     fn describe(&self) -> String {

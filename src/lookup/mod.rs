@@ -4,6 +4,7 @@
 //! no future, no allocation, no timer) or later (`Pending::Later`, any real I/O). Errors
 //! say whether retrying can help, so the retry policy stays backend-agnostic.
 
+pub mod cache;
 pub mod cql;
 pub mod delay;
 pub mod memory;
@@ -83,6 +84,11 @@ pub trait Lookup: Send + Sync + 'static {
     /// Lookups so far that shared another record's in-flight request.
     fn coalesced(&self) -> u64 {
         0
+    }
+
+    /// Result-cache hits and misses so far.
+    fn cache_stats(&self) -> (u64, u64) {
+        (0, 0)
     }
 
     /// A short description for logs and `/v1/status`.

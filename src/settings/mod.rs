@@ -130,7 +130,17 @@ pub struct Lookup {
     pub on_miss: OnMiss,
     pub attempt_timeout_ms: u64,
     pub memory: MemoryLookup,
+    pub cache: LookupCache,
     pub cql: CqlLookup,
+}
+
+/// `[lookup.cache]`: optional result cache of the CQL backend.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LookupCache {
+    /// 0 = no cache.
+    pub max_entries: u64,
+    pub ttl_ms: u64,
 }
 
 /// `[lookup.memory]`: the embedded table, also the simulated async function.
