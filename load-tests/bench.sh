@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS=${RECORDS:-1000000}
-cargo build --release --quiet --bin sluice --example http-load
+cargo build --release --quiet --bin sluice --example http-load --example cql-bench
 BIN=target/release/sluice
 LOAD=target/release/examples/http-load
 WORK=$(mktemp -d)
@@ -90,6 +90,11 @@ TOML
   echo "  server max RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
   kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=
   echo "  emitted lines: $(wc -l < "$WORK/http-out.jsonl")"
+done
+
+# CQL: sluice's lookup rate next to a raw driver loop, same node, latency and concurrency.
+for latency in 2 10; do
+  SLUICE_BIN=$BIN target/release/examples/cql-bench --records 100000 --latency-ms "$latency" --concurrency 200
 done
 
 # Restore: PENDING records held pending (a 1 h lookup delay), checkpointed, then kill -9

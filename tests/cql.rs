@@ -158,6 +158,7 @@ fn error_kinds_are_retried_or_failed_as_classified() {
         (ErrorKind::ReadTimeout, true),
         (ErrorKind::Overloaded, true),
         (ErrorKind::Unavailable, true),
+        (ErrorKind::ServerError, true),
         (ErrorKind::Syntax, false),
         (ErrorKind::Invalid, false),
     ] {

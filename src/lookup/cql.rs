@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -368,6 +368,16 @@ type Flight = Shared<BoxFuture<LookupResult>>;
 /// A session to `contact_points` (schema metadata off: sluice needs none), using
 /// `keyspace` when given.
 pub async fn connect_session(contact_points: &[String], keyspace: &str) -> Result<Session, String> {
+    connect_session_as(contact_points, keyspace, "", "").await
+}
+
+/// Like [`connect_session`], authenticating with `username`/`password` when given.
+pub async fn connect_session_as(
+    contact_points: &[String],
+    keyspace: &str,
+    username: &str,
+    password: &str,
+) -> Result<Session, String> {
     let mut builder = SessionBuilder::new()
         .known_nodes(contact_points)
         .fetch_schema_metadata(false)
@@ -375,6 +385,9 @@ pub async fn connect_session(contact_points: &[String], keyspace: &str) -> Resul
         .connection_timeout(Duration::from_secs(5));
     if !keyspace.is_empty() {
         builder = builder.use_keyspace(keyspace, false);
+    }
+    if !username.is_empty() {
+        builder = builder.user(username, password);
     }
     builder
         .build()
@@ -392,7 +405,6 @@ pub struct CqlLookup {
     binds: Vec<(Pointer, BindType)>,
     in_flight: Arc<Mutex<HashMap<Vec<u8>, Flight>>>,
     coalesced: AtomicU64,
-    reachable: Arc<AtomicBool>,
     attempt_timeout: Duration,
     cache: Option<Arc<Mutex<super::cache::ResultCache>>>,
     cache_hits: AtomicU64,
@@ -435,7 +447,7 @@ impl CqlLookup {
         attempt_timeout: Duration,
         runtime: Arc<tokio::runtime::Runtime>,
     ) -> Result<CqlLookup, CqlError> {
-        let session = connect_session(&s.contact_points, &s.keyspace)
+        let session = connect_session_as(&s.contact_points, &s.keyspace, &s.username, &s.password)
             .await
             .map_err(|message| CqlError::Connect {
                 points: s.contact_points.clone(),
@@ -480,7 +492,6 @@ impl CqlLookup {
             binds,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
             coalesced: AtomicU64::new(0),
-            reachable: Arc::new(AtomicBool::new(true)),
             attempt_timeout,
             cache: None,
             cache_hits: AtomicU64::new(0),
@@ -534,11 +545,7 @@ impl Lookup for CqlLookup {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
             return Pending::Later(Box::pin(f.clone()));
         }
-        let (session, prepared, reachable) = (
-            self.session.clone(),
-            self.prepared.clone(),
-            self.reachable.clone(),
-        );
+        let (session, prepared) = (self.session.clone(), self.prepared.clone());
         let limit = self.attempt_timeout;
         let in_flight = self.in_flight.clone();
         let cache = self.cache.clone();
@@ -555,19 +562,7 @@ impl Lookup for CqlLookup {
                     limit.as_millis()
                 )));
             };
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    let err = classify(e.to_string());
-                    if matches!(err, LookupError::Retryable(_))
-                        && e.to_string().to_ascii_lowercase().contains("connection")
-                    {
-                        reachable.store(false, Ordering::Release);
-                    }
-                    return Err(err);
-                }
-            };
-            reachable.store(true, Ordering::Release);
+            let result = result.map_err(|e| classify(e.to_string()))?;
             let rows = result
                 .into_rows_result()
                 .map_err(|e| LookupError::Fatal(format!("the query returns no rows: {e}")))?;
@@ -601,7 +596,14 @@ impl Lookup for CqlLookup {
     }
 
     fn is_ready(&self) -> bool {
-        self.reachable.load(Ordering::Acquire)
+        // Any node with an open connection pool, as the driver sees it right now.
+        let up = self
+            .session
+            .get_cluster_state()
+            .get_nodes_info()
+            .iter()
+            .any(|n| n.is_connected());
+        up
     }
 
     fn coalesced(&self) -> u64 {

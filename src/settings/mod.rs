@@ -155,7 +155,7 @@ pub struct MemoryLookup {
     pub fail_field: String,
 }
 
-/// `[lookup.cql]`: kept in the config contract now; the backend arrives with the CQL work.
+/// `[lookup.cql]`: the CQL lookup (ScyllaDB / Cassandra).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CqlLookup {
@@ -164,6 +164,9 @@ pub struct CqlLookup {
     pub query: String,
     pub binds: Vec<String>,
     pub consistency: String,
+    /// Empty = no authentication.
+    pub username: String,
+    pub password: String,
 }
 
 /// Sink selector for `[output]` and `[dead_letter]`.
