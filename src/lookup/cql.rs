@@ -597,13 +597,11 @@ impl Lookup for CqlLookup {
 
     fn is_ready(&self) -> bool {
         // Any node with an open connection pool, as the driver sees it right now.
-        let up = self
-            .session
+        self.session
             .get_cluster_state()
             .get_nodes_info()
             .iter()
-            .any(|n| n.is_connected());
-        up
+            .any(|n| n.is_connected())
     }
 
     fn coalesced(&self) -> u64 {
