@@ -218,17 +218,27 @@ fn node_stop_and_restart_mid_run_loses_no_record() {
     let first = svc.post_all(&records[..1500], 100);
     target.stop();
     let second = svc.post_all(&records[1500..], 100);
-    std::thread::sleep(Duration::from_millis(500));
+    // The driver notices the node is gone: /readyz says so.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while svc.get("/readyz").status != 503 {
+        assert!(
+            std::time::Instant::now() < until,
+            "/readyz still 200 with the node stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     target.restart();
     svc.wait_quiescent(Duration::from_secs(60));
+    svc.wait_ready(Duration::from_secs(30));
     let (out, dead) = svc.finish();
     let ids: Vec<String> = first.into_iter().chain(second).collect();
     assert_exactly_once(&ids, &out, &dead);
     let ok = out.iter().filter(|e| e["outcome"] == "ok").count();
     assert!(
         ok > 2900,
-        "the driver reconnected and most records were enriched: {ok} ok, {} dead",
-        dead.len()
+        "the driver reconnected and most records were enriched: {ok} ok, {} dead, e.g. {}",
+        dead.len(),
+        dead.first().map(|d| d.to_string()).unwrap_or_default()
     );
 }
 

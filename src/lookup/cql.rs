@@ -347,6 +347,19 @@ pub fn classify(message: String) -> LookupError {
     if m.contains("client timeout") {
         return LookupError::Timeout(message);
     }
+    // Transport trouble first: its messages can mention (de)serializing the frame.
+    let transient = [
+        "connection",
+        "broken",
+        "timeout",
+        "overloaded",
+        "unavailable",
+        "pool",
+        "no known",
+    ];
+    if transient.iter().any(|t| m.contains(t)) {
+        return LookupError::Retryable(message);
+    }
     let fatal = [
         "syntax",
         "invalid",
@@ -679,6 +692,13 @@ mod tests {
                 .is_retryable()
         );
         assert!(classify("Read timeout".into()).is_retryable());
+        assert!(
+            classify(
+                "Connection broken, reason: Failed to deserialize frame: Failed to read the frame header: early eof"
+                    .into()
+            )
+            .is_retryable()
+        );
         assert!(matches!(
             classify("Request execution exceeded a client timeout of 200ms".into()),
             LookupError::Timeout(_)

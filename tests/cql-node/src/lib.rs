@@ -67,7 +67,8 @@ struct State {
 pub struct Node {
     state: Arc<State>,
     addr: SocketAddr,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The listener and every connection: `stop` aborts them all.
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 fn system_tables() -> Vec<Table> {
@@ -119,7 +120,7 @@ impl Node {
         let node = Node {
             state,
             addr,
-            tasks: Mutex::new(Vec::new()),
+            tasks: Arc::new(Mutex::new(Vec::new())),
         };
         node.serve(listener);
         Ok(node)
@@ -127,12 +128,14 @@ impl Node {
 
     fn serve(&self, listener: TcpListener) {
         let state = self.state.clone();
+        let tasks = self.tasks.clone();
         let task = tokio::spawn(async move {
-            let mut conns = Vec::new();
             while let Ok((sock, _)) = listener.accept().await {
                 let _ = sock.set_nodelay(true);
-                conns.push(tokio::spawn(connection(sock, state.clone())));
-                conns.retain(|c: &JoinHandle<()>| !c.is_finished());
+                let conn = tokio::spawn(connection(sock, state.clone()));
+                let mut t = tasks.lock();
+                t.retain(|c| !c.is_finished());
+                t.push(conn);
             }
         });
         self.tasks.lock().push(task);
@@ -200,6 +203,18 @@ impl Drop for Node {
     }
 }
 
+/// Aborts a connection's helper tasks when the connection task ends or is aborted, so a
+/// stopped node really closes its sockets.
+struct Helpers(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
 async fn connection(sock: TcpStream, state: Arc<State>) {
     let (mut rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
@@ -210,7 +225,7 @@ async fn connection(sock: TcpStream, state: Arc<State>) {
             }
         }
     });
-    let mut handlers = Vec::new();
+    let mut helpers = Helpers(vec![writer.abort_handle()]);
     loop {
         let mut head = [0u8; 9];
         if rd.read_exact(&mut head).await.is_err() {
@@ -233,7 +248,7 @@ async fn connection(sock: TcpStream, state: Arc<State>) {
         }
         let _ = header.flags;
         let (state, tx) = (state.clone(), tx.clone());
-        handlers.push(tokio::spawn(async move {
+        let handler = tokio::spawn(async move {
             match respond(&state, header.opcode, &body).await {
                 Reply::Frame(op, b) => {
                     let _ = tx.send(Some(wire::frame(header.stream, op, &b)));
@@ -242,13 +257,10 @@ async fn connection(sock: TcpStream, state: Arc<State>) {
                     let _ = tx.send(None);
                 }
             }
-        }));
-        handlers.retain(|h| !h.is_finished());
+        });
+        helpers.0.retain(|h| !h.is_finished());
+        helpers.0.push(handler.abort_handle());
     }
-    for h in handlers {
-        h.abort();
-    }
-    writer.abort();
 }
 
 enum Reply {
