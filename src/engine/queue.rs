@@ -242,17 +242,6 @@ impl<T, O> InFlightQueue<T, O> {
         out.append(&mut self.released);
     }
 
-    /// Every record still held, waiting or not, in seq order (for snapshots and shutdown).
-    pub fn held(&self) -> Vec<(u64, &T)> {
-        let mut v: Vec<(u64, &T)> = self
-            .slots
-            .iter()
-            .map(|(s, slot)| (*s, &slot.item))
-            .collect();
-        v.sort_unstable_by_key(|(s, _)| *s);
-        v
-    }
-
     fn is_done(&self, seq: u64) -> bool {
         self.slots.get(&seq).is_some_and(|s| s.outcome.is_some())
     }
