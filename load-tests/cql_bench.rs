@@ -14,7 +14,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use sluice::lookup::cql::connect_session;
+use sluice::cql::session::connect_session;
 use sluice_cql_node::table::Table;
 use sluice_cql_node::{Faults, Node};
 

@@ -20,9 +20,10 @@ use scylla::value::CqlValue;
 use serde_json::Value;
 
 use super::{Sink, SinkError};
+use crate::cql::session::{classify, connect_session, consistency};
+use crate::cql::values::BindType;
 use crate::engine::raw;
 use crate::lookup::LookupError;
-use crate::lookup::cql::{BindType, classify, connect_session, consistency};
 use crate::pointer::Pointer;
 use crate::settings::CqlSinkSettings;
 
@@ -113,9 +114,7 @@ impl CqlSink {
                 Ok::<_, String>((session, insert))
             })
             .map_err(|e| err(&describe, e))?;
-        insert.set_consistency(
-            consistency(&s.consistency).map_err(|e| err(&describe, e.to_string()))?,
-        );
+        insert.set_consistency(consistency(&s.consistency).map_err(|e| err(&describe, e))?);
         insert.set_is_idempotent(true);
         let specs = insert.get_variable_col_specs();
         let mut columns = Vec::new();

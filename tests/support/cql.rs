@@ -7,7 +7,7 @@ use std::time::Duration;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use serde_json::Value;
-use sluice::lookup::cql::BindType;
+use sluice::cql::values::BindType;
 use sluice_cql_node::table::Table;
 use sluice_cql_node::{Faults, Node};
 

@@ -1,0 +1,121 @@
+//! The driver session and what the driver's answers mean to sluice: consistency names,
+//! error classification (retryable or not), one way to connect.
+
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+
+use crate::lookup::LookupError;
+
+/// The driver's consistency level for a config name.
+pub fn consistency(s: &str) -> Result<Consistency, String> {
+    Ok(match s.to_ascii_uppercase().as_str() {
+        "ANY" => Consistency::Any,
+        "ONE" => Consistency::One,
+        "TWO" => Consistency::Two,
+        "THREE" => Consistency::Three,
+        "QUORUM" => Consistency::Quorum,
+        "ALL" => Consistency::All,
+        "LOCAL_QUORUM" => Consistency::LocalQuorum,
+        "EACH_QUORUM" => Consistency::EachQuorum,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        other => {
+            return Err(format!("consistency: unknown level `{other}`"));
+        }
+    })
+}
+
+/// Classify a driver error: retryable (timeouts, overload, unavailable, broken connections)
+/// or not (syntax, invalid, unauthorized).
+pub fn classify(message: String) -> LookupError {
+    let m = message.to_ascii_lowercase();
+    if m.contains("client timeout") {
+        return LookupError::Timeout(message);
+    }
+    // Transport trouble first: its messages can mention (de)serializing the frame.
+    let transient = [
+        "connection",
+        "broken",
+        "timeout",
+        "overloaded",
+        "unavailable",
+        "pool",
+        "no known",
+    ];
+    if transient.iter().any(|t| m.contains(t)) {
+        return LookupError::Retryable(message);
+    }
+    let fatal = [
+        "syntax",
+        "invalid",
+        "unauthorized",
+        "bad credentials",
+        "serializ",
+        "unprepared",
+        "already exists",
+    ];
+    if fatal.iter().any(|f| m.contains(f)) {
+        LookupError::Fatal(message)
+    } else {
+        LookupError::Retryable(message)
+    }
+}
+
+/// A session to `contact_points` (schema metadata off: sluice needs none), using
+/// `keyspace` when given.
+pub async fn connect_session(contact_points: &[String], keyspace: &str) -> Result<Session, String> {
+    connect_session_as(contact_points, keyspace, "", "").await
+}
+
+/// Like [`connect_session`], authenticating with `username`/`password` when given.
+pub async fn connect_session_as(
+    contact_points: &[String],
+    keyspace: &str,
+    username: &str,
+    password: &str,
+) -> Result<Session, String> {
+    let mut builder = SessionBuilder::new()
+        .known_nodes(contact_points)
+        .fetch_schema_metadata(false)
+        .fetch_full_schema_metadata(false)
+        .connection_timeout(Duration::from_secs(5));
+    if !keyspace.is_empty() {
+        builder = builder.use_keyspace(keyspace, false);
+    }
+    if !username.is_empty() {
+        builder = builder.user(username, password);
+    }
+    builder
+        .build()
+        .await
+        .map_err(|e| format!("cannot connect to {contact_points:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        assert!(
+            classify("Database returned an error: Not enough nodes are alive (Unavailable)".into())
+                .is_retryable()
+        );
+        assert!(classify("Read timeout".into()).is_retryable());
+        assert!(
+            classify(
+                "Connection broken, reason: Failed to deserialize frame: Failed to read the frame header: early eof"
+                    .into()
+            )
+            .is_retryable()
+        );
+        assert!(matches!(
+            classify("Request execution exceeded a client timeout of 200ms".into()),
+            LookupError::Timeout(_)
+        ));
+        assert!(!classify("The submitted query has a syntax error".into()).is_retryable());
+        assert!(!classify("The query is syntactically correct but invalid".into()).is_retryable());
+    }
+}
