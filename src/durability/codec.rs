@@ -295,6 +295,23 @@ pub fn decode_all(buf: &[u8]) -> (Vec<Entry>, Option<(usize, FrameError)>) {
     (out, None)
 }
 
+/// An `Accepted` entry for tests of the journal's users.
+#[cfg(test)]
+pub(crate) fn test_accepted(partition: u32, seq: u64) -> Entry {
+    Entry::Accepted(AcceptedRecord {
+        partition,
+        seq,
+        accepted_ms: 1,
+        first_attempt_ms: 0,
+        attempts: 0,
+        splice: true,
+        id: format!("r{seq}"),
+        key: "\"k\"".into(),
+        canonical: "k".into(),
+        record: "{\"user_id\":\"k\"}".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

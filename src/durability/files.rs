@@ -272,21 +272,10 @@ pub fn prune(dir: &Path, keep: usize) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durability::codec::{AcceptedRecord, Entry};
+    use crate::durability::codec::{Entry, test_accepted};
 
     fn rec(seq: u64) -> Entry {
-        Entry::Accepted(AcceptedRecord {
-            partition: 0,
-            seq,
-            accepted_ms: 1,
-            first_attempt_ms: 0,
-            attempts: 0,
-            splice: true,
-            id: format!("r{seq}"),
-            key: "\"k\"".into(),
-            canonical: "k".into(),
-            record: "{\"user_id\":\"k\"}".into(),
-        })
+        test_accepted(0, seq)
     }
 
     fn append(dir: &Path, n: u64, entries: &[Entry]) {

@@ -117,18 +117,7 @@ mod tests {
     use super::*;
 
     fn accepted(partition: u32, seq: u64) -> Entry {
-        Entry::Accepted(AcceptedRecord {
-            partition,
-            seq,
-            accepted_ms: 1,
-            first_attempt_ms: 0,
-            attempts: 0,
-            splice: true,
-            id: format!("r{seq}"),
-            key: "\"k\"".into(),
-            canonical: "k".into(),
-            record: "{}".into(),
-        })
+        crate::durability::codec::test_accepted(partition, seq)
     }
 
     #[test]
