@@ -240,15 +240,15 @@ fn torn_journal_tail_and_corrupt_snapshot_are_skipped_without_losing_durable_rec
 fn restore_keeps_attempts_and_the_running_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = crash_config("durable");
-    cfg.pipeline = "partitions = 1\nmode = \"unordered\"\ntimeout_ms = 2000\n".into();
+    cfg.pipeline = "partitions = 1\nmode = \"unordered\"\ntimeout_ms = 3000\n".into();
     cfg.lookup = "attempt_timeout_ms = 10000\n".into();
     let mut svc = Service::start_in(&cfg, dir.path());
     let records = [
-        // Needs 1.6 s; killed at 0.6 s, so after the restart only ~1.3 s of its deadline
-        // remain: it must time out (a reset deadline would let it succeed).
-        json!({"id": "slow", "user_id": "u1", "_sim": {"delay": 1600}}),
-        // Needs 0.9 s: fits in what remains of its deadline after the restart.
-        json!({"id": "fits", "user_id": "u2", "_sim": {"delay": 900}}),
+        // Needs 2.6 s; killed at 0.6 s, so after the restart at most ~2.3 s of its deadline
+        // remain: it must time out (a reset 3 s deadline would let it succeed).
+        json!({"id": "slow", "user_id": "u1", "_sim": {"delay": 2600}}),
+        // Needs 0.7 s (still in flight at the kill): fits in what remains after the restart.
+        json!({"id": "fits", "user_id": "u2", "_sim": {"delay": 700}}),
     ];
     assert_eq!(svc.post_json("/v1/records", &records).status, 202);
     std::thread::sleep(Duration::from_millis(600));
