@@ -92,6 +92,39 @@ TOML
   echo "  emitted lines: $(wc -l < "$WORK/http-out.jsonl")"
 done
 
+# Sustained overload: a 20k records/s pipeline (10 ms lookups, capacity 100, 2 partitions)
+# offered as much as 4 connections can send for 20 s; RSS sampled every 2 s must stay flat.
+cat > "$WORK/overload.toml" <<TOML
+[server]
+bind = "127.0.0.1:0"
+[pipeline]
+partitions = 2
+capacity = 100
+backlog = 5000
+[lookup.memory]
+table = "$TABLE"
+delay_ms = [10, 10]
+[output]
+path = "$WORK/o-out.jsonl"
+[dead_letter]
+path = "$WORK/o-dead.jsonl"
+[checkpoint]
+dir = "$WORK/o-checkpoints"
+TOML
+$BIN serve --config "$WORK/overload.toml" > "$WORK/o.out" 2> "$WORK/o.err" &
+SERVER=$!
+for _ in $(seq 100); do grep -q listening "$WORK/o.out" 2>/dev/null && break; sleep 0.05; done
+URL=$(sed -n 's/^sluice listening on //p' "$WORK/o.out")
+for _ in $(seq 200); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.05; done
+$LOAD --url "$URL" --records 5000000 --batch 1000 --connections 4 --max-seconds 20 > "$WORK/o-load.txt" &
+LOADER=$!
+RSS=""
+for _ in $(seq 10); do sleep 2; RSS="$RSS $(awk '/VmRSS/ {print int($2/1024)}' /proc/$SERVER/status)"; done
+wait "$LOADER" || true
+echo "overload (capacity 20000 records/s, offered as fast as 4 connections go, 20 s): $(sed 's/^http-load: //' "$WORK/o-load.txt")"
+echo "  server RSS every 2 s (MB):$RSS"
+kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=
+
 # CQL: sluice's lookup rate next to a raw driver loop, same node, latency and concurrency.
 for latency in 2 10; do
   SLUICE_BIN=$BIN target/release/examples/cql-bench --records 100000 --latency-ms "$latency" --concurrency 200
