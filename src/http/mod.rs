@@ -126,9 +126,9 @@ async fn read_body(
     mut payload: web::Payload,
     limit: u64,
 ) -> Result<Vec<u8>, ApiError> {
-    let too_large = |n: String| {
+    let too_large = |size: String| {
         ApiError::PayloadTooLarge(format!(
-            "the body is {n} bytes; the limit is {limit} (server.max_body_bytes)"
+            "the body is {size} bytes; the limit is {limit} (server.max_body_bytes)"
         ))
     };
     if let Some(len) = req
@@ -145,7 +145,7 @@ async fn read_body(
         let chunk =
             chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
         if buf.len() as u64 + chunk.len() as u64 > limit {
-            return Err(too_large("more than".to_string() + &format!(" {limit}")));
+            return Err(too_large(format!("more than {limit}")));
         }
         buf.extend_from_slice(&chunk);
     }

@@ -286,53 +286,39 @@ async fn respond(state: &State, op: u8, body: &[u8]) -> Reply {
     match op {
         opcode::OPTIONS => Reply::Frame(opcode::SUPPORTED, wire::supported()),
         opcode::STARTUP | opcode::REGISTER => Reply::Frame(opcode::READY, Vec::new()),
-        opcode::PREPARE => match b.long_string().map(|q| (parse_for(&q), q)) {
-            Ok((Ok(st), q)) => prepare(state, &q, st),
-            Ok((Err(e), _)) => err(ErrorKind::Syntax, &e),
+        opcode::PREPARE => match b.long_string() {
+            Ok(q) => match table::parse(&q) {
+                Ok(st) => prepare(state, &q, st),
+                Err(e) => err(ErrorKind::Syntax, &e),
+            },
             Err(e) => err(ErrorKind::Invalid, &e),
         },
-        opcode::QUERY => {
-            let q = match b.long_string() {
-                Ok(q) => q,
-                Err(e) => return err(ErrorKind::Invalid, &e),
-            };
-            let values = match b.query_params() {
-                Ok(v) => v,
-                Err(e) => return err(ErrorKind::Invalid, &e),
-            };
-            match parse_for(&q) {
+        opcode::QUERY => match b.long_string().and_then(|q| Ok((q, b.query_params()?))) {
+            Ok((q, values)) => match table::parse(&q) {
                 Ok(st) => run(state, &st, values).await,
                 Err(e) => err(ErrorKind::Syntax, &e),
+            },
+            Err(e) => err(ErrorKind::Invalid, &e),
+        },
+        opcode::EXECUTE => match b.short_bytes().and_then(|id| Ok((id, b.query_params()?))) {
+            Ok((id, values)) => {
+                let st = state.prepared.read().get(&id).map(|p| p.statement.clone());
+                match st {
+                    Some(st) => run(state, &st, values).await,
+                    None => Reply::Frame(
+                        opcode::ERROR,
+                        wire::error(ErrorKind::Unprepared, "unknown prepared statement", &id),
+                    ),
+                }
             }
-        }
-        opcode::EXECUTE => {
-            let id = match b.short_bytes() {
-                Ok(id) => id,
-                Err(e) => return err(ErrorKind::Invalid, &e),
-            };
-            let values = match b.query_params() {
-                Ok(v) => v,
-                Err(e) => return err(ErrorKind::Invalid, &e),
-            };
-            let st = state.prepared.read().get(&id).map(|p| p.statement.clone());
-            match st {
-                Some(st) => run(state, &st, values).await,
-                None => Reply::Frame(
-                    opcode::ERROR,
-                    wire::error(ErrorKind::Unprepared, "unknown prepared statement", &id),
-                ),
-            }
-        }
+            Err(e) => err(ErrorKind::Invalid, &e),
+        },
         opcode::BATCH => batch(state, &mut b).await,
         other => err(
             ErrorKind::Invalid,
             &format!("unsupported opcode {other:#x}"),
         ),
     }
-}
-
-fn parse_for(q: &str) -> Result<Statement, String> {
-    table::parse(q)
 }
 
 fn prepared_id(q: &str) -> Vec<u8> {
