@@ -6,7 +6,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every metric the service exports.
+/// Every metric the service exports. Cloning shares the same registry and series.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     /// Records accepted by `/v1/records`, `/v1/enrich` and `sluice enrich`.

@@ -11,8 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 use crate::lookup::Lookup;
-use crate::lookup::memory::MemoryTable;
-use crate::settings::{self, Backend, Settings};
+use crate::settings::{self, Settings};
 
 /// sluice: asynchronous enrichment of JSON records, with Flink Async I/O guarantees.
 #[derive(Debug, Parser)]
@@ -130,27 +129,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Build the configured lookup backend.
+/// Build the configured lookup backend (see [`crate::lookup::build`]).
 pub fn build_lookup(settings: &Settings) -> Result<Arc<dyn Lookup>, CliError> {
-    match settings.lookup.backend {
-        Backend::Memory => {
-            let table = MemoryTable::load(&settings.lookup.memory)
-                .map_err(|e| CliError::Usage(vec![e.to_string()]))?;
-            tracing::info!(rows = table.len(), table = %settings.lookup.memory.table, "memory table loaded");
-            Ok(Arc::new(table))
-        }
-        Backend::Cql => {
-            let l = crate::lookup::cql::CqlLookup::connect_blocking(
-                &settings.lookup.cql,
-                std::time::Duration::from_millis(settings.lookup.attempt_timeout_ms),
-            )
-            .map_err(|e| CliError::Runtime(e.to_string()))?
-            .with_cache(
-                settings.lookup.cache.max_entries,
-                std::time::Duration::from_millis(settings.lookup.cache.ttl_ms),
-            );
-            tracing::info!(backend = %l.describe(), "cql session ready");
-            Ok(Arc::new(l))
+    crate::lookup::build(settings).map_err(CliError::from)
+}
+
+impl From<crate::lookup::BuildError> for CliError {
+    fn from(e: crate::lookup::BuildError) -> Self {
+        match e {
+            crate::lookup::BuildError::Config(m) => CliError::Usage(vec![m]),
+            crate::lookup::BuildError::Connect(m) => CliError::Runtime(m),
         }
     }
 }

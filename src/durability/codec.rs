@@ -33,6 +33,27 @@ pub enum Entry {
     },
     /// Seqs below `upto` may have been handed out in `partition`: never reuse them.
     SeqLease { partition: u32, upto: u64 },
+    /// Cluster: a record held here for a partition this node does not own, waiting to be
+    /// forwarded to the owner. Its `seq` is a stage number (this node's own sequence per
+    /// partition), not the partition's seq.
+    Staged(AcceptedRecord),
+    /// Cluster: staged records of `partition` numbered below `upto` left this node (the
+    /// owner accepted them).
+    Forwarded { partition: u32, upto: u64 },
+    /// Cluster: these pending records were given away (staged for the new owner).
+    Handed { marks: Vec<(u32, u64)> },
+    /// Cluster: records staged by `source` for `partition` and numbered below `upto` are
+    /// accepted here; a resend of them (the source crashed before it learned so) is dropped.
+    Imported {
+        source: String,
+        partition: u32,
+        upto: u64,
+    },
+    /// Cluster: stage numbers of `partition` below `upto` were used (snapshots keep the
+    /// counter when nothing is staged).
+    StageLease { partition: u32, upto: u64 },
+    /// Cluster: from here on this node writes for `partition` under ownership `epoch`.
+    Owned { partition: u32, epoch: u64 },
 }
 
 /// Everything needed to re-issue an accepted record after a restart.
@@ -72,6 +93,12 @@ const TAG_STARTED: u8 = 2;
 const TAG_ATTEMPTED: u8 = 3;
 const TAG_COMMITTED: u8 = 4;
 const TAG_LEASE: u8 = 5;
+const TAG_STAGED: u8 = 6;
+const TAG_FORWARDED: u8 = 7;
+const TAG_HANDED: u8 = 8;
+const TAG_IMPORTED: u8 = 9;
+const TAG_OWNED: u8 = 10;
+const TAG_STAGE_LEASE: u8 = 11;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -87,9 +114,18 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// Append an `Accepted` frame for `r` to `out` (snapshots write records this way without
 /// copying them into an `Entry`).
 pub fn encode_accepted(r: &AcceptedRecord, out: &mut Vec<u8>) {
+    encode_record(TAG_ACCEPTED, r, out)
+}
+
+/// Append a `Staged` frame for `r` (see [`encode_accepted`]).
+pub fn encode_staged(r: &AcceptedRecord, out: &mut Vec<u8>) {
+    encode_record(TAG_STAGED, r, out)
+}
+
+fn encode_record(tag: u8, r: &AcceptedRecord, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
-    out.push(TAG_ACCEPTED);
+    out.push(tag);
     put_u32(out, r.partition);
     put_u64(out, r.seq);
     put_u64(out, r.accepted_ms);
@@ -112,13 +148,48 @@ fn seal(out: &mut [u8], start: usize) {
 
 /// Append `entry` as one frame to `out`.
 pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
-    if let Entry::Accepted(r) = entry {
-        return encode_accepted(r, out);
+    match entry {
+        Entry::Accepted(r) => return encode_accepted(r, out),
+        Entry::Staged(r) => return encode_staged(r, out),
+        _ => {}
     }
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     match entry {
-        Entry::Accepted(_) => {}
+        Entry::Accepted(_) | Entry::Staged(_) => {}
+        Entry::Forwarded { partition, upto } => {
+            out.push(TAG_FORWARDED);
+            put_u32(out, *partition);
+            put_u64(out, *upto);
+        }
+        Entry::Handed { marks } => {
+            out.push(TAG_HANDED);
+            put_u32(out, marks.len() as u32);
+            for (p, s) in marks {
+                put_u32(out, *p);
+                put_u64(out, *s);
+            }
+        }
+        Entry::Imported {
+            source,
+            partition,
+            upto,
+        } => {
+            out.push(TAG_IMPORTED);
+            put_str(out, source);
+            put_u32(out, *partition);
+            put_u64(out, *upto);
+        }
+        Entry::StageLease { partition, upto } => {
+            out.push(TAG_STAGE_LEASE);
+            put_u32(out, *partition);
+            put_u64(out, *upto);
+        }
+        Entry::Owned { partition, epoch } => {
+            out.push(TAG_OWNED);
+            put_u32(out, *partition);
+            put_u64(out, *epoch);
+        }
         Entry::Started {
             partition,
             seq,
@@ -191,6 +262,31 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
+    fn record(&mut self) -> Result<AcceptedRecord, FrameError> {
+        Ok(AcceptedRecord {
+            partition: self.u32()?,
+            seq: self.u64()?,
+            accepted_ms: self.u64()?,
+            first_attempt_ms: self.u64()?,
+            attempts: self.u32()?,
+            splice: self.u8()? != 0,
+            id: self.string()?,
+            key: self.string()?,
+            canonical: self.string()?,
+            record: self.string()?,
+        })
+    }
+    fn marks(&mut self, payload: usize) -> Result<Vec<(u32, u64)>, FrameError> {
+        let n = self.u32()? as usize;
+        if n > payload / 12 {
+            return Err(FrameError::Malformed("mark count past the end"));
+        }
+        let mut marks = Vec::with_capacity(n);
+        for _ in 0..n {
+            marks.push((self.u32()?, self.u64()?));
+        }
+        Ok(marks)
+    }
     fn string(&mut self) -> Result<String, FrameError> {
         let n = self.u32()? as usize;
         let b = self.take(n)?;
@@ -227,18 +323,28 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
         pos: 0,
     };
     let entry = match r.u8()? {
-        TAG_ACCEPTED => Entry::Accepted(AcceptedRecord {
+        TAG_ACCEPTED => Entry::Accepted(r.record()?),
+        TAG_STAGED => Entry::Staged(r.record()?),
+        TAG_FORWARDED => Entry::Forwarded {
             partition: r.u32()?,
-            seq: r.u64()?,
-            accepted_ms: r.u64()?,
-            first_attempt_ms: r.u64()?,
-            attempts: r.u32()?,
-            splice: r.u8()? != 0,
-            id: r.string()?,
-            key: r.string()?,
-            canonical: r.string()?,
-            record: r.string()?,
-        }),
+            upto: r.u64()?,
+        },
+        TAG_HANDED => Entry::Handed {
+            marks: r.marks(payload.len())?,
+        },
+        TAG_IMPORTED => Entry::Imported {
+            source: r.string()?,
+            partition: r.u32()?,
+            upto: r.u64()?,
+        },
+        TAG_STAGE_LEASE => Entry::StageLease {
+            partition: r.u32()?,
+            upto: r.u64()?,
+        },
+        TAG_OWNED => Entry::Owned {
+            partition: r.u32()?,
+            epoch: r.u64()?,
+        },
         TAG_STARTED => Entry::Started {
             partition: r.u32()?,
             seq: r.u64()?,
@@ -252,14 +358,7 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
         TAG_COMMITTED => {
             let output = r.u64()?;
             let dead_letter = r.u64()?;
-            let n = r.u32()? as usize;
-            if n > payload.len() / 12 {
-                return Err(FrameError::Malformed("mark count past the end"));
-            }
-            let mut marks = Vec::with_capacity(n);
-            for _ in 0..n {
-                marks.push((r.u32()?, r.u64()?));
-            }
+            let marks = r.marks(payload.len())?;
             Entry::Committed {
                 marks,
                 output,
@@ -349,6 +448,38 @@ mod tests {
                 marks: vec![(1, 7), (0, 3)],
                 output: 1234,
                 dead_letter: 0,
+            },
+            Entry::Staged(AcceptedRecord {
+                partition: 2,
+                seq: 0,
+                accepted_ms: 1_700_000_000_000,
+                first_attempt_ms: 9,
+                attempts: 1,
+                splice: false,
+                id: "r-8".into(),
+                key: "3".into(),
+                canonical: "3".into(),
+                record: r#"{"id":"r-8","user_id":3}"#.into(),
+            }),
+            Entry::Forwarded {
+                partition: 2,
+                upto: 1,
+            },
+            Entry::Handed {
+                marks: vec![(1, 7)],
+            },
+            Entry::Imported {
+                source: "node-b".into(),
+                partition: 2,
+                upto: 40,
+            },
+            Entry::Owned {
+                partition: 2,
+                epoch: 77,
+            },
+            Entry::StageLease {
+                partition: 2,
+                upto: 5,
             },
         ]
     }

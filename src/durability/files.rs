@@ -81,7 +81,10 @@ pub fn snapshot_bytes(state: &State) -> (Vec<u8>, u64) {
     for r in state.pending.values() {
         codec::encode_accepted(r, &mut buf);
     }
-    let frames = header.len() + state.pending.len();
+    for r in state.staged.values() {
+        codec::encode_staged(r, &mut buf);
+    }
+    let frames = header.len() + state.pending.len() + state.staged.len();
     buf.extend_from_slice(TRAILER);
     buf.extend_from_slice(&(frames as u64).to_le_bytes());
     let crc = crc32c::crc32c(&buf);

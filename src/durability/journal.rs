@@ -21,7 +21,11 @@ use tokio::sync::oneshot;
 use super::codec::{self, Entry};
 use super::files;
 use super::state::State;
-use crate::engine::shared::Shared;
+use crate::metrics::Metrics;
+
+/// Where the snapshot thread publishes the newest durable checkpoint (read by `/v1/status`
+/// and `/metrics`).
+pub type CheckpointSlot = Arc<parking_lot::Mutex<Option<CheckpointInfo>>>;
 
 /// Entries nobody waits for are on disk within this long.
 const LAZY_SYNC: Duration = Duration::from_millis(100);
@@ -150,7 +154,7 @@ struct Writer {
     dirty: bool,
     changed_since_snapshot: bool,
     last_sync: Instant,
-    shared: Arc<Shared>,
+    metrics: Metrics,
     snapshot_busy: Arc<AtomicBool>,
 }
 
@@ -161,7 +165,7 @@ impl Writer {
             .map_err(|e| format!("journal write failed: {e}"))?;
         self.segment_len += buf.len() as u64;
         self.dirty = true;
-        self.shared.metrics.journal_bytes.inc_by(buf.len() as u64);
+        self.metrics.journal_bytes.inc_by(buf.len() as u64);
         Ok(())
     }
 
@@ -170,7 +174,7 @@ impl Writer {
             self.file
                 .sync_data()
                 .map_err(|e| format!("journal fsync failed: {e}"))?;
-            self.shared.metrics.journal_fsyncs.inc();
+            self.metrics.journal_fsyncs.inc();
             self.dirty = false;
         }
         self.last_sync = Instant::now();
@@ -229,7 +233,8 @@ fn write_snapshots(
     dir: PathBuf,
     jobs: Receiver<SnapshotJob>,
     busy: Arc<AtomicBool>,
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    slot: CheckpointSlot,
 ) {
     for job in jobs {
         let result = files::write_snapshot(&dir, job.segment, &job.state)
@@ -246,12 +251,12 @@ fn write_snapshots(
                     duration_ms: job.started.elapsed().as_secs_f64() * 1000.0,
                     unix_secs,
                 };
-                let m = &shared.metrics;
+                let m = &metrics;
                 m.checkpoint_duration
                     .observe(job.started.elapsed().as_secs_f64());
                 m.checkpoint_bytes.set(bytes as i64);
                 m.checkpoint_records.set(info.records as i64);
-                *shared.last_checkpoint.lock() = Some(info.clone());
+                *slot.lock() = Some(info.clone());
                 info
             });
         if let Err(e) = &result {
@@ -272,17 +277,18 @@ pub fn spawn(
     state: State,
     next_segment: u64,
     interval: Duration,
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    slot: CheckpointSlot,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::fs::create_dir_all(&dir)?;
     let file = files::open_segment(&dir, next_segment)?;
     let busy = Arc::new(AtomicBool::new(false));
     let (snap_tx, snap_rx) = std::sync::mpsc::sync_channel(4);
     {
-        let (dir, busy, shared) = (dir.clone(), busy.clone(), shared.clone());
+        let (dir, busy, metrics) = (dir.clone(), busy.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("sluice-snapshot".into())
-            .spawn(move || write_snapshots(dir, snap_rx, busy, shared))?;
+            .spawn(move || write_snapshots(dir, snap_rx, busy, metrics, slot))?;
     }
     let mut w = Writer {
         dir,
@@ -293,7 +299,7 @@ pub fn spawn(
         dirty: false,
         changed_since_snapshot: true,
         last_sync: Instant::now(),
-        shared,
+        metrics,
         snapshot_busy: busy,
     };
     std::thread::Builder::new()

@@ -25,6 +25,16 @@ pub struct State {
     pub dead_letter_offset: u64,
     /// Whether any committed offsets were ever recorded (a fresh directory has none).
     pub has_offsets: bool,
+    /// Cluster: records held for partitions owned elsewhere, keyed (partition, stage
+    /// number), waiting to be forwarded in that order.
+    pub staged: BTreeMap<(u32, u64), Arc<AcceptedRecord>>,
+    /// Cluster: next stage number per partition (never reused: the owner drops resends
+    /// below its watermark).
+    pub next_stage: BTreeMap<u32, u64>,
+    /// Cluster: per (source node, partition), stage numbers below this were imported.
+    pub imported: BTreeMap<(String, u32), u64>,
+    /// Cluster: the newest ownership epoch this node wrote under, per partition.
+    pub epochs: BTreeMap<u32, u64>,
 }
 
 impl State {
@@ -68,7 +78,64 @@ impl State {
                 self.has_offsets = true;
             }
             Entry::SeqLease { partition, upto } => self.bump(partition, upto),
+            Entry::Staged(r) => {
+                let n = self.next_stage.entry(r.partition).or_insert(0);
+                *n = (*n).max(r.seq + 1);
+                self.staged.insert((r.partition, r.seq), Arc::new(r));
+            }
+            Entry::StageLease { partition, upto } => {
+                let n = self.next_stage.entry(partition).or_insert(0);
+                *n = (*n).max(upto);
+            }
+            Entry::Forwarded { partition, upto } => {
+                let gone: Vec<_> = self
+                    .staged
+                    .range((partition, 0)..(partition, upto))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in gone {
+                    self.staged.remove(&k);
+                }
+            }
+            Entry::Handed { marks } => {
+                for key in &marks {
+                    self.pending.remove(key);
+                }
+            }
+            Entry::Imported {
+                source,
+                partition,
+                upto,
+            } => {
+                let w = self.imported.entry((source, partition)).or_insert(0);
+                *w = (*w).max(upto);
+            }
+            Entry::Owned { partition, epoch } => {
+                let e = self.epochs.entry(partition).or_insert(0);
+                *e = (*e).max(epoch);
+            }
         }
+    }
+
+    /// The pending records of one partition, in seq order (what a handover exports).
+    pub fn pending_of(&self, partition: u32) -> Vec<Arc<AcceptedRecord>> {
+        self.pending
+            .range((partition, 0)..=(partition, u64::MAX))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// The staged records of one partition, in stage order.
+    pub fn staged_of(&self, partition: u32) -> Vec<Arc<AcceptedRecord>> {
+        self.staged
+            .range((partition, 0)..=(partition, u64::MAX))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// The next stage number of `partition`.
+    pub fn next_stage_of(&self, partition: u32) -> u64 {
+        self.next_stage.get(&partition).copied().unwrap_or(0)
     }
 
     fn bump(&mut self, partition: u32, at_least: u64) {
@@ -106,6 +173,27 @@ impl State {
                 marks: Vec::new(),
                 output: self.output_offset,
                 dead_letter: self.dead_letter_offset,
+            });
+        }
+        // Stage counters survive even when nothing is staged: a stage number is never
+        // reused, or the owner would drop a new record as a resend.
+        for (p, n) in &self.next_stage {
+            out.push(Entry::StageLease {
+                partition: *p,
+                upto: *n,
+            });
+        }
+        for ((source, p), upto) in &self.imported {
+            out.push(Entry::Imported {
+                source: source.clone(),
+                partition: *p,
+                upto: *upto,
+            });
+        }
+        for (p, epoch) in &self.epochs {
+            out.push(Entry::Owned {
+                partition: *p,
+                epoch: *epoch,
             });
         }
         out
@@ -171,9 +259,25 @@ mod tests {
                 output: 7,
                 dead_letter: 0,
             },
+            staged(2, 0),
+            staged(2, 1),
+            Entry::Forwarded {
+                partition: 2,
+                upto: 2,
+            },
+            Entry::Imported {
+                source: "b".into(),
+                partition: 0,
+                upto: 9,
+            },
+            Entry::Owned {
+                partition: 0,
+                epoch: 5,
+            },
         ] {
             s.apply(e);
         }
+        assert!(s.staged.is_empty());
         let mut t = State::default();
         for e in s.header_entries() {
             t.apply(e);
@@ -181,6 +285,47 @@ mod tests {
         for r in s.pending.values() {
             t.apply(Entry::Accepted((**r).clone()));
         }
+        for r in s.staged.values() {
+            t.apply(Entry::Staged((**r).clone()));
+        }
         assert_eq!(s, t);
+        assert_eq!(t.next_stage_of(2), 2, "stage numbers are never reused");
+    }
+
+    fn staged(partition: u32, seq: u64) -> Entry {
+        match accepted(partition, seq) {
+            Entry::Accepted(r) => Entry::Staged(r),
+            e => e,
+        }
+    }
+
+    #[test]
+    fn one_partition_is_exported_handed_and_forwarded_alone() {
+        let mut s = State::default();
+        for e in [
+            accepted(0, 1),
+            accepted(1, 2),
+            accepted(1, 3),
+            accepted(2, 4),
+            staged(1, 0),
+            staged(1, 1),
+            staged(3, 0),
+        ] {
+            s.apply(e);
+        }
+        let export: Vec<u64> = s.pending_of(1).iter().map(|r| r.seq).collect();
+        assert_eq!(export, vec![2, 3]);
+        s.apply(Entry::Handed {
+            marks: vec![(1, 2), (1, 3)],
+        });
+        assert!(s.pending_of(1).is_empty());
+        assert_eq!(s.pending.len(), 2, "other partitions untouched");
+        s.apply(Entry::Forwarded {
+            partition: 1,
+            upto: 1,
+        });
+        let left: Vec<u64> = s.staged_of(1).iter().map(|r| r.seq).collect();
+        assert_eq!(left, vec![1]);
+        assert_eq!(s.staged_of(3).len(), 1);
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::hash::partition_of;
-use super::raw;
+pub use crate::json::canonical_key;
+use crate::json::raw;
 use crate::pointer::Pointer;
 use crate::settings::Settings;
 
@@ -48,17 +49,6 @@ pub struct RecordRules {
     into: Pointer,
     partitions: u32,
     lookup: Option<std::sync::Arc<dyn crate::lookup::Lookup>>,
-}
-
-/// The canonical text of a key value, or `None` when the type cannot be a lookup key.
-/// Strings are taken as they are, numbers by their JSON text, booleans as true/false.
-pub fn canonical_key(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// The member `tokens[0]` among `top` (last duplicate wins), then the rest of the path.

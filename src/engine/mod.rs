@@ -13,7 +13,6 @@ pub mod job;
 pub mod outcome;
 pub mod partition;
 pub mod queue;
-pub mod raw;
 pub mod reply;
 pub mod retry;
 pub mod shared;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::raw;
+use crate::json::raw;
 use crate::lookup::Row;
 use crate::pointer::Pointer;
 use crate::settings::{OnMiss, OnTimeout, Settings};

@@ -42,7 +42,7 @@ pub struct Shared {
     /// Set on shutdown: stop accepting.
     pub draining: AtomicBool,
     /// The newest durable snapshot, for `/v1/status`.
-    pub last_checkpoint: parking_lot::Mutex<Option<crate::durability::journal::CheckpointInfo>>,
+    pub last_checkpoint: crate::durability::journal::CheckpointSlot,
 }
 
 impl Shared {
@@ -53,7 +53,7 @@ impl Shared {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            last_checkpoint: parking_lot::Mutex::new(None),
+            last_checkpoint: Default::default(),
         }
     }
 

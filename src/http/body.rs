@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use super::problem::ApiError;
-use crate::engine::raw;
+use crate::json::raw;
 
 /// The two accepted body formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,10 +31,9 @@ pub struct AppState {
 
 type Data = web::Data<AppState>;
 
-/// Bind the server (ephemeral port with `:0`) and return it with the bound address.
-pub fn bind(state: AppState) -> std::io::Result<(Server, std::net::SocketAddr)> {
+/// Serve the API on an already bound listener (the caller chose the port and printed it).
+pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Result<Server> {
     let workers = state.settings.http_workers();
-    let bind = state.settings.server.bind.clone();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -70,13 +69,8 @@ pub fn bind(state: AppState) -> std::io::Result<(Server, std::net::SocketAddr)> 
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(&bind)?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| std::io::Error::other("no address bound"))?;
-    Ok((server.run(), addr))
+    .listen(listener)?;
+    Ok(server.run())
 }
 
 fn authorize(req: &HttpRequest, settings: &Settings) -> Result<(), ApiError> {

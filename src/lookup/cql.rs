@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::{BoxFuture, Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
 use crate::cql::session::{classify, connect_session_as, consistency};
 use crate::cql::values::{BindType, to_json};
-use crate::engine::raw;
+use crate::json::raw;
 use crate::pointer::Pointer;
 use crate::settings::CqlLookup as CqlSettings;
 

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::delay::DelayLine;
 use super::{Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
-use crate::engine::admit::canonical_key;
-use crate::engine::raw;
+use crate::json::canonical_key;
+use crate::json::raw;
 use crate::pointer::Pointer;
 use crate::settings::MemoryLookup;
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::{Sink, SinkError};
 use crate::cql::session::{classify, connect_session, consistency};
 use crate::cql::values::BindType;
-use crate::engine::raw;
+use crate::json::raw;
 use crate::lookup::LookupError;
 use crate::pointer::Pointer;
 use crate::settings::CqlSinkSettings;

@@ -1,0 +1,150 @@
+//! A whole sluice node as a library function: engine, REST API, recovery, graceful stop.
+//!
+//! [`run`] takes a bound listener and a shutdown future (the shape of tokio's mini-redis
+//! `server::run`), so the binary passes its socket and the signals, and tests run several
+//! nodes in one process as easily as the real binary.
+//!
+//! Start-up: engine and HTTP first (so `/healthz` answers and POSTs get 503 while
+//! restoring), then recovery (`recovery.rs`), re-issue of pending records, ready. Shutdown:
+//! stop accepting (503), drain in-flight records up to `server.shutdown_grace_ms`, commit the
+//! sinks, take a final checkpoint.
+
+pub mod recovery;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::durability::journal;
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::settings::Settings;
+use crate::sink;
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration (the CLI exits 2): one message per problem.
+    #[error("{}", .0.join("\n"))]
+    Usage(Vec<String>),
+    /// A runtime failure (the CLI exits 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl From<crate::lookup::BuildError> for NodeError {
+    fn from(e: crate::lookup::BuildError) -> Self {
+        match e {
+            crate::lookup::BuildError::Config(m) => NodeError::Usage(vec![m]),
+            crate::lookup::BuildError::Connect(m) => NodeError::Runtime(m),
+        }
+    }
+}
+
+/// The node's name: `server.node`, else `$HOSTNAME`, else "sluice".
+pub fn node_name(settings: &Settings) -> String {
+    if !settings.server.node.is_empty() {
+        settings.server.node.clone()
+    } else {
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "sluice".into())
+    }
+}
+
+/// Run a node on `listener` until `shutdown` completes, then stop gracefully. Must be
+/// called inside an actix `System` (`actix_rt::System::new().block_on(run(..))`).
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let runtime = |e: String| NodeError::Runtime(e);
+    // CQL backends and sinks build their own driver runtime, which cannot start inside
+    // this one: build them on a blocking thread.
+    let (lookup, output, dead) = {
+        let s = settings.clone();
+        actix_rt::task::spawn_blocking(move || -> Result<_, NodeError> {
+            let lookup = crate::lookup::build(&s)?;
+            let output = sink::open(&s.output).map_err(|e| runtime(e.to_string()))?;
+            let dead = sink::open(&s.dead_letter).map_err(|e| runtime(e.to_string()))?;
+            Ok((lookup, output, dead))
+        })
+        .await
+        .map_err(|e| runtime(format!("building backends: {e}")))??
+    };
+    let node = node_name(&settings);
+    let dir = PathBuf::from(&settings.checkpoint.dir);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        runtime(format!(
+            "checkpoint.dir: cannot create `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    let settings = Arc::new(settings);
+    let (journal, inbox) = journal::channel();
+    let engine = Arc::new(
+        Engine::start(&settings, lookup, output, dead, Some(journal.clone()))
+            .map_err(|e| runtime(e.to_string()))?,
+    );
+    let addr = listener
+        .local_addr()
+        .map_err(|e| runtime(format!("listener: {e}")))?;
+    let server = http::serve(
+        AppState {
+            engine: engine.clone(),
+            settings: settings.clone(),
+            node,
+        },
+        listener,
+    )
+    .map_err(|e| runtime(format!("cannot serve on {addr}: {e}")))?;
+    let handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+
+    let recovered = recovery::recover(&engine, &settings, dir, &journal, inbox).await?;
+    let reissued = engine
+        .restore(recovered.state)
+        .await
+        .map_err(|e| runtime(e.to_string()))?;
+    engine.set_ready();
+    tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
+        partitions = settings.pipeline.partitions, reissued,
+        restore_ms = recovered.millis, "serving");
+
+    shutdown.await;
+    // Keep serving while draining: POSTs and /readyz answer 503, so Kubernetes takes the
+    // pod out of the Service and clients get a clear answer, not a refused connection.
+    tracing::info!("shutting down: no longer accepting records, draining");
+    engine.shared().draining.store(true, Ordering::Release);
+    let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
+    if !engine.drain(grace).await {
+        tracing::warn!(
+            pending = engine.shared().pending(),
+            "grace period over with records still pending (they are in the checkpoint)"
+        );
+    }
+    let result = match engine.checkpoint().await {
+        Ok(Some(info)) => {
+            tracing::info!(
+                records = info.records,
+                bytes = info.bytes,
+                "final checkpoint"
+            );
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(runtime(format!("final checkpoint failed: {e}"))),
+    };
+    handle.stop(true).await;
+    let _ = server_task.await;
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.stop();
+    }
+    tracing::info!("stopped");
+    result
+}

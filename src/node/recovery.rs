@@ -1,0 +1,102 @@
+//! Recovery of a node from its checkpoint directory: read the newest valid snapshot and the
+//! journal after it, cut the file sinks back to their committed lengths, start the journal
+//! thread over the restored state, and hand the state back for re-issue.
+//!
+//! Kept apart from `node::run` so the protocol reads top to bottom in one place, and so the
+//! cluster can decide per partition what happens to the restored pending records.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::NodeError;
+use crate::durability::state::State;
+use crate::durability::{files, journal};
+use crate::engine::Engine;
+use crate::settings::Settings;
+
+/// What recovery produced: the state whose pending records still have to be re-issued.
+pub struct Recovered {
+    pub state: State,
+    /// Milliseconds spent reading and replaying.
+    pub millis: u64,
+}
+
+/// Restore `dir` into a running (not yet ready) engine and start the journal thread.
+pub async fn recover(
+    engine: &Engine,
+    settings: &Settings,
+    dir: PathBuf,
+    journal: &journal::JournalHandle,
+    inbox: journal::JournalInbox,
+) -> Result<Recovered, NodeError> {
+    let started = Instant::now();
+    let read_dir = dir.clone();
+    let (state, next_segment, report) =
+        actix_rt::task::spawn_blocking(move || files::restore(&read_dir))
+            .await
+            .map_err(|e| NodeError::Runtime(format!("restore failed: {e}")))?
+            .map_err(|e| {
+                NodeError::Runtime(format!(
+                    "cannot read checkpoint.dir `{}`: {e}",
+                    dir.display()
+                ))
+            })?;
+    if let Some((p, _)) = state
+        .pending
+        .keys()
+        .chain(state.staged.keys())
+        .find(|(p, _)| u64::from(*p) >= settings.pipeline.partitions)
+    {
+        return Err(NodeError::Usage(vec![format!(
+            "pipeline.partitions: the checkpoint in `{}` holds records of partition {p}, but \
+             only {} partitions are configured; partitions cannot change while records are pending",
+            dir.display(),
+            settings.pipeline.partitions
+        )]));
+    }
+    if state.has_offsets {
+        engine
+            .truncate_sinks(state.output_offset, state.dead_letter_offset)
+            .await
+            .map_err(|e| NodeError::Runtime(format!("cannot restore the sinks: {e}")))?;
+    }
+    let has_offsets = state.has_offsets;
+    let skipped: u64 = report.segments.iter().map(|s| s.skipped_bytes).sum();
+    journal::spawn(
+        inbox,
+        dir,
+        state.clone(),
+        next_segment,
+        Duration::from_millis(settings.checkpoint.interval_ms),
+        engine.shared().metrics.clone(),
+        engine.shared().last_checkpoint.clone(),
+    )
+    .map_err(|e| NodeError::Runtime(format!("cannot start the journal: {e}")))?;
+    if !has_offsets {
+        // A fresh directory: commit the sinks' current lengths before anything is emitted,
+        // so a crash before the first regular commit truncates back to exactly here.
+        engine
+            .flush()
+            .await
+            .map_err(|e| NodeError::Runtime(format!("cannot commit the sinks: {e}")))?;
+        journal
+            .write_durable(Vec::new())
+            .await
+            .map_err(|_| NodeError::Runtime("the journal stopped".into()))?
+            .map_err(NodeError::Runtime)?;
+    }
+    tracing::info!(
+        snapshot = report.snapshot.as_deref().unwrap_or("none"),
+        segments = report.segments.len(),
+        skipped_snapshots = report.skipped_snapshots.len(),
+        skipped_bytes = skipped,
+        pending = state.pending.len(),
+        staged = state.staged.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "checkpoint read"
+    );
+    Ok(Recovered {
+        state,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
