@@ -4,6 +4,7 @@
 //! benchmarks drive exactly the code users run. See ARCHITECTURE.md for the map.
 
 pub mod cli;
+pub mod cluster;
 pub mod cql;
 pub mod durability;
 pub mod engine;

@@ -60,6 +60,22 @@ pub struct Metrics {
     pub lookup_coalesced: IntCounter,
     /// Result-cache hits and misses (updated when scraped).
     pub lookup_cache: IntCounterVec,
+    /// Cluster: members in the cluster as this node sees it.
+    pub cluster_members: IntGauge,
+    /// Cluster: partitions this node owns and serves.
+    pub cluster_owned_partitions: IntGauge,
+    /// Cluster: partitions handed to another node (graceful) or taken over.
+    pub cluster_handovers: IntCounterVec,
+    /// Cluster: records forwarded to their partition's owner.
+    pub cluster_forwarded_records: IntCounter,
+    /// Cluster: duration of one forwarded batch (request to the owner's durable answer).
+    pub cluster_forward_duration: Histogram,
+    /// Cluster: records refused because they were written or sent under a stale epoch.
+    pub fencing_refusals: IntCounter,
+    /// Cluster: etcd lease renewals that failed.
+    pub lease_renew_failures: IntCounter,
+    /// Cluster: records held here for owners elsewhere.
+    pub cluster_staged_records: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -214,6 +230,37 @@ impl Metrics {
                 "sluice_lookup_cache_total",
                 "Lookup result cache hits and misses",
                 &["result"],
+            )?,
+            cluster_members: gauge("sluice_cluster_members", "Members of the cluster")?,
+            cluster_owned_partitions: gauge(
+                "sluice_cluster_owned_partitions",
+                "Partitions this node owns and serves",
+            )?,
+            cluster_handovers: counter_vec(
+                "sluice_cluster_handovers_total",
+                "Partitions that moved: released (handed over) or acquired",
+                &["direction"],
+            )?,
+            cluster_forwarded_records: counter(
+                "sluice_cluster_forwarded_records_total",
+                "Records forwarded to their partition's owner",
+            )?,
+            cluster_forward_duration: histogram(
+                "sluice_cluster_forward_duration_seconds",
+                "Duration of one forwarded batch until the owner made it durable",
+                latency_buckets(),
+            )?,
+            fencing_refusals: counter(
+                "sluice_cluster_fencing_refusals_total",
+                "Records refused because of a stale ownership epoch",
+            )?,
+            lease_renew_failures: counter(
+                "sluice_cluster_lease_renew_failures_total",
+                "etcd lease renewals that failed",
+            )?,
+            cluster_staged_records: gauge(
+                "sluice_cluster_staged_records",
+                "Records held here for their partition's owner elsewhere",
             )?,
             registry,
         })

@@ -105,7 +105,11 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
                         parsed.records = records;
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    Err(e @ (SubmitError::Stopped | SubmitError::Journal(_))) => {
+                    Err(
+                        e @ (SubmitError::Stopped
+                        | SubmitError::Journal(_)
+                        | SubmitError::Unavailable(_)),
+                    ) => {
                         return Err(CliError::Runtime(e.to_string()));
                     }
                 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::codec::{self, Entry};
+use super::codec::{self, AcceptedRecord, Entry};
 use super::files;
 use super::state::State;
 use crate::metrics::Metrics;
@@ -56,6 +56,10 @@ enum Op {
     },
     Checkpoint {
         reply: oneshot::Sender<Result<CheckpointInfo, String>>,
+    },
+    Export {
+        partition: Option<u32>,
+        reply: oneshot::Sender<Vec<Arc<AcceptedRecord>>>,
     },
 }
 
@@ -101,6 +105,16 @@ impl JournalHandle {
             let _ = ack.send(Err("the journal is stopped".into()));
         }
         rx
+    }
+
+    /// The pending records of `partition` (all partitions: `None`) in seq order, as the
+    /// journal holds them after every entry sent before this call.
+    pub async fn export(&self, partition: Option<u32>) -> Result<Vec<Arc<AcceptedRecord>>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Export { partition, reply })
+            .map_err(|_| "the journal is stopped".to_string())?;
+        rx.await.map_err(|_| "the journal stopped".to_string())
     }
 
     /// Take a snapshot now; answers once it is durable.
@@ -337,6 +351,13 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
                     }
                 }
                 Op::Checkpoint { reply } => checkpoints.push(reply),
+                Op::Export { partition, reply } => {
+                    let records = match partition {
+                        Some(p) => w.state.pending_of(p),
+                        None => w.state.pending.values().cloned().collect(),
+                    };
+                    let _ = reply.send(records);
+                }
             }
         }
         let mut result = Ok(());

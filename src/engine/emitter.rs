@@ -20,6 +20,9 @@ use crate::sink::Sink;
 #[rtype(result = "()")]
 pub struct EmitBatch {
     pub partition: u32,
+    /// Ownership epoch the records were rendered under; a batch whose epoch is no longer
+    /// this node's for the partition is refused (cluster fencing).
+    pub epoch: u64,
     /// NDJSON lines for the output sink.
     pub output: Vec<u8>,
     pub output_records: u64,
@@ -36,10 +39,11 @@ pub struct EmitBatch {
 }
 
 impl EmitBatch {
-    /// An empty batch for `partition`.
-    pub fn new(partition: u32) -> Self {
+    /// An empty batch for `partition` under `epoch`.
+    pub fn new(partition: u32, epoch: u64) -> Self {
         EmitBatch {
             partition,
+            epoch,
             output: Vec::new(),
             output_records: 0,
             dead: Vec::new(),
@@ -94,6 +98,27 @@ impl Emitter {
 
     /// Write one batch; on failure (false) `b` keeps what was not written.
     fn write(&mut self, b: &mut EmitBatch) -> bool {
+        let records = b.output_records + b.dead_records;
+        if records > 0 && !self.shared.ownership.may_emit(b.partition, b.epoch) {
+            // Fenced: this node no longer owns the partition at this epoch (or its lease
+            // is not live). The records stay pending in the journal and go to the owner.
+            tracing::warn!(
+                partition = b.partition,
+                epoch = b.epoch,
+                records,
+                "refusing to write under a stale epoch"
+            );
+            self.shared.metrics.fencing_refusals.inc_by(records);
+            if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
+                stats.held.fetch_sub(records as usize, Ordering::AcqRel);
+                stats.handed.fetch_add(records, Ordering::AcqRel);
+            }
+            b.output.clear();
+            b.dead.clear();
+            b.output_records = 0;
+            b.dead_records = 0;
+            b.marks.clear();
+        }
         if !b.output.is_empty() {
             if let Err(e) = self.output.write(&b.output) {
                 tracing::error!(error = %e, "output sink write failed; will retry");
@@ -202,6 +227,33 @@ impl Handler<EmitBatch> for Emitter {
         if !self.write(&mut b) {
             self.stalled.push_back(b);
         }
+    }
+}
+
+/// Cluster: the node lost its lease. Drop what waits for a sink and cut the sinks back to
+/// the last commit: every record after it is still pending in the journal and goes to the
+/// partition's new owner, so nothing written under the lost epochs remains.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Reset;
+
+impl Handler<Reset> for Emitter {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, _: Reset, _: &mut Self::Context) -> Self::Result {
+        for b in self.stalled.drain(..) {
+            let n = b.output_records + b.dead_records;
+            if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
+                stats.held.fetch_sub(n as usize, Ordering::AcqRel);
+                stats.handed.fetch_add(n, Ordering::AcqRel);
+            }
+        }
+        self.uncommitted.clear();
+        if let Some((output, dead_letter)) = self.committed_at {
+            self.output.truncate(output).map_err(|e| e.to_string())?;
+            self.dead.truncate(dead_letter).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

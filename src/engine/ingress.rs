@@ -1,24 +1,43 @@
-//! The ingress actor: the one place that admits records. It checks the whole batch
-//! against every target partition's backlog bound (all or nothing), assigns ids and
-//! per-partition seqs, and forwards one batch per partition. Being a single actor makes
-//! admission atomic and keeps each partition's mailbox in seq order.
+//! The ingress actor: the one place that admits records. It routes every record of a batch
+//! (local partition, remote owner, or nobody), checks the whole batch against every target's
+//! bound (all or nothing), assigns ids and per-partition seqs, journals the batch in one
+//! write, and forwards one batch per partition. Being a single actor makes admission atomic
+//! and keeps each partition's mailbox in seq order.
+//!
+//! Cluster mode adds three holding areas, all journaled so a crash loses none of them:
+//! - the **outbox** of each partition owned elsewhere: records accepted here (or handed
+//!   over) waiting for the owner, shipped in stage order by one [`Forwarder`] per remote
+//!   node, at most one batch per partition in flight, removed once the owner made them
+//!   durable (`Forwarded`);
+//! - **dormant** records: pending here from before a restart or a lost lease, for
+//!   partitions this node does not serve now; re-issued if the partition comes back
+//!   (`Activate`), restaged into the outbox once another node owns it;
+//! - the **import watermarks**: per (source node, partition) the stage numbers already
+//!   taken, so a batch resent after the source crashed is not taken twice.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-
 use tokio::sync::oneshot;
 
 use super::admit::Admitted;
+use super::forwarder::{Forwarder, Ship, ShipResult};
 use super::job::Job;
-use super::partition::{Enqueue, Partition};
+use super::ownership::Route;
+use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
 use super::shared::Shared;
 use crate::durability::codec::{AcceptedRecord, Entry};
 use crate::durability::journal::{JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
+
+/// Records shipped to an owner in one request at most.
+const SHIP_BATCH: usize = 4096;
+/// Pause before shipping again after an owner refused or could not be reached.
+const SHIP_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Refusal: a partition's backlog cannot take its share of the batch. Nothing was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,10 +60,19 @@ impl Overloaded {
     }
 }
 
+/// Why nothing of a batch was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A target is full (429).
+    Overloaded(Overloaded),
+    /// A target partition has no owner that can take records now (503).
+    Unavailable(String),
+}
+
 /// A refused batch: why, and the records handed back untouched.
 #[derive(Debug)]
 pub struct Refused {
-    pub reason: Overloaded,
+    pub reason: Refusal,
     pub records: Vec<Admitted>,
 }
 
@@ -53,6 +81,9 @@ pub struct Refused {
 pub struct Admission {
     pub ids: Vec<Arc<str>>,
     pub durable: Option<oneshot::Receiver<Result<(), String>>>,
+    /// Cluster: one receiver per partition owned elsewhere, fired once its owner took the
+    /// records forwarded for this batch.
+    pub forwarded: Vec<oneshot::Receiver<()>>,
 }
 
 /// Admit a batch. With `reply`, each record's envelope goes to that collector (index =
@@ -64,16 +95,118 @@ pub struct Submit {
     pub reply: Option<Arc<Collector>>,
 }
 
-/// Continue from restored state: seqs and the pending records to re-issue (in seq order).
+/// Continue from restored state: seqs, and the pending records to re-issue (standalone) or
+/// keep dormant until their partition is placed (cluster).
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Restore(pub State);
+pub struct Restore {
+    pub state: State,
+    pub clustered: bool,
+}
+
+/// Cluster: this node now owns `partition` at `epoch`; seqs continue at `seq_floor` or
+/// above. Re-issues the partition's dormant records, then takes its outbox, then opens
+/// admission. Answers how many records were re-issued.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Activate {
+    pub partition: u32,
+    pub epoch: u64,
+    pub seq_floor: u64,
+}
+
+/// Cluster: drop the partition's records from its actor (they stay pending in the journal);
+/// answers how many there were.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct EvictPartition(pub u32);
+
+/// Cluster: move these pending records (from the journal) into the outbox, to be shipped
+/// to `handover_to` even before it owns the partition (graceful handover), or else to the
+/// owner. Answers when the move is durable.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<(), String>>")]
+pub struct Restage {
+    pub records: Vec<Arc<AcceptedRecord>>,
+    pub handover_to: Option<String>,
+}
+
+/// Cluster: after a lost lease, every pending record of the journal is dormant.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Dormant(pub Vec<Arc<AcceptedRecord>>);
+
+/// Cluster: records another node sends here (see module docs).
+#[derive(Message)]
+#[rtype(result = "Result<ImportAck, ImportRefused>")]
+pub struct Import {
+    pub source: String,
+    pub partition: u32,
+    /// The epoch the sender believes this node owns the partition at; 0 for a handover.
+    pub epoch: u64,
+    pub handover: bool,
+    /// In stage order; `seq` is the sender's stage number.
+    pub records: Vec<AcceptedRecord>,
+}
+
+/// An import taken: how many records were new, and when they are durable here.
+pub struct ImportAck {
+    pub accepted: usize,
+    pub durable: oneshot::Receiver<Result<(), String>>,
+}
+
+/// Why an import was not taken (nothing of it was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportRefused {
+    /// This node does not own the partition at the sender's epoch (409).
+    #[error("{0}")]
+    NotOwner(String),
+    /// The partition is full (429).
+    #[error("{0}")]
+    Overloaded(Overloaded),
+}
+
+/// How many records this node holds for other owners, per partition (outbox + dormant).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Held(pub u32);
+
+/// Stage numbers below `upto` of these partitions are durable here.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Durable(Vec<(u32, u64)>);
+
+/// A forwarder's answer for one shipped batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shipped {
+    pub partition: u32,
+    pub upto: u64,
+    pub records: usize,
+    pub result: ShipResult,
+}
 
 /// Journal settings of the ingress.
 pub struct IngressJournal {
     pub handle: JournalHandle,
     /// Wait for the fsync before acknowledging (`checkpoint.ack = "durable"`).
     pub durable: bool,
+}
+
+/// Records of one partition waiting here for its owner elsewhere.
+#[derive(Default)]
+struct Outbox {
+    /// In stage order; each record's `seq` is its stage number.
+    queue: VecDeque<Arc<AcceptedRecord>>,
+    /// Stage numbers below this are durable here and may be shipped.
+    durable_upto: u64,
+    /// The batch in flight ships stage numbers below this.
+    in_flight: Option<u64>,
+    /// Callers waiting until the owner took stage numbers below `.0`.
+    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Graceful handover: the node that will own the partition next.
+    handover_to: Option<String>,
+    not_before: Option<Instant>,
 }
 
 /// See module docs.
@@ -85,6 +218,14 @@ pub struct Ingress {
     limit: usize,
     shared: Arc<Shared>,
     journal: Option<IngressJournal>,
+    outbox: Vec<Outbox>,
+    next_stage: Vec<u64>,
+    dormant: BTreeMap<(u32, u64), Arc<AcceptedRecord>>,
+    imported: HashMap<(String, u32), u64>,
+    forwarders: HashMap<String, (String, Addr<Forwarder>)>,
+    /// Bearer token for the internal API of other nodes.
+    token: Option<String>,
+    me: Option<Addr<Ingress>>,
 }
 
 impl Ingress {
@@ -96,14 +237,23 @@ impl Ingress {
         limit: usize,
         shared: Arc<Shared>,
         journal: Option<IngressJournal>,
+        token: Option<String>,
     ) -> Self {
+        let n = partitions.len();
         Ingress {
-            lease_upto: vec![0; partitions.len()],
+            lease_upto: vec![0; n],
             partitions,
             next_seq,
             limit,
             shared,
             journal,
+            outbox: (0..n).map(|_| Outbox::default()).collect(),
+            next_stage: vec![0; n],
+            dormant: BTreeMap::new(),
+            imported: HashMap::new(),
+            forwarders: HashMap::new(),
+            token,
+            me: None,
         }
     }
 
@@ -122,10 +272,325 @@ impl Ingress {
         }
         out
     }
+
+    fn overloaded(&self, partition: usize, wanted: usize, held: usize) -> Overloaded {
+        Overloaded {
+            partition: partition as u32,
+            wanted,
+            held,
+            limit: self.limit,
+        }
+    }
+
+    /// Journal `entries`; durable receiver when `durable` (or when anything is staged:
+    /// staged records ship only once durable here).
+    fn journal_write(
+        &self,
+        entries: Vec<Entry>,
+        durable: bool,
+        staged: Vec<(u32, u64)>,
+    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+        let j = self.journal.as_ref()?;
+        if staged.is_empty() {
+            if durable {
+                return Some(j.handle.write_durable(entries));
+            }
+            j.handle.write(entries);
+            return None;
+        }
+        let rx = j.handle.write_durable(entries);
+        let (tx, out) = oneshot::channel();
+        let me = self.me.clone();
+        actix_rt::spawn(async move {
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err("the journal stopped".into()));
+            if result.is_ok()
+                && let Some(me) = me
+            {
+                me.do_send(Durable(staged));
+            }
+            let _ = tx.send(result);
+        });
+        Some(out)
+    }
+
+    /// Stage `records` of `partition` in the outbox (new stage numbers); returns the
+    /// entries to journal and the stage number after the last.
+    fn stage(&mut self, partition: u32, records: Vec<AcceptedRecord>) -> (Vec<Entry>, u64) {
+        let p = partition as usize;
+        let mut entries = Vec::with_capacity(records.len());
+        for mut r in records {
+            r.partition = partition;
+            r.seq = self.next_stage[p];
+            self.next_stage[p] += 1;
+            let r = Arc::new(r);
+            entries.push(Entry::Staged((*r).clone()));
+            self.outbox[p].queue.push_back(r);
+        }
+        self.publish_staged(partition);
+        (entries, self.next_stage[p])
+    }
+
+    fn publish_staged(&self, partition: u32) {
+        let p = partition as usize;
+        let dormant = self
+            .dormant
+            .range((partition, 0)..=(partition, u64::MAX))
+            .count();
+        self.shared.partitions[p]
+            .staged
+            .store(self.outbox[p].queue.len() + dormant, Ordering::Release);
+        self.shared
+            .metrics
+            .cluster_staged_records
+            .set(self.shared.staged() as i64);
+    }
+
+    /// Take accepted records into local partition `p` with fresh seqs, keeping their
+    /// attempts and first-attempt time; returns the journal entries and the batches to
+    /// dispatch once those are journaled.
+    fn take_in(
+        &mut self,
+        partition: u32,
+        records: Vec<Arc<AcceptedRecord>>,
+    ) -> (Vec<Entry>, Vec<Vec<(u64, Job)>>) {
+        let p = partition as usize;
+        let mut entries = self.leases(&{
+            let mut c = vec![0; self.partitions.len()];
+            c[p] = records.len();
+            c
+        });
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity(records.len());
+        for r in records {
+            let mut r = Arc::unwrap_or_clone(r);
+            r.partition = partition;
+            r.seq = self.next_seq[p];
+            self.next_seq[p] += 1;
+            entries.push(Entry::Accepted(r.clone()));
+            batch.push((r.seq, restored_job(r, now)));
+        }
+        let mut batches: Vec<Vec<(u64, Job)>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        batches[p] = batch;
+        (entries, batches)
+    }
+
+    /// Ship or self-deliver every outbox that can move.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        for p in 0..self.outbox.len() {
+            let ob = &self.outbox[p];
+            if ob.queue.is_empty()
+                || ob.in_flight.is_some()
+                || ob.not_before.is_some_and(|t| t > now)
+            {
+                continue;
+            }
+            let partition = p as u32;
+            match self.shared.ownership.route(partition) {
+                Route::Local(_) => self.deliver_locally(partition),
+                Route::Remote {
+                    node,
+                    advertise,
+                    epoch,
+                } => self.ship(partition, node, advertise, epoch, false),
+                Route::Unavailable(_) => {
+                    let target = self.outbox[p].handover_to.clone();
+                    if let Some(target) = target {
+                        let (members, _) = self.shared.ownership.view();
+                        if let Some(m) = members.into_iter().find(|m| m.node == target)
+                            && target != self.shared.ownership.node()
+                        {
+                            self.ship(partition, m.node, m.advertise, 0, true);
+                        }
+                    }
+                }
+            }
+        }
+        self.restage_dormant();
+    }
+
+    /// The partition is active here: its durable outbox records join it directly.
+    fn deliver_locally(&mut self, partition: u32) {
+        let p = partition as usize;
+        let upto = self.outbox[p].durable_upto;
+        let mut take = Vec::new();
+        while self.outbox[p].queue.front().is_some_and(|r| r.seq < upto) {
+            if let Some(r) = self.outbox[p].queue.pop_front() {
+                take.push(r);
+            }
+        }
+        if take.is_empty() {
+            return;
+        }
+        let last = take.last().map(|r| r.seq + 1).unwrap_or(0);
+        let (mut entries, batches) = self.take_in(partition, take);
+        entries.push(Entry::Forwarded {
+            partition,
+            upto: last,
+        });
+        if let Some(j) = &self.journal {
+            j.handle.write(entries);
+        }
+        self.dispatch(batches);
+        self.release_waiters(partition, last);
+        self.publish_staged(partition);
+    }
+
+    fn ship(
+        &mut self,
+        partition: u32,
+        node: String,
+        advertise: String,
+        epoch: u64,
+        handover: bool,
+    ) {
+        let p = partition as usize;
+        let upto = self.outbox[p].durable_upto;
+        let records: Vec<Arc<AcceptedRecord>> = self.outbox[p]
+            .queue
+            .iter()
+            .take_while(|r| r.seq < upto)
+            .take(SHIP_BATCH)
+            .cloned()
+            .collect();
+        let Some(last) = records.last().map(|r| r.seq + 1) else {
+            return;
+        };
+        let Some(me) = self.me.clone() else { return };
+        let fwd = match self.forwarders.get(&node) {
+            Some((url, addr)) if *url == advertise && addr.connected() => addr.clone(),
+            _ => {
+                let addr = Forwarder::new(
+                    self.shared.ownership.node().to_string(),
+                    advertise.clone(),
+                    self.token.clone(),
+                    me.clone(),
+                    self.shared.clone(),
+                )
+                .start();
+                self.forwarders
+                    .insert(node.clone(), (advertise.clone(), addr.clone()));
+                addr
+            }
+        };
+        self.outbox[p].in_flight = Some(last);
+        fwd.do_send(Ship {
+            partition,
+            epoch,
+            handover,
+            upto: last,
+            records,
+        });
+    }
+
+    fn release_waiters(&mut self, partition: u32, upto: u64) {
+        let ob = &mut self.outbox[partition as usize];
+        while ob.waiters.front().is_some_and(|(w, _)| *w <= upto) {
+            if let Some((_, tx)) = ob.waiters.pop_front() {
+                let _ = tx.send(());
+            }
+        }
+        if ob.queue.is_empty() {
+            ob.handover_to = None;
+        }
+    }
+
+    /// Dormant records of partitions another node owns move to the outbox.
+    fn restage_dormant(&mut self) {
+        if self.dormant.is_empty() {
+            return;
+        }
+        let mut parts: Vec<u32> = self.dormant.keys().map(|(p, _)| *p).collect();
+        parts.dedup();
+        for partition in parts {
+            if !matches!(self.shared.ownership.route(partition), Route::Remote { .. }) {
+                continue;
+            }
+            let keys: Vec<(u32, u64)> = self
+                .dormant
+                .range((partition, 0)..=(partition, u64::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            let records: Vec<Arc<AcceptedRecord>> =
+                keys.iter().filter_map(|k| self.dormant.remove(k)).collect();
+            tracing::info!(
+                partition,
+                records = records.len(),
+                "handing records pending here to the partition's owner"
+            );
+            let rx = self.restage(records, None);
+            drop(rx);
+        }
+    }
+
+    fn restage(
+        &mut self,
+        records: Vec<Arc<AcceptedRecord>>,
+        handover_to: Option<String>,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let mut by_partition: BTreeMap<u32, Vec<AcceptedRecord>> = BTreeMap::new();
+        let mut marks = Vec::with_capacity(records.len());
+        for r in records {
+            self.dormant.remove(&(r.partition, r.seq));
+            marks.push((r.partition, r.seq));
+            by_partition
+                .entry(r.partition)
+                .or_default()
+                .push(Arc::unwrap_or_clone(r));
+        }
+        let mut entries = Vec::new();
+        let mut staged = Vec::new();
+        for (partition, records) in by_partition {
+            let (mut e, upto) = self.stage(partition, records);
+            entries.append(&mut e);
+            staged.push((partition, upto));
+            if handover_to.is_some() {
+                self.outbox[partition as usize].handover_to = handover_to.clone();
+            }
+        }
+        entries.push(Entry::Handed { marks });
+        match self.journal_write(entries, true, staged) {
+            Some(rx) => rx,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err("no journal".into()));
+                rx
+            }
+        }
+    }
+}
+
+/// A job for a record coming back from the journal or another node: its attempts and its
+/// first-attempt time (the deadline keeps running) are kept.
+fn restored_job(r: AcceptedRecord, now: Instant) -> Job {
+    let started = r.first_attempt_ms > 0;
+    Job {
+        id: Arc::from(r.id.as_str()),
+        key: r.key.into_boxed_str(),
+        canonical: Arc::from(r.canonical.as_str()),
+        record: r.record.into_boxed_str(),
+        splice: r.splice,
+        accepted_at: now,
+        // An attempt in flight at the crash counts as made.
+        attempts: r.attempts.max(u32::from(started)),
+        first_attempt_ms: r.first_attempt_ms,
+        journaled: true,
+        reply: None,
+    }
 }
 
 impl Actor for Ingress {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.me = Some(ctx.address());
+        if self.shared.ownership.is_clustered() {
+            ctx.run_interval(Duration::from_millis(10), |act, _| act.pump());
+        }
+    }
 }
 
 impl Handler<Submit> for Ingress {
@@ -137,38 +602,95 @@ impl Handler<Submit> for Ingress {
         for r in &msg.records {
             counts[r.partition as usize % n] += 1;
         }
+        let ownership = self.shared.ownership.clone();
+        let mut remote = vec![false; n];
         for (p, wanted) in counts.iter().enumerate() {
-            let held = self.shared.partitions[p].held.load(Ordering::Acquire);
-            if *wanted > 0 && held + wanted > self.limit {
-                self.shared
-                    .metrics
-                    .records_refused
-                    .inc_by(msg.records.len() as u64);
-                return Err(Refused {
-                    reason: Overloaded {
-                        partition: p as u32,
-                        wanted: *wanted,
-                        held,
-                        limit: self.limit,
-                    },
-                    records: msg.records,
-                });
+            if *wanted == 0 {
+                continue;
+            }
+            let refuse = |reason| Refused {
+                reason,
+                records: Vec::new(),
+            };
+            let refusal = match ownership.route(p as u32) {
+                Route::Local(_) => {
+                    let held = self.shared.partitions[p].held.load(Ordering::Acquire);
+                    (held + wanted > self.limit)
+                        .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
+                }
+                // Enrich is not journaled: it cannot wait in an outbox (the HTTP edge
+                // sends it to the owner itself).
+                Route::Remote { node, .. } if msg.reply.is_some() => Some(Refusal::Unavailable(
+                    format!("partition {p} is served by {node}"),
+                )),
+                Route::Remote { .. } => {
+                    remote[p] = true;
+                    let held = self.outbox[p].queue.len();
+                    (held + wanted > self.limit)
+                        .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
+                }
+                Route::Unavailable(why) => Some(Refusal::Unavailable(why)),
+            };
+            if let Some(reason) = refusal {
+                if matches!(reason, Refusal::Overloaded(_)) {
+                    self.shared
+                        .metrics
+                        .records_refused
+                        .inc_by(msg.records.len() as u64);
+                }
+                let mut r = refuse(reason);
+                r.records = msg.records;
+                return Err(r);
             }
         }
         let now = Instant::now();
         let total = msg.records.len();
         let journaled = msg.reply.is_none() && self.journal.is_some();
-        let mut entries = self.leases(&counts);
+        let local_counts: Vec<usize> = counts
+            .iter()
+            .enumerate()
+            .map(|(p, c)| if remote[p] { 0 } else { *c })
+            .collect();
+        let mut entries = self.leases(&local_counts);
         let now_ms = if journaled { unix_ms() } else { 0 };
         let mut batches: Vec<Vec<(u64, Job)>> =
             counts.iter().map(|c| Vec::with_capacity(*c)).collect();
+        let mut to_stage: BTreeMap<u32, Vec<AcceptedRecord>> = BTreeMap::new();
         let mut ids = Vec::with_capacity(total);
         for (i, a) in msg.records.into_iter().enumerate() {
             let p = a.partition as usize % n;
+            if remote[p] {
+                let stage =
+                    self.next_stage[p] + to_stage.get(&(p as u32)).map_or(0, Vec::len) as u64;
+                // A generated id must be unique in the cluster: name this node and the stage.
+                let id = a.id.unwrap_or_else(|| {
+                    Arc::from(format!("{}-p{p}-s{stage}", ownership.node()).as_str())
+                });
+                ids.push(id.clone());
+                to_stage.entry(p as u32).or_default().push(AcceptedRecord {
+                    partition: p as u32,
+                    seq: 0,
+                    accepted_ms: now_ms,
+                    first_attempt_ms: 0,
+                    attempts: 0,
+                    splice: a.splice,
+                    id: id.to_string(),
+                    key: a.key.to_string(),
+                    canonical: a.canonical.to_string(),
+                    record: a.record.to_string(),
+                });
+                continue;
+            }
             let seq = self.next_seq[p];
             self.next_seq[p] += 1;
-            let id =
-                a.id.unwrap_or_else(|| Arc::from(format!("p{p}-{seq}").as_str()));
+            let id = a.id.unwrap_or_else(|| {
+                let name = if ownership.is_clustered() {
+                    format!("{}-p{p}-{seq}", ownership.node())
+                } else {
+                    format!("p{p}-{seq}")
+                };
+                Arc::from(name.as_str())
+            });
             ids.push(id.clone());
             if journaled {
                 entries.push(Entry::Accepted(AcceptedRecord {
@@ -200,19 +722,34 @@ impl Handler<Submit> for Ingress {
                 },
             ));
         }
+        let mut staged = Vec::new();
+        let mut forwarded = Vec::new();
+        for (partition, records) in to_stage {
+            let (mut e, upto) = self.stage(partition, records);
+            entries.append(&mut e);
+            staged.push((partition, upto));
+            let (tx, rx) = oneshot::channel();
+            self.outbox[partition as usize]
+                .waiters
+                .push_back((upto, tx));
+            forwarded.push(rx);
+        }
         // Journal first: the channel is FIFO, so the partitions' later entries about these
         // records (started, committed) always follow their acceptance in the journal.
-        let durable = match &self.journal {
-            Some(j) if j.durable && journaled => Some(j.handle.write_durable(entries)),
-            Some(j) => {
-                j.handle.write(entries);
-                None
-            }
-            None => None,
+        let durable_ack = self.journal.as_ref().is_some_and(|j| j.durable) && journaled;
+        let durable = if journaled || !staged.is_empty() {
+            self.journal_write(entries, durable_ack, staged)
+                .filter(|_| durable_ack)
+        } else {
+            None
         };
         self.dispatch(batches);
         self.shared.metrics.records_accepted.inc_by(total as u64);
-        Ok(Admission { ids, durable })
+        Ok(Admission {
+            ids,
+            durable,
+            forwarded,
+        })
     }
 }
 
@@ -236,45 +773,275 @@ impl Ingress {
 impl Handler<Restore> for Ingress {
     type Result = usize;
 
-    /// Re-issue every pending record, in seq order per partition, with its attempts and
-    /// first-attempt time; continue seqs above everything ever leased.
+    /// Standalone: re-issue every pending record, in seq order per partition, with its
+    /// attempts and first-attempt time. Cluster: keep them dormant until their partition
+    /// is placed, and refill the outboxes. Either way seqs continue above every lease.
     fn handle(&mut self, msg: Restore, _: &mut Self::Context) -> usize {
-        let state = msg.0;
+        let state = msg.state;
         let n = self.partitions.len();
         for p in 0..n {
             let next = state.next_seq_of(p as u32).max(self.next_seq[p]);
             self.next_seq[p] = next;
             // The restored lease is already journaled; force a fresh one above it.
             self.lease_upto[p] = next;
+            self.next_stage[p] = state.next_stage_of(p as u32);
         }
         let leases = self.leases(&vec![0; n]);
         if let Some(j) = &self.journal {
             j.handle.write(leases);
         }
+        for ((source, p), upto) in state.imported {
+            self.imported.insert((source, p), upto);
+        }
+        for ((p, _), r) in state.staged {
+            let ob = &mut self.outbox[p as usize % n];
+            ob.durable_upto = ob.durable_upto.max(r.seq + 1);
+            ob.queue.push_back(r);
+        }
+        let total = state.pending.len();
+        if msg.clustered {
+            self.dormant = state.pending;
+            for p in 0..n {
+                self.publish_staged(p as u32);
+            }
+            return total;
+        }
         let now = Instant::now();
         let mut batches: Vec<Vec<(u64, Job)>> = (0..n).map(|_| Vec::new()).collect();
-        let total = state.pending.len();
         for ((p, seq), r) in state.pending {
-            let r = Arc::unwrap_or_clone(r);
-            let started = r.first_attempt_ms > 0;
-            batches[p as usize % n].push((
-                seq,
-                Job {
-                    id: Arc::from(r.id.as_str()),
-                    key: r.key.into_boxed_str(),
-                    canonical: Arc::from(r.canonical.as_str()),
-                    record: r.record.into_boxed_str(),
-                    splice: r.splice,
-                    accepted_at: now,
-                    // An attempt in flight at the crash counts as made.
-                    attempts: r.attempts.max(u32::from(started)),
-                    first_attempt_ms: r.first_attempt_ms,
-                    journaled: true,
-                    reply: None,
-                },
-            ));
+            batches[p as usize % n].push((seq, restored_job(Arc::unwrap_or_clone(r), now)));
         }
         self.dispatch(batches);
         total
+    }
+}
+
+impl Handler<Activate> for Ingress {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Activate, _: &mut Self::Context) -> usize {
+        let partition = msg.partition;
+        let p = partition as usize;
+        self.partitions[p].do_send(SetEpoch(msg.epoch));
+        if msg.seq_floor > self.next_seq[p] {
+            self.next_seq[p] = msg.seq_floor;
+            self.lease_upto[p] = msg.seq_floor;
+        }
+        let mut counts = vec![0; self.partitions.len()];
+        counts[p] = 0;
+        let mut entries = vec![Entry::Owned {
+            partition,
+            epoch: msg.epoch,
+        }];
+        entries.append(&mut self.leases(&counts));
+        // Records pending here from an earlier tenure keep their seqs (all below the
+        // floor) and go first.
+        let keys: Vec<(u32, u64)> = self
+            .dormant
+            .range((partition, 0)..=(partition, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(r) = self.dormant.remove(&k) {
+                batch.push((k.1, restored_job(Arc::unwrap_or_clone(r), now)));
+            }
+        }
+        let reissued = batch.len();
+        if let Some(j) = &self.journal {
+            j.handle.write(entries);
+        }
+        let mut batches: Vec<Vec<(u64, Job)>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        batches[p] = batch;
+        self.dispatch(batches);
+        self.shared.ownership.set_active(partition, msg.epoch);
+        // Then what waited in the outbox (handed over by the previous owner, or accepted
+        // here while another node owned the partition), before any new record.
+        self.deliver_locally(partition);
+        self.publish_staged(partition);
+        reissued
+    }
+}
+
+impl Handler<EvictPartition> for Ingress {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: EvictPartition, _: &mut Self::Context) -> Self::Result {
+        let addr = self.partitions[msg.0 as usize].clone();
+        Box::pin(async move { addr.send(Evict).await.unwrap_or(0) })
+    }
+}
+
+impl Handler<Restage> for Ingress {
+    type Result = MessageResult<Restage>;
+
+    fn handle(&mut self, msg: Restage, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.restage(msg.records, msg.handover_to))
+    }
+}
+
+impl Handler<Dormant> for Ingress {
+    type Result = ();
+
+    fn handle(&mut self, msg: Dormant, _: &mut Self::Context) {
+        self.dormant = msg
+            .0
+            .into_iter()
+            .map(|r| ((r.partition, r.seq), r))
+            .collect();
+        for p in 0..self.partitions.len() {
+            self.publish_staged(p as u32);
+        }
+    }
+}
+
+impl Handler<Held> for Ingress {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Held, _: &mut Self::Context) -> usize {
+        let p = msg.0;
+        self.outbox[p as usize].queue.len() + self.dormant.range((p, 0)..=(p, u64::MAX)).count()
+    }
+}
+
+impl Handler<Durable> for Ingress {
+    type Result = ();
+
+    fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
+        for (p, upto) in msg.0 {
+            let ob = &mut self.outbox[p as usize];
+            ob.durable_upto = ob.durable_upto.max(upto);
+        }
+        self.pump();
+    }
+}
+
+impl Handler<Shipped> for Ingress {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shipped, _: &mut Self::Context) {
+        let partition = msg.partition;
+        let p = partition as usize;
+        self.outbox[p].in_flight = None;
+        match msg.result {
+            ShipResult::Taken => {
+                let ob = &mut self.outbox[p];
+                while ob.queue.front().is_some_and(|r| r.seq < msg.upto) {
+                    ob.queue.pop_front();
+                }
+                ob.not_before = None;
+                if let Some(j) = &self.journal {
+                    j.handle.write(vec![Entry::Forwarded {
+                        partition,
+                        upto: msg.upto,
+                    }]);
+                }
+                self.shared
+                    .metrics
+                    .cluster_forwarded_records
+                    .inc_by(msg.records as u64);
+                self.release_waiters(partition, msg.upto);
+                self.publish_staged(partition);
+            }
+            ShipResult::NotOwner(why) => {
+                tracing::debug!(partition, %why, "owner refused forwarded records");
+                if self.outbox[p].handover_to.is_none() {
+                    self.shared.ownership.mark_refused(partition);
+                }
+                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
+            }
+            ShipResult::Retry(why) => {
+                tracing::debug!(partition, %why, "forwarding failed; will retry");
+                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
+            }
+        }
+        self.pump();
+    }
+}
+
+impl Handler<Import> for Ingress {
+    type Result = Result<ImportAck, ImportRefused>;
+
+    fn handle(&mut self, msg: Import, _: &mut Self::Context) -> Self::Result {
+        let partition = msg.partition;
+        let p = partition as usize;
+        if p >= self.partitions.len() {
+            return Err(ImportRefused::NotOwner(format!(
+                "partition {partition} does not exist here"
+            )));
+        }
+        let key = (msg.source.clone(), partition);
+        let watermark = self.imported.get(&key).copied().unwrap_or(0);
+        let upto = msg.records.last().map(|r| r.seq + 1).unwrap_or(0);
+        let fresh: Vec<Arc<AcceptedRecord>> = msg
+            .records
+            .into_iter()
+            .filter(|r| r.seq >= watermark)
+            .map(Arc::new)
+            .collect();
+        let route = self.shared.ownership.route(partition);
+        let local = match route {
+            Route::Local(e) if msg.handover || e == msg.epoch => true,
+            Route::Local(e) => {
+                self.shared
+                    .metrics
+                    .fencing_refusals
+                    .inc_by(fresh.len() as u64);
+                return Err(ImportRefused::NotOwner(format!(
+                    "this node owns partition {partition} at epoch {e}, not {}",
+                    msg.epoch
+                )));
+            }
+            _ if msg.handover => false,
+            Route::Remote { node, epoch, .. } => {
+                return Err(ImportRefused::NotOwner(format!(
+                    "partition {partition} is owned by {node} at epoch {epoch}"
+                )));
+            }
+            Route::Unavailable(why) => return Err(ImportRefused::NotOwner(why)),
+        };
+        if local && !msg.handover {
+            let held = self.shared.partitions[p].held.load(Ordering::Acquire);
+            if held + fresh.len() > self.limit {
+                return Err(ImportRefused::Overloaded(self.overloaded(
+                    p,
+                    fresh.len(),
+                    held,
+                )));
+            }
+        }
+        let accepted = fresh.len();
+        let (mut entries, batches) = if local {
+            self.take_in(partition, fresh)
+        } else {
+            let records = fresh.into_iter().map(Arc::unwrap_or_clone).collect();
+            let (e, _) = self.stage(partition, records);
+            (e, Vec::new())
+        };
+        let staged = if local {
+            Vec::new()
+        } else {
+            vec![(partition, self.next_stage[p])]
+        };
+        if upto > watermark {
+            self.imported.insert(key, upto);
+            entries.push(Entry::Imported {
+                source: msg.source,
+                partition,
+                upto,
+            });
+        }
+        let durable = match self.journal_write(entries, true, staged) {
+            Some(rx) => rx,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Ok(()));
+                rx
+            }
+        };
+        self.dispatch(batches);
+        Ok(ImportAck { accepted, durable })
     }
 }

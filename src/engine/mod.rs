@@ -7,10 +7,12 @@
 
 pub mod admit;
 pub mod emitter;
+pub mod forwarder;
 pub mod hash;
 pub mod ingress;
 pub mod job;
 pub mod outcome;
+pub mod ownership;
 pub mod partition;
 pub mod queue;
 pub mod reply;
@@ -25,9 +27,13 @@ use actix::prelude::*;
 use actix_rt::Arbiter;
 
 use self::admit::{Admitted, RecordRules};
-use self::emitter::{Emitter, Flush, Truncate};
-use self::ingress::{Ingress, IngressJournal, Overloaded, Refused, Restore, Submit};
+use self::emitter::{Emitter, Flush, Reset, Truncate};
+use self::ingress::{
+    Activate, Dormant, EvictPartition, Held, Import, ImportAck, ImportRefused, Ingress,
+    IngressJournal, Overloaded, Refusal, Refused, Restage, Restore, Submit,
+};
 use self::outcome::OutcomeRules;
+use self::ownership::Ownership;
 use self::partition::{Partition, PartitionConfig};
 use self::reply::Collector;
 use self::retry::RetryPolicy;
@@ -61,6 +67,9 @@ pub enum SubmitError {
     },
     #[error("the engine is stopped")]
     Stopped,
+    /// A target partition has no owner that can take records now; nothing was accepted.
+    #[error("{0}")]
+    Unavailable(String),
     /// The records were accepted but could not be made durable.
     #[error("could not make the records durable: {0}")]
     Journal(String),
@@ -68,11 +77,29 @@ pub enum SubmitError {
 
 impl From<Refused> for SubmitError {
     fn from(r: Refused) -> Self {
-        SubmitError::Overloaded {
-            reason: r.reason,
-            records: r.records,
+        match r.reason {
+            Refusal::Overloaded(reason) => SubmitError::Overloaded {
+                reason,
+                records: r.records,
+            },
+            Refusal::Unavailable(why) => SubmitError::Unavailable(why),
         }
     }
+}
+
+/// How long a `/v1/records` answer waits for remote owners to take forwarded records
+/// (the records are durable here already; past this the 202 goes out anyway).
+const FORWARD_WAIT: Duration = Duration::from_secs(2);
+
+/// Why an import from another node was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Refused(ImportRefused),
+    #[error("the engine is stopped")]
+    Stopped,
+    #[error("could not make the records durable: {0}")]
+    Journal(String),
 }
 
 /// A running engine: the handle the HTTP edge and `sluice enrich` use.
@@ -98,8 +125,25 @@ impl Engine {
         dead_letter: Box<dyn Sink>,
         journal: Option<JournalHandle>,
     ) -> Result<Engine, EngineError> {
+        let ownership = Arc::new(Ownership::standalone(
+            &settings.node_id(),
+            settings.pipeline.partitions as u32,
+        ));
+        Self::start_with(settings, lookup, output, dead_letter, journal, ownership)
+    }
+
+    /// [`Engine::start`] with a given ownership table (cluster mode: owns nothing until
+    /// the controller activates partitions).
+    pub fn start_with(
+        settings: &Settings,
+        lookup: Arc<dyn Lookup>,
+        output: Box<dyn Sink>,
+        dead_letter: Box<dyn Sink>,
+        journal: Option<JournalHandle>,
+        ownership: Arc<Ownership>,
+    ) -> Result<Engine, EngineError> {
         let partitions = settings.pipeline.partitions as usize;
-        let shared = Arc::new(Shared::new(partitions, Metrics::new()?));
+        let shared = Arc::new(Shared::new(partitions, Metrics::new()?, ownership));
         let rules = RecordRules::from_settings(settings)?.with_lookup(lookup.clone());
         let outcome_rules = Arc::new(OutcomeRules::from_settings(settings)?);
         let policy = RetryPolicy::from_settings(&settings.retry);
@@ -144,8 +188,16 @@ impl Engine {
                 handle,
                 durable: settings.checkpoint.ack == Ack::Durable,
             });
+            let token = settings.server.auth_tokens.first().cloned();
             Ingress::start_in_arbiter(&ingress_arbiter.handle(), move |_| {
-                Ingress::new(addrs, vec![0; partitions], limit, shared, ingress_journal)
+                Ingress::new(
+                    addrs,
+                    vec![0; partitions],
+                    limit,
+                    shared,
+                    ingress_journal,
+                    token,
+                )
             })
         };
 
@@ -184,15 +236,113 @@ impl Engine {
             .map_err(|_| "the emitter is gone".to_string())?
     }
 
-    /// Continue from restored state: re-issue its pending records; returns how many.
+    /// Continue from restored state: re-issue its pending records (standalone) or keep
+    /// them until their partitions are placed (cluster); returns how many.
     pub async fn restore(&self, state: State) -> Result<usize, EngineError> {
+        let clustered = self.shared.ownership.is_clustered();
         let n = self
             .ingress
-            .send(Restore(state))
+            .send(Restore { state, clustered })
             .await
             .map_err(|_| EngineError::Stopped)?;
         self.shared.metrics.restored_records.set(n as i64);
         Ok(n)
+    }
+
+    /// Cluster: serve `partition` from now on under `epoch`, seqs from `seq_floor` up.
+    pub async fn activate(
+        &self,
+        partition: u32,
+        epoch: u64,
+        seq_floor: u64,
+    ) -> Result<usize, EngineError> {
+        self.ingress
+            .send(Activate {
+                partition,
+                epoch,
+                seq_floor,
+            })
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Cluster: drop the partition's records from its actor (they stay in the journal).
+    pub async fn evict(&self, partition: u32) -> Result<usize, EngineError> {
+        self.ingress
+            .send(EvictPartition(partition))
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Cluster: the journal's pending records of `partition` (all: `None`).
+    pub async fn export(
+        &self,
+        partition: Option<u32>,
+    ) -> Result<Vec<Arc<crate::durability::codec::AcceptedRecord>>, String> {
+        match &self.journal {
+            Some(j) => j.export(partition).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Cluster: move pending records into the outbox (for `handover_to`, else the owner);
+    /// answers once that is durable.
+    pub async fn restage(
+        &self,
+        records: Vec<Arc<crate::durability::codec::AcceptedRecord>>,
+        handover_to: Option<String>,
+    ) -> Result<(), String> {
+        let rx = self
+            .ingress
+            .send(Restage {
+                records,
+                handover_to,
+            })
+            .await
+            .map_err(|_| "the ingress is gone".to_string())?;
+        rx.await.map_err(|_| "the journal stopped".to_string())?
+    }
+
+    /// Cluster: records held here for `partition`'s owner elsewhere (outbox and dormant).
+    pub async fn held_for_others(&self, partition: u32) -> usize {
+        self.ingress.send(Held(partition)).await.unwrap_or(0)
+    }
+
+    /// Cluster: after a lost lease, drop what waits for the sinks, cut them back to the
+    /// last commit, and keep every pending record dormant for the new owners.
+    pub async fn lose_everything(&self) -> Result<(), String> {
+        for (p, _) in self.shared.ownership.active_partitions() {
+            self.shared.ownership.set_active(p, 0);
+            let _ = self.evict(p).await;
+        }
+        for p in 0..self.shared.partitions.len() as u32 {
+            self.shared.ownership.set_active(p, 0);
+        }
+        self.emitter
+            .send(Reset)
+            .await
+            .map_err(|_| "the emitter is gone".to_string())??;
+        let records = self.export(None).await?;
+        self.ingress
+            .send(Dormant(records))
+            .await
+            .map_err(|_| "the ingress is gone".to_string())
+    }
+
+    /// Cluster: take records another node sends (see `engine/ingress.rs`); answers once
+    /// they are durable here.
+    pub async fn import(&self, msg: Import) -> Result<usize, ImportError> {
+        let ImportAck { accepted, durable } = self
+            .ingress
+            .send(msg)
+            .await
+            .map_err(|_| ImportError::Stopped)?
+            .map_err(ImportError::Refused)?;
+        durable
+            .await
+            .map_err(|_| ImportError::Journal("the journal stopped".into()))?
+            .map_err(ImportError::Journal)?;
+        Ok(accepted)
     }
 
     /// Take a snapshot now (after committing what the sinks hold); answers once durable.
@@ -230,6 +380,12 @@ impl Engine {
                 .await
                 .map_err(|_| SubmitError::Journal("the journal stopped".into()))?
                 .map_err(SubmitError::Journal)?;
+        }
+        if !admission.forwarded.is_empty() {
+            // Durable here already; waiting for the owners keeps per-key order for a client
+            // that sends its next request to another node after this answer.
+            let all = futures_util::future::join_all(admission.forwarded);
+            let _ = tokio::time::timeout(FORWARD_WAIT, all).await;
         }
         Ok(admission.ids)
     }

@@ -102,6 +102,8 @@ pub enum Route {
 /// How outcomes are shaped and routed: `lookup.into`, `lookup.on_miss`, `pipeline.on_timeout`.
 #[derive(Debug, Clone)]
 pub struct OutcomeRules {
+    /// Cluster mode: the node id envelopes name (with the epoch they were written under).
+    node: Option<String>,
     into: Pointer,
     on_miss: OnMiss,
     on_timeout: OnTimeout,
@@ -112,6 +114,8 @@ pub struct EnvelopeParts<'a> {
     pub id: &'a str,
     pub partition: u32,
     pub seq: u64,
+    /// Ownership epoch the partition was written under (cluster mode).
+    pub epoch: u64,
     /// The key's JSON text.
     pub key: &'a str,
     pub attempts: u32,
@@ -126,6 +130,7 @@ impl OutcomeRules {
     /// Compile from validated settings.
     pub fn from_settings(s: &Settings) -> Result<Self, crate::pointer::PointerError> {
         Ok(OutcomeRules {
+            node: s.cluster.enabled.then(|| s.node_id()),
             into: Pointer::parse(&s.lookup.into)?,
             on_miss: s.lookup.on_miss,
             on_timeout: s.pipeline.on_timeout,
@@ -164,6 +169,12 @@ impl OutcomeRules {
         let _ = serde_json::to_writer(&mut *buf, &p.partition);
         buf.extend_from_slice(b",\"seq\":");
         let _ = serde_json::to_writer(&mut *buf, &p.seq);
+        if let Some(node) = &self.node {
+            buf.extend_from_slice(b",\"node\":");
+            let _ = serde_json::to_writer(&mut *buf, node);
+            buf.extend_from_slice(b",\"epoch\":");
+            let _ = serde_json::to_writer(&mut *buf, &p.epoch);
+        }
         buf.extend_from_slice(b",\"key\":");
         buf.extend_from_slice(p.key.as_bytes());
         buf.extend_from_slice(b",\"outcome\":\"");
@@ -202,6 +213,7 @@ mod tests {
             id: "r-17",
             partition: 3,
             seq: 42,
+            epoch: 0,
             key: "\"u1\"",
             attempts: 1,
             latency_ms: 12.5,

@@ -47,6 +47,19 @@ struct RetryNow {
     seq: u64,
 }
 
+/// Cluster: from now on this partition writes under ownership `epoch` (sent by the
+/// ingress before the first records of a new tenure).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetEpoch(pub u64);
+
+/// Cluster: the partition leaves this node. Drop every record (backlog and in flight)
+/// without an outcome — they stay pending in the journal and are handed to the new owner
+/// from there — and answer how many there were.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Evict;
+
 /// Static configuration of a partition.
 pub struct PartitionConfig {
     pub id: u32,
@@ -117,6 +130,8 @@ pub struct Partition {
     me: Option<Addr<Partition>>,
     /// Journal entries gathered during one wake-up, sent as one write.
     journal_buf: Vec<Entry>,
+    /// Ownership epoch written into envelopes and emit batches (0 standalone).
+    epoch: u64,
 }
 
 impl Partition {
@@ -138,6 +153,7 @@ impl Partition {
             released: Vec::new(),
             me: None,
             journal_buf: Vec::new(),
+            epoch: 0,
         }
     }
 
@@ -327,7 +343,7 @@ impl Partition {
 
     /// Emit a record that never entered the queue (defensive path only).
     fn emit_now(&mut self, seq: u64, job: Job, outcome: Outcome) {
-        let mut batch = EmitBatch::new(self.cfg.id);
+        let mut batch = EmitBatch::new(self.cfg.id, self.epoch);
         self.render(seq, job, outcome, Instant::now(), &mut batch);
         self.send(batch);
     }
@@ -341,7 +357,7 @@ impl Partition {
         // `held` is released by the emitter once the sink took the records, so records
         // waiting for a slow sink still count against the partition's bound (429s, not
         // memory growth).
-        let mut batch = EmitBatch::new(self.cfg.id);
+        let mut batch = EmitBatch::new(self.cfg.id, self.epoch);
         // Size the output once: growing it record by record copies it over and over.
         let bytes: usize = self
             .released
@@ -375,6 +391,7 @@ impl Partition {
             id: &job.id,
             partition: self.cfg.id,
             seq,
+            epoch: self.epoch,
             key: &job.key,
             attempts: job.attempts,
             latency_ms: (latency.as_micros() as f64) / 1000.0,
@@ -464,6 +481,50 @@ impl Handler<Enqueue> for Partition {
     fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) {
         self.backlog.extend(msg.0);
         self.settle();
+    }
+}
+
+impl Handler<SetEpoch> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetEpoch, _: &mut Self::Context) {
+        self.epoch = msg.0;
+    }
+}
+
+impl Handler<Evict> for Partition {
+    type Result = usize;
+
+    fn handle(&mut self, _: Evict, _: &mut Self::Context) -> usize {
+        // Whatever was released is rendered and sent first: it reached its outcome here.
+        self.flush_released();
+        if !self.journal_buf.is_empty()
+            && let Some(j) = &self.cfg.journal
+        {
+            j.write(std::mem::take(&mut self.journal_buf));
+        }
+        let backlog = self.backlog.len();
+        let mut evicted = self.queue.evict_all();
+        evicted.extend(self.backlog.drain(..));
+        // `/v1/enrich` records are not journaled: they end here (failed) so their caller
+        // gets an answer; journaled records are handed over from the journal.
+        let mut batch = EmitBatch::new(self.cfg.id, self.epoch);
+        let mut dropped = 0;
+        for (seq, job) in evicted {
+            if job.reply.is_some() {
+                let outcome = Outcome::failed("the partition moved to another node".into());
+                self.render(seq, job, outcome, Instant::now(), &mut batch);
+            } else {
+                dropped += 1;
+            }
+        }
+        self.send(batch);
+        let stats = &self.shared.partitions[self.cfg.id as usize];
+        stats.backlog.fetch_sub(backlog, Ordering::AcqRel);
+        stats.held.fetch_sub(dropped, Ordering::AcqRel);
+        stats.handed.fetch_add(dropped as u64, Ordering::AcqRel);
+        self.publish();
+        dropped
     }
 }
 

@@ -237,6 +237,20 @@ impl<T, O> InFlightQueue<T, O> {
             .min()
     }
 
+    /// Take every record out, released or not, in seq order, and forget the seq
+    /// watermark: the partition is leaving this node (its records are handed over from the
+    /// journal) and may come back later with any seqs.
+    pub fn evict_all(&mut self) -> Vec<(u64, T)> {
+        let mut out: Vec<(u64, T)> = self.slots.drain().map(|(seq, s)| (seq, s.item)).collect();
+        out.extend(self.released.drain(..).map(|r| (r.seq, r.item)));
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        self.order.clear();
+        self.by_key.clear();
+        self.last_seq = None;
+        self.waiting = 0;
+        out
+    }
+
     /// Move out everything released so far, in release order.
     pub fn drain_released(&mut self, out: &mut Vec<Released<T, O>>) {
         out.append(&mut self.released);
@@ -442,6 +456,22 @@ mod tests {
         assert_eq!(
             emitted.iter().map(|e| e.0).collect::<Vec<_>>(),
             vec![6, 0, 3]
+        );
+    }
+
+    #[test]
+    fn evict_all_empties_the_queue_and_resets_the_seq_watermark() {
+        let t0 = Instant::now() + std::time::Duration::from_secs(60);
+        let mut q: InFlightQueue<u32, u32> = InFlightQueue::new(Mode::Ordered, 4);
+        assert!(q.admit(5, Arc::from("k"), t0, 50).is_ok());
+        assert!(q.admit(6, Arc::from("k"), t0, 60).is_ok());
+        assert!(q.complete(5, 1).is_ok());
+        let out = q.evict_all();
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![5, 6]);
+        assert!(q.is_empty() && q.has_room() && q.waiting() == 0);
+        assert!(
+            q.admit(1, Arc::from("k"), t0, 10).is_ok(),
+            "lower seqs admitted again"
         );
     }
 }

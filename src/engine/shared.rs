@@ -3,6 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
+use super::ownership::Ownership;
 use crate::metrics::Metrics;
 
 /// Live counters of one partition.
@@ -20,6 +23,11 @@ pub struct PartitionStats {
     /// Records admitted and not yet taken by their sink (backlog, in flight, waiting for
     /// the emitter): the number the ingress bounds by `capacity + backlog`.
     pub held: AtomicUsize,
+    /// Records this node accepted and gave away (handover, lost ownership): no longer
+    /// pending here.
+    pub handed: AtomicU64,
+    /// Cluster: records held here for this partition's owner elsewhere, not yet taken.
+    pub staged: AtomicUsize,
 }
 
 impl PartitionStats {
@@ -27,7 +35,8 @@ impl PartitionStats {
     pub fn pending(&self) -> u64 {
         let accepted = self.accepted.load(Ordering::Acquire);
         let emitted = self.emitted.load(Ordering::Acquire);
-        accepted.saturating_sub(emitted)
+        let handed = self.handed.load(Ordering::Acquire);
+        accepted.saturating_sub(emitted).saturating_sub(handed)
     }
 }
 
@@ -41,14 +50,17 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Set on shutdown: stop accepting.
     pub draining: AtomicBool,
+    /// Who owns which partition (a standalone node owns all of them).
+    pub ownership: Arc<Ownership>,
     /// The newest durable snapshot, for `/v1/status`.
     pub last_checkpoint: crate::durability::journal::CheckpointSlot,
 }
 
 impl Shared {
     /// Fresh counters for `partitions` partitions.
-    pub fn new(partitions: usize, metrics: Metrics) -> Self {
+    pub fn new(partitions: usize, metrics: Metrics, ownership: Arc<Ownership>) -> Self {
         Shared {
+            ownership,
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
             metrics,
             ready: AtomicBool::new(false),
@@ -60,6 +72,14 @@ impl Shared {
     /// Accepted but not yet terminal, all partitions.
     pub fn pending(&self) -> u64 {
         self.partitions.iter().map(PartitionStats::pending).sum()
+    }
+
+    /// Records held here for other nodes' partitions, not yet taken by their owners.
+    pub fn staged(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| p.staged.load(Ordering::Acquire) as u64)
+            .sum()
     }
 
     /// Whether requests may be accepted.

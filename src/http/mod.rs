@@ -2,6 +2,7 @@
 //! every failure leaves through [`problem::ApiError`].
 
 pub mod body;
+pub mod cluster;
 pub mod problem;
 
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
             .route("/v1/enrich", web::post().to(post_enrich))
             .route("/v1/status", web::get().to(get_status))
             .route("/v1/checkpoint", web::post().to(post_checkpoint))
+            .route("/v1/cluster", web::get().to(cluster::get_cluster))
+            .route("/internal/v1/import", web::post().to(cluster::post_import))
             .route("/metrics", web::get().to(get_metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -73,7 +76,7 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
     Ok(server.run())
 }
 
-fn authorize(req: &HttpRequest, settings: &Settings) -> Result<(), ApiError> {
+pub(crate) fn authorize(req: &HttpRequest, settings: &Settings) -> Result<(), ApiError> {
     let tokens = &settings.server.auth_tokens;
     if tokens.is_empty() {
         return Ok(());
@@ -115,7 +118,7 @@ fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Read the body up to `server.max_body_bytes`, refusing early on Content-Length.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: u64,
@@ -191,7 +194,7 @@ async fn admitted_records(
     Ok(admitted)
 }
 
-fn submit_error(e: SubmitError) -> ApiError {
+pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::Overloaded { reason, .. } if !reason.can_ever_fit() => {
             ApiError::PayloadTooLarge(format!(
@@ -205,6 +208,9 @@ fn submit_error(e: SubmitError) -> ApiError {
             retry_after_secs: 1,
         },
         SubmitError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
+        SubmitError::Unavailable(why) => {
+            ApiError::Unavailable(format!("{why}; nothing was accepted, retry shortly"))
+        }
         SubmitError::Journal(e) => ApiError::Unavailable(format!(
             "the records were accepted but could not be made durable ({e}); retry the request"
         )),
@@ -227,7 +233,11 @@ async fn post_enrich(
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
-    let results = state.engine.enrich(records).await.map_err(submit_error)?;
+    let results = if state.engine.shared().ownership.is_clustered() {
+        cluster::enrich_across(&req, &state, records).await?
+    } else {
+        state.engine.enrich(records).await.map_err(submit_error)?
+    };
     let mut body = Vec::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
     body.extend_from_slice(b"{\"results\":[");
     for (i, r) in results.iter().enumerate() {
@@ -315,6 +325,19 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
     ensure_ready(&state)?;
+    let own = &state.engine.shared().ownership;
+    if own.is_clustered() {
+        if !own.lease_live() {
+            return Err(ApiError::Unavailable(
+                "no live etcd lease: this node has fenced itself (503 until etcd answers)".into(),
+            ));
+        }
+        if !own.known() {
+            return Err(ApiError::Unavailable(
+                "the partition owners are not known yet".into(),
+            ));
+        }
+    }
     if !state.engine.lookup().is_ready() {
         return Err(ApiError::Unavailable(format!(
             "the lookup backend is unreachable ({})",
@@ -330,6 +353,8 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         "/v1/enrich",
         "/v1/status",
         "/v1/checkpoint",
+        "/v1/cluster",
+        "/internal/v1/import",
         "/metrics",
         "/healthz",
         "/readyz",

@@ -35,6 +35,9 @@ pub enum ApiError {
         detail: String,
         retry_after_secs: u64,
     },
+    /// Cluster: the receiver does not own the partition at the sender's epoch.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -67,6 +70,7 @@ impl ApiError {
             }
             ApiError::InvalidRecords { .. } => ("invalid-records", "Invalid records"),
             ApiError::Overloaded { .. } => ("overloaded", "Backlog full, nothing accepted"),
+            ApiError::Conflict(_) => ("not-owner", "Not the partition's owner at that epoch"),
             ApiError::NotImplemented(_) => ("not-implemented", "Not implemented"),
             ApiError::Unavailable(_) => ("not-ready", "Service not ready"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -85,6 +89,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidRecords { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

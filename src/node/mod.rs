@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::cluster::controller::{Controller, JoinError};
 use crate::durability::journal;
 use crate::engine::Engine;
+use crate::engine::ownership::Ownership;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
 use crate::sink;
@@ -44,16 +46,19 @@ impl From<crate::lookup::BuildError> for NodeError {
     }
 }
 
-/// The node's name: `server.node`, else `$HOSTNAME`, else "sluice".
-pub fn node_name(settings: &Settings) -> String {
-    if !settings.server.node.is_empty() {
-        settings.server.node.clone()
-    } else {
-        std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "sluice".into())
+/// The base URL other nodes reach this one at: `cluster.advertise`, else the bound
+/// address (which must then be a concrete one).
+fn advertise(settings: &Settings, addr: std::net::SocketAddr) -> Result<String, NodeError> {
+    if !settings.cluster.advertise.is_empty() {
+        return Ok(settings.cluster.advertise.trim_end_matches('/').to_string());
     }
+    if settings.cluster.enabled && addr.ip().is_unspecified() {
+        return Err(NodeError::Usage(vec![format!(
+            "cluster.advertise: required when server.bind listens on every interface ({addr}); \
+             set the URL other nodes reach this one at, e.g. http://sluice-0.sluice:8080"
+        )]));
+    }
+    Ok(format!("http://{addr}"))
 }
 
 /// Run a node on `listener` until `shutdown` completes, then stop gracefully. Must be
@@ -77,7 +82,7 @@ pub async fn run(
         .await
         .map_err(|e| runtime(format!("building backends: {e}")))??
     };
-    let node = node_name(&settings);
+    let node = settings.node_id();
     let dir = PathBuf::from(&settings.checkpoint.dir);
     std::fs::create_dir_all(&dir).map_err(|e| {
         runtime(format!(
@@ -85,20 +90,34 @@ pub async fn run(
             dir.display()
         ))
     })?;
-    let settings = Arc::new(settings);
-    let (journal, inbox) = journal::channel();
-    let engine = Arc::new(
-        Engine::start(&settings, lookup, output, dead, Some(journal.clone()))
-            .map_err(|e| runtime(e.to_string()))?,
-    );
     let addr = listener
         .local_addr()
         .map_err(|e| runtime(format!("listener: {e}")))?;
+    let advertise = advertise(&settings, addr)?;
+    let settings = Arc::new(settings);
+    let (journal, inbox) = journal::channel();
+    let partitions = settings.pipeline.partitions as u32;
+    let ownership = Arc::new(if settings.cluster.enabled {
+        Ownership::clustered(&node, partitions)
+    } else {
+        Ownership::standalone(&node, partitions)
+    });
+    let engine = Arc::new(
+        Engine::start_with(
+            &settings,
+            lookup,
+            output,
+            dead,
+            Some(journal.clone()),
+            ownership,
+        )
+        .map_err(|e| runtime(e.to_string()))?,
+    );
     let server = http::serve(
         AppState {
             engine: engine.clone(),
             settings: settings.clone(),
-            node,
+            node: node.clone(),
         },
         listener,
     )
@@ -111,6 +130,19 @@ pub async fn run(
         .restore(recovered.state)
         .await
         .map_err(|e| runtime(e.to_string()))?;
+    let controller = if settings.cluster.enabled {
+        let c = Controller::join(&settings, engine.clone(), advertise.clone())
+            .await
+            .map_err(|e| match e {
+                JoinError::Mismatch(m) => NodeError::Usage(m.lines().map(String::from).collect()),
+                JoinError::Store(e) => runtime(e.to_string()),
+            })?;
+        c.spawn();
+        tracing::info!(node = %node, %advertise, prefix = %settings.cluster.prefix, "cluster member");
+        Some(c)
+    } else {
+        None
+    };
     engine.set_ready();
     tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
         partitions = settings.pipeline.partitions, reissued,
@@ -121,6 +153,10 @@ pub async fn run(
     // pod out of the Service and clients get a clear answer, not a refused connection.
     tracing::info!("shutting down: no longer accepting records, draining");
     engine.shared().draining.store(true, Ordering::Release);
+    if let Some(c) = &controller {
+        // Hand every partition over (each drains first), ship what waits for other owners.
+        c.leave().await;
+    }
     let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
     if !engine.drain(grace).await {
         tracing::warn!(

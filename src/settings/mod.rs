@@ -23,6 +23,25 @@ pub struct Settings {
     pub output: SinkSettings,
     pub dead_letter: SinkSettings,
     pub checkpoint: Checkpoint,
+    pub cluster: Cluster,
+}
+
+/// `[cluster]`: several nodes sharing the partitions, coordinated through etcd v3.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Join the cluster; false runs a standalone node owning every partition.
+    pub enabled: bool,
+    /// Node id; empty = `server.node`, else `$HOSTNAME` (the pod name in a StatefulSet).
+    pub node: String,
+    /// Base URL other nodes reach this node at; empty = `http://` + the bound address.
+    pub advertise: String,
+    /// etcd client endpoints.
+    pub etcd: Vec<String>,
+    /// Key prefix: one cluster per prefix.
+    pub prefix: String,
+    /// A crashed node's partitions move after this long (etcd lease TTL, whole seconds).
+    pub lease_ttl_ms: u64,
 }
 
 /// `[server]`: the REST edge.
@@ -229,6 +248,17 @@ impl Settings {
     /// Render as TOML, as `check-config` prints it.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The node's id: `cluster.node`, else `server.node`, else `$HOSTNAME` (the pod name in
+    /// a StatefulSet), else "sluice".
+    pub fn node_id(&self) -> String {
+        [&self.cluster.node, &self.server.node]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "sluice".into())
     }
 
     /// Threads for partition actors: the configured number, or one per core.

@@ -34,6 +34,45 @@ pub fn validate(s: &Settings) -> Vec<String> {
         "server.auth_tokens: tokens must not be empty".into(),
     );
 
+    if s.cluster.enabled {
+        need(
+            !s.cluster.etcd.is_empty() && s.cluster.etcd.iter().all(|e| !e.trim().is_empty()),
+            "cluster.etcd: list at least one endpoint, e.g. [\"http://127.0.0.1:2379\"]".into(),
+        );
+        need(
+            s.cluster.prefix.starts_with('/') && s.cluster.prefix.len() > 1,
+            format!(
+                "cluster.prefix: must start with `/` and name the cluster, got `{}`",
+                s.cluster.prefix
+            ),
+        );
+        need(
+            s.cluster.lease_ttl_ms >= 1000,
+            format!(
+                "cluster.lease_ttl_ms: must be at least 1000 (etcd leases count whole seconds), got {}",
+                s.cluster.lease_ttl_ms
+            ),
+        );
+        need(
+            s.cluster.advertise.is_empty()
+                || s.cluster.advertise.starts_with("http://")
+                || s.cluster.advertise.starts_with("https://"),
+            format!(
+                "cluster.advertise: must be a base URL like http://host:port, got `{}`",
+                s.cluster.advertise
+            ),
+        );
+        need(
+            s.cluster
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            format!(
+                "cluster.node: use letters, digits, `-`, `_` and `.` only, got `{}`",
+                s.cluster.node
+            ),
+        );
+    }
     need(
         (1..=65_536).contains(&s.pipeline.partitions),
         format!(

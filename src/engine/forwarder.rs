@@ -1,0 +1,144 @@
+//! The forwarder actor, one per remote node: ships batches of a partition's outbox to the
+//! node that owns it (`POST /internal/v1/import`) and tells the ingress how it went. The
+//! body is the journal's own frame encoding (length, CRC32C, record), so the receiver checks
+//! every record's integrity for free and no second wire format exists.
+//!
+//! Each request names the source node (for the owner's resend watermark), the partition and
+//! the epoch the sender believes the owner holds; an owner at another epoch refuses (409)
+//! and the ingress re-routes once its view catches up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::ingress::{Ingress, Shipped};
+use super::shared::Shared;
+use crate::durability::codec::{self, AcceptedRecord};
+
+/// Headers of the internal import API.
+pub const H_SOURCE: &str = "x-sluice-source";
+pub const H_PARTITION: &str = "x-sluice-partition";
+pub const H_EPOCH: &str = "x-sluice-epoch";
+pub const H_HANDOVER: &str = "x-sluice-handover";
+
+/// How a shipped batch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShipResult {
+    /// The owner made every record durable.
+    Taken,
+    /// The receiver does not own the partition at that epoch (re-route).
+    NotOwner(String),
+    /// Unreachable, overloaded or failing: try again later.
+    Retry(String),
+}
+
+/// Ship one batch of a partition's outbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ship {
+    pub partition: u32,
+    pub epoch: u64,
+    pub handover: bool,
+    /// Stage numbers below this are in the batch.
+    pub upto: u64,
+    pub records: Vec<Arc<AcceptedRecord>>,
+}
+
+/// See module docs.
+pub struct Forwarder {
+    source: String,
+    url: String,
+    token: Option<String>,
+    ingress: Addr<Ingress>,
+    shared: Arc<Shared>,
+    client: awc::Client,
+}
+
+impl Forwarder {
+    /// A forwarder from node `source` to the node at `base` (its advertised URL).
+    pub fn new(
+        source: String,
+        base: String,
+        token: Option<String>,
+        ingress: Addr<Ingress>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .disable_redirects()
+            .finish();
+        Forwarder {
+            source,
+            url: format!("{}/internal/v1/import", base.trim_end_matches('/')),
+            token,
+            ingress,
+            shared,
+            client,
+        }
+    }
+}
+
+impl Actor for Forwarder {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ship> for Forwarder {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ship, ctx: &mut Self::Context) {
+        let mut body = Vec::with_capacity(msg.records.iter().map(|r| r.record.len() + 96).sum());
+        for r in &msg.records {
+            codec::encode_staged(r, &mut body);
+        }
+        let mut req = self
+            .client
+            .post(&self.url)
+            .insert_header(("content-type", "application/octet-stream"))
+            .insert_header((H_SOURCE, self.source.as_str()))
+            .insert_header((H_PARTITION, msg.partition.to_string()))
+            .insert_header((H_EPOCH, msg.epoch.to_string()))
+            .insert_header((H_HANDOVER, if msg.handover { "1" } else { "0" }));
+        if let Some(t) = &self.token {
+            req = req.insert_header(("authorization", format!("Bearer {t}")));
+        }
+        let ingress = self.ingress.clone();
+        let shared = self.shared.clone();
+        let (partition, upto, records) = (msg.partition, msg.upto, msg.records.len());
+        let started = Instant::now();
+        ctx.spawn(
+            async move {
+                let result = match req.send_body(body).await {
+                    Ok(mut res) => {
+                        let status = res.status().as_u16();
+                        let text = res
+                            .body()
+                            .limit(4096)
+                            .await
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default();
+                        match status {
+                            200 => ShipResult::Taken,
+                            409 => ShipResult::NotOwner(text),
+                            _ => ShipResult::Retry(format!("HTTP {status}: {text}")),
+                        }
+                    }
+                    Err(e) => ShipResult::Retry(e.to_string()),
+                };
+                if result == ShipResult::Taken {
+                    shared
+                        .metrics
+                        .cluster_forward_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                ingress.do_send(Shipped {
+                    partition,
+                    upto,
+                    records,
+                    result,
+                });
+            }
+            .into_actor(self),
+        );
+    }
+}

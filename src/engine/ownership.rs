@@ -1,0 +1,336 @@
+//! The node's view of who owns what, shared by the HTTP edge (routing), the ingress
+//! (admission), the emitter (fencing) and `/v1/cluster`. The cluster controller writes it
+//! from etcd; everyone else only reads.
+//!
+//! A standalone node ([`Ownership::standalone`]) owns every partition at epoch 0 with a
+//! lease that never runs out, so the engine has one code path for both modes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+/// A member as `/v1/cluster` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Member {
+    pub node: String,
+    pub advertise: String,
+    /// `joining`, `active` or `leaving`.
+    pub state: String,
+}
+
+/// The owner of a partition: a node and the epoch (the create revision of its owner key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub node: String,
+    pub epoch: u64,
+}
+
+/// Where a partition's records go from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Owned and admitting here, at this epoch.
+    Local(u64),
+    /// Owned by another node (its id, base URL and epoch).
+    Remote {
+        node: String,
+        advertise: String,
+        epoch: u64,
+    },
+    /// No owner that can take records now (failover or handover in progress).
+    Unavailable(String),
+}
+
+#[derive(Default)]
+struct Table {
+    members: BTreeMap<String, Member>,
+    owners: Vec<Option<Owner>>,
+    /// Per partition: the epoch this node admits and emits under (0 = not here).
+    active: Vec<u64>,
+    /// Per partition: active here but closed to new records (handing over).
+    closing: Vec<bool>,
+    /// Per partition: refused by its owner recently (handing over); cleared when the
+    /// owner changes.
+    refused: Vec<bool>,
+    /// The view was loaded from etcd at least once.
+    known: bool,
+}
+
+/// See module docs.
+pub struct Ownership {
+    node: String,
+    clustered: bool,
+    started: Instant,
+    /// Milliseconds since `started` until which the lease is surely valid on the server.
+    lease_until_ms: AtomicU64,
+    /// Set on shutdown or while fenced: admit nothing.
+    fenced: AtomicBool,
+    table: RwLock<Table>,
+}
+
+impl Ownership {
+    /// A standalone node: owns every partition, forever.
+    pub fn standalone(node: &str, partitions: u32) -> Self {
+        Ownership {
+            node: node.to_string(),
+            clustered: false,
+            started: Instant::now(),
+            lease_until_ms: AtomicU64::new(u64::MAX),
+            fenced: AtomicBool::new(false),
+            table: RwLock::new(Table {
+                members: BTreeMap::new(),
+                owners: (0..partitions)
+                    .map(|_| {
+                        Some(Owner {
+                            node: node.to_string(),
+                            epoch: 0,
+                        })
+                    })
+                    .collect(),
+                active: vec![0; partitions as usize],
+                closing: vec![false; partitions as usize],
+                refused: vec![false; partitions as usize],
+                known: true,
+            }),
+        }
+    }
+
+    /// A cluster member that owns nothing until the controller says so.
+    pub fn clustered(node: &str, partitions: u32) -> Self {
+        Ownership {
+            node: node.to_string(),
+            clustered: true,
+            started: Instant::now(),
+            lease_until_ms: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+            table: RwLock::new(Table {
+                members: BTreeMap::new(),
+                owners: vec![None; partitions as usize],
+                active: vec![0; partitions as usize],
+                closing: vec![false; partitions as usize],
+                refused: vec![false; partitions as usize],
+                known: false,
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether the node runs in a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The lease is surely valid on the etcd server until `instant`.
+    pub fn set_lease_until(&self, instant: Instant) {
+        let ms = instant.saturating_duration_since(self.started).as_millis() as u64;
+        self.lease_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether the lease is valid now (always, standalone).
+    pub fn lease_live(&self) -> bool {
+        !self.clustered || self.now_ms() < self.lease_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Stop admitting anything (shutdown, lost lease).
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::Release);
+    }
+
+    /// Whether the node may write for `partition` under `epoch` now: it is the active
+    /// owner at that epoch and its lease is live. The emitter asks before every write.
+    pub fn may_emit(&self, partition: u32, epoch: u64) -> bool {
+        if !self.clustered {
+            return true;
+        }
+        self.lease_live()
+            && self.table.read().active.get(partition as usize).copied() == Some(epoch)
+            && epoch > 0
+    }
+
+    /// The epoch `partition` is active here under (0 = not active here).
+    pub fn active_epoch(&self, partition: u32) -> u64 {
+        if !self.clustered {
+            return 0;
+        }
+        self.table
+            .read()
+            .active
+            .get(partition as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Mark `partition` active here under `epoch` (0: not active); opens admission.
+    pub fn set_active(&self, partition: u32, epoch: u64) {
+        let mut t = self.table.write();
+        if let Some(a) = t.active.get_mut(partition as usize) {
+            *a = epoch;
+        }
+        if let Some(c) = t.closing.get_mut(partition as usize) {
+            *c = false;
+        }
+    }
+
+    /// Stop admitting records of `partition` while it stays active (its in-flight records
+    /// still finish and are written): the first step of a handover.
+    pub fn set_closing(&self, partition: u32) {
+        if let Some(c) = self.table.write().closing.get_mut(partition as usize) {
+            *c = true;
+        }
+    }
+
+    /// Partitions active here.
+    pub fn active_partitions(&self) -> Vec<(u32, u64)> {
+        self.table
+            .read()
+            .active
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| **e > 0)
+            .map(|(p, e)| (p as u32, *e))
+            .collect()
+    }
+
+    /// Replace the members and owners with a fresh view from etcd.
+    pub fn set_view(&self, members: BTreeMap<String, Member>, owners: Vec<Option<Owner>>) {
+        let mut t = self.table.write();
+        for (p, o) in owners.iter().enumerate() {
+            if t.owners.get(p) != Some(o)
+                && let Some(r) = t.refused.get_mut(p)
+            {
+                *r = false;
+            }
+        }
+        t.members = members;
+        t.owners = owners;
+        t.known = true;
+    }
+
+    /// The owner refused records of `partition` (it is handing it over): answer 503 for it
+    /// until the owner changes.
+    pub fn mark_refused(&self, partition: u32) {
+        if let Some(r) = self.table.write().refused.get_mut(partition as usize) {
+            *r = true;
+        }
+    }
+
+    /// Whether the view was loaded from etcd at least once.
+    pub fn known(&self) -> bool {
+        self.table.read().known
+    }
+
+    /// Members and owners as last seen.
+    pub fn view(&self) -> (Vec<Member>, Vec<Option<Owner>>) {
+        let t = self.table.read();
+        (t.members.values().cloned().collect(), t.owners.clone())
+    }
+
+    /// Where records of `partition` go from here.
+    pub fn route(&self, partition: u32) -> Route {
+        if !self.clustered {
+            return Route::Local(0);
+        }
+        if self.fenced.load(Ordering::Acquire) || !self.lease_live() {
+            return Route::Unavailable(
+                "this node cannot reach etcd (lease not renewed); it has fenced itself".into(),
+            );
+        }
+        let t = self.table.read();
+        let p = partition as usize;
+        if let Some(e) = t.active.get(p).copied().filter(|e| *e > 0) {
+            if t.closing.get(p).copied().unwrap_or(false) {
+                return Route::Unavailable(format!(
+                    "partition {partition} is being handed over to another node"
+                ));
+            }
+            return Route::Local(e);
+        }
+        match t.owners.get(p).cloned().flatten() {
+            None => Route::Unavailable(format!(
+                "partition {partition} has no owner right now (failover or handover in progress)"
+            )),
+            Some(o) if o.node == self.node => Route::Unavailable(format!(
+                "partition {partition} is moving to or from this node"
+            )),
+            Some(_) if t.refused.get(p).copied().unwrap_or(false) => {
+                Route::Unavailable(format!("partition {partition} is being handed over"))
+            }
+            Some(o) => match t.members.get(&o.node) {
+                Some(m) => Route::Remote {
+                    node: o.node.clone(),
+                    advertise: m.advertise.clone(),
+                    epoch: o.epoch,
+                },
+                None => Route::Unavailable(format!(
+                    "partition {partition}'s owner {} left the cluster",
+                    o.node
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_owns_everything_forever() {
+        let o = Ownership::standalone("a", 3);
+        assert_eq!(o.route(2), Route::Local(0));
+        assert!(o.may_emit(1, 0));
+        assert!(o.lease_live());
+    }
+
+    #[test]
+    fn stale_epochs_and_dead_leases_may_not_emit() {
+        let o = Ownership::clustered("a", 2);
+        o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
+        o.set_active(0, 7);
+        assert!(o.may_emit(0, 7));
+        assert!(!o.may_emit(0, 6), "a lower epoch is refused");
+        assert!(!o.may_emit(1, 7), "not owned here");
+        o.set_lease_until(Instant::now());
+        assert!(!o.may_emit(0, 7), "no live lease, no write");
+        assert!(matches!(o.route(0), Route::Unavailable(_)));
+    }
+
+    #[test]
+    fn routes_follow_the_view() {
+        let o = Ownership::clustered("a", 2);
+        o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
+        let mut members = BTreeMap::new();
+        members.insert(
+            "b".to_string(),
+            Member {
+                node: "b".into(),
+                advertise: "http://b".into(),
+                state: "active".into(),
+            },
+        );
+        o.set_view(
+            members,
+            vec![
+                Some(Owner {
+                    node: "b".into(),
+                    epoch: 4,
+                }),
+                None,
+            ],
+        );
+        assert!(matches!(o.route(0), Route::Remote { epoch: 4, .. }));
+        assert!(matches!(o.route(1), Route::Unavailable(_)));
+        o.mark_refused(0);
+        assert!(matches!(o.route(0), Route::Unavailable(_)));
+    }
+}

@@ -1,0 +1,219 @@
+//! The cluster's part of the API: `GET /v1/cluster`, the internal import route other nodes
+//! forward records to, and `/v1/enrich` records sent on to their partitions' owners.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use super::problem::ApiError;
+use super::{AppState, authorize, read_body};
+use crate::cluster::controller::status_json;
+use crate::durability::codec::{self, Entry};
+use crate::engine::admit::Admitted;
+use crate::engine::forwarder::{H_EPOCH, H_HANDOVER, H_PARTITION, H_SOURCE};
+use crate::engine::ingress::{Import, ImportRefused};
+use crate::engine::ownership::Route;
+use crate::engine::{ImportError, reply};
+
+/// Marks a `/v1/enrich` request one node sent on to an owner: it is never sent on again.
+pub const H_FORWARDED: &str = "x-sluice-forwarded";
+
+type Data = web::Data<AppState>;
+
+/// `GET /v1/cluster`: members and partition owners as this node sees them.
+pub async fn get_cluster(state: Data) -> Result<HttpResponse, ApiError> {
+    let own = &state.engine.shared().ownership;
+    if !own.is_clustered() {
+        return Err(ApiError::NotFound(
+            "this node runs standalone (cluster.enabled = false)".into(),
+        ));
+    }
+    let (members, owners) = own.view();
+    Ok(HttpResponse::Ok().json(status_json(own.node(), &members, &owners)))
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Result<&'a str, ApiError> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadRequest(format!("the {name} header is missing")))
+}
+
+fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiError> {
+    header(req, name)?
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("the {name} header is not a number")))
+}
+
+/// `POST /internal/v1/import`: records of a partition this node owns (or will own, for a
+/// handover), in the journal's frame encoding; answers once they are durable here.
+pub async fn post_import(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: Data,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.settings)?;
+    if !state.engine.shared().ownership.is_clustered() {
+        return Err(ApiError::NotFound("this node runs standalone".into()));
+    }
+    let source = header(&req, H_SOURCE)?.to_string();
+    let partition: u32 = number(&req, H_PARTITION)?;
+    let epoch: u64 = number(&req, H_EPOCH)?;
+    let handover = header(&req, H_HANDOVER)? == "1";
+    // Batches are bounded by the sender; allow generously more than a client body.
+    let limit = state.settings.server.max_body_bytes.saturating_mul(8);
+    let body = read_body(&req, payload, limit).await?;
+    let (entries, damage) = codec::decode_all(&body);
+    if let Some((at, why)) = damage {
+        return Err(ApiError::BadRequest(format!(
+            "frame at byte {at} is damaged: {why}"
+        )));
+    }
+    let mut records = Vec::with_capacity(entries.len());
+    for e in entries {
+        match e {
+            Entry::Staged(r) if r.partition == partition => records.push(r),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "the body must hold staged records of partition {partition} only"
+                )));
+            }
+        }
+    }
+    let n = records.len();
+    let accepted = state
+        .engine
+        .import(Import {
+            source,
+            partition,
+            epoch,
+            handover,
+            records,
+        })
+        .await
+        .map_err(|e| match e {
+            ImportError::Refused(ImportRefused::NotOwner(why)) => ApiError::Conflict(why),
+            ImportError::Refused(ImportRefused::Overloaded(o)) => ApiError::Overloaded {
+                detail: o.to_string(),
+                retry_after_secs: 1,
+            },
+            ImportError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
+            ImportError::Journal(e) => ApiError::Unavailable(e),
+        })?;
+    Ok(HttpResponse::Ok().json(json!({"received": n, "accepted": accepted})))
+}
+
+/// `/v1/enrich` in a cluster: records of partitions served here go through the local
+/// engine, the others to their owners' `/v1/enrich`; the answer keeps request order.
+/// Nothing is journaled, so a failure anywhere simply fails the request.
+pub async fn enrich_across(
+    req: &HttpRequest,
+    state: &AppState,
+    records: Vec<Admitted>,
+) -> Result<Vec<reply::Envelope>, ApiError> {
+    let own = state.engine.shared().ownership.clone();
+    let forwarded = req.headers().contains_key(H_FORWARDED);
+    let mut local = Vec::new();
+    let mut local_at = Vec::new();
+    let mut remote: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let total = records.len();
+    for (i, r) in records.into_iter().enumerate() {
+        match own.route(r.partition) {
+            Route::Local(_) => {
+                local_at.push(i);
+                local.push(r);
+            }
+            Route::Remote { advertise, .. } if !forwarded => {
+                let (idx, body) = remote.entry(advertise).or_default();
+                idx.push(i);
+                body.extend_from_slice(r.record.as_bytes());
+                body.push(b'\n');
+            }
+            Route::Remote { node, .. } => {
+                return Err(ApiError::Unavailable(format!(
+                    "partition {} is served by {node}, not here",
+                    r.partition
+                )));
+            }
+            Route::Unavailable(why) => {
+                return Err(ApiError::Unavailable(format!(
+                    "{why}; nothing was enriched, retry shortly"
+                )));
+            }
+        }
+    }
+    let mut out: Vec<Option<reply::Envelope>> = vec![None; total];
+    let client = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .finish();
+    let token = state.settings.server.auth_tokens.first().cloned();
+    let calls = remote.into_iter().map(|(base, (idx, body))| {
+        let mut r = client
+            .post(format!("{}/v1/enrich", base.trim_end_matches('/')))
+            .insert_header(("content-type", "application/x-ndjson"))
+            .insert_header((H_FORWARDED, "1"));
+        if let Some(t) = &token {
+            r = r.insert_header(("authorization", format!("Bearer {t}")));
+        }
+        async move {
+            let mut res = r
+                .send_body(body)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("owner at {base} unreachable: {e}")))?;
+            let status = res.status();
+            let bytes = res
+                .body()
+                .limit(usize::MAX >> 1)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("owner at {base}: {e}")))?;
+            if !status.is_success() {
+                return Err(ApiError::Unavailable(format!(
+                    "owner at {base} answered {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                )));
+            }
+            #[derive(serde::Deserialize)]
+            struct Results<'a> {
+                #[serde(borrow)]
+                results: Vec<&'a serde_json::value::RawValue>,
+            }
+            let parsed: Results = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::Unavailable(format!("owner at {base}: {e}")))?;
+            Ok::<_, ApiError>(
+                idx.into_iter()
+                    .zip(
+                        parsed
+                            .results
+                            .into_iter()
+                            .map(|r| r.get().as_bytes().to_vec()),
+                    )
+                    .collect::<Vec<_>>(),
+            )
+        }
+    });
+    let (remote_results, local_results) =
+        futures_util::future::join(futures_util::future::join_all(calls), async {
+            if local.is_empty() {
+                Ok(Vec::new())
+            } else {
+                state
+                    .engine
+                    .enrich(local)
+                    .await
+                    .map_err(super::submit_error)
+            }
+        })
+        .await;
+    for (i, env) in local_at.into_iter().zip(local_results?) {
+        out[i] = Some(env);
+    }
+    for r in remote_results {
+        for (i, env) in r? {
+            out[i] = Some(env);
+        }
+    }
+    out.into_iter()
+        .map(|e| e.ok_or_else(|| ApiError::Internal("an owner answered fewer results".into())))
+        .collect()
+}
