@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cql;
+pub mod etcd;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
