@@ -1,5 +1,6 @@
 //! Subcommands: `serve`, `check-config`, `enrich`.
 
+mod cluster;
 mod enrich;
 mod inspect;
 mod serve;
@@ -56,6 +57,11 @@ pub enum Command {
         no_progress: bool,
     },
     /// Show what a checkpoint directory holds: snapshots, segments, pending records, damage.
+    /// Cluster commands (read from etcd).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     Inspect {
         /// The directory (`checkpoint.dir`).
         #[arg(long)]
@@ -67,6 +73,17 @@ pub enum Command {
 }
 
 /// A failed command: what to print and which exit code to use.
+/// `sluice cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print the members and partition owners (with epochs) of the cluster `[cluster]`
+    /// names, as JSON.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Bad usage or config: exit 2.
@@ -105,6 +122,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             checkpoint_dir,
             json,
         } => inspect::run(&checkpoint_dir, json),
+        Command::Cluster {
+            action: ClusterCommand::Status { config },
+        } => cluster::status(settings::load(config.as_deref())?),
         Command::Serve { config } => serve::run(settings::load(config.as_deref())?),
         Command::CheckConfig { config } => {
             let s = settings::load(config.as_deref())?;

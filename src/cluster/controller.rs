@@ -193,7 +193,12 @@ impl Controller {
                 k.keep_alive().await?;
                 Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()))
             };
-            match tokio::time::timeout(every, round).await {
+            let result = match tokio::time::timeout(every, round).await {
+                // etcd answers an unknown lease with an error, not a zero TTL.
+                Ok(Err(e)) if e.to_string().contains("lease not found") => Ok(Ok(Some(0))),
+                other => other,
+            };
+            match result {
                 Ok(Ok(Some(ttl))) if ttl > 0 => {
                     let granted = Duration::from_secs(ttl as u64);
                     self.ownership

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::outcome::OutcomeKind;
+use super::ownership::EmitCheck;
 use super::shared::Shared;
 use crate::durability::codec::Entry;
 use crate::durability::journal::JournalHandle;
@@ -99,7 +100,17 @@ impl Emitter {
     /// Write one batch; on failure (false) `b` keeps what was not written.
     fn write(&mut self, b: &mut EmitBatch) -> bool {
         let records = b.output_records + b.dead_records;
-        if records > 0 && !self.shared.ownership.may_emit(b.partition, b.epoch) {
+        let check = if records > 0 {
+            self.shared.ownership.emit_check(b.partition, b.epoch)
+        } else {
+            EmitCheck::Yes
+        };
+        if check == EmitCheck::Wait {
+            // Fenced (lease not renewed): hold the batch; it is written once the lease is
+            // renewed, or dropped if the lease turns out lost.
+            return false;
+        }
+        if check == EmitCheck::Stale {
             // Fenced: this node no longer owns the partition at this epoch (or its lease
             // is not live). The records stay pending in the journal and go to the owner.
             tracing::warn!(
@@ -166,6 +177,12 @@ impl Emitter {
     }
 
     fn flush(&mut self) -> Result<(), String> {
+        let own = &self.shared.ownership;
+        if !own.lease_live() && !own.active_partitions().is_empty() {
+            // Fenced: commit nothing. If the lease turns out lost, everything after the
+            // last commit is cut away; if it is renewed, this commit happens next tick.
+            return Err("fenced: the etcd lease is not live".into());
+        }
         self.retry_stalled();
         let mut result = Ok(());
         let durable = self.journal.is_some();

@@ -21,16 +21,24 @@ pub const H_SOURCE: &str = "x-sluice-source";
 pub const H_PARTITION: &str = "x-sluice-partition";
 pub const H_EPOCH: &str = "x-sluice-epoch";
 pub const H_HANDOVER: &str = "x-sluice-handover";
+/// On a 409: the receiver already holds the sender's records of that partition numbered
+/// below this (they are its to finish).
+pub const H_IMPORTED_UPTO: &str = "x-sluice-imported-upto";
 
 /// How a shipped batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShipResult {
     /// The owner made every record durable.
     Taken,
-    /// The receiver does not own the partition at that epoch (re-route).
-    NotOwner(String),
-    /// Unreachable, overloaded or failing: try again later.
+    /// The receiver does not own the partition at that epoch (re-route); it holds the
+    /// records numbered below `taken_upto` already.
+    NotOwner { why: String, taken_upto: u64 },
+    /// Not delivered (refused connection, overload, an answer saying so): try again later,
+    /// anywhere.
     Retry(String),
+    /// The request may have been taken (the connection broke after it was sent): only the
+    /// same node can say, so ask it again before sending these records anywhere else.
+    InDoubt(String),
 }
 
 /// Ship one batch of a partition's outbox.
@@ -47,6 +55,8 @@ pub struct Ship {
 
 /// See module docs.
 pub struct Forwarder {
+    /// The receiving node.
+    node: String,
     source: String,
     url: String,
     token: Option<String>,
@@ -56,8 +66,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder from node `source` to the node at `base` (its advertised URL).
+    /// A forwarder from node `source` to `node` at `base` (its advertised URL).
     pub fn new(
+        node: String,
         source: String,
         base: String,
         token: Option<String>,
@@ -69,6 +80,7 @@ impl Forwarder {
             .disable_redirects()
             .finish();
         Forwarder {
+            node,
             source,
             url: format!("{}/internal/v1/import", base.trim_end_matches('/')),
             token,
@@ -104,6 +116,7 @@ impl Handler<Ship> for Forwarder {
         }
         let ingress = self.ingress.clone();
         let shared = self.shared.clone();
+        let node = self.node.clone();
         let (partition, upto, records) = (msg.partition, msg.upto, msg.records.len());
         let started = Instant::now();
         ctx.spawn(
@@ -111,6 +124,12 @@ impl Handler<Ship> for Forwarder {
                 let result = match req.send_body(body).await {
                     Ok(mut res) => {
                         let status = res.status().as_u16();
+                        let taken_upto = res
+                            .headers()
+                            .get(H_IMPORTED_UPTO)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
                         let text = res
                             .body()
                             .limit(4096)
@@ -119,11 +138,18 @@ impl Handler<Ship> for Forwarder {
                             .unwrap_or_default();
                         match status {
                             200 => ShipResult::Taken,
-                            409 => ShipResult::NotOwner(text),
+                            409 => ShipResult::NotOwner {
+                                why: text,
+                                taken_upto,
+                            },
                             _ => ShipResult::Retry(format!("HTTP {status}: {text}")),
                         }
                     }
-                    Err(e) => ShipResult::Retry(e.to_string()),
+                    // Never connected: nothing was sent.
+                    Err(e @ awc::error::SendRequestError::Connect(_)) => {
+                        ShipResult::Retry(e.to_string())
+                    }
+                    Err(e) => ShipResult::InDoubt(e.to_string()),
                 };
                 if result == ShipResult::Taken {
                     shared
@@ -132,6 +158,7 @@ impl Handler<Ship> for Forwarder {
                         .observe(started.elapsed().as_secs_f64());
                 }
                 ingress.do_send(Shipped {
+                    node,
                     partition,
                     upto,
                     records,

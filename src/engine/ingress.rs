@@ -158,9 +158,10 @@ pub struct ImportAck {
 /// Why an import was not taken (nothing of it was).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportRefused {
-    /// This node does not own the partition at the sender's epoch (409).
+    /// This node does not own the partition at the sender's epoch (409); it holds the
+    /// sender's records of it numbered below `.1` already.
     #[error("{0}")]
-    NotOwner(String),
+    NotOwner(String, u64),
     /// The partition is full (429).
     #[error("{0}")]
     Overloaded(Overloaded),
@@ -180,6 +181,8 @@ struct Durable(Vec<(u32, u64)>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shipped {
+    /// The node the batch went to.
+    pub node: String,
     pub partition: u32,
     pub upto: u64,
     pub records: usize,
@@ -207,6 +210,9 @@ struct Outbox {
     /// Graceful handover: the node that will own the partition next.
     handover_to: Option<String>,
     not_before: Option<Instant>,
+    /// A batch went to this node and the answer was lost: it may hold those records. Ask it
+    /// again before they go anywhere else (or join a local partition).
+    in_doubt: Option<String>,
 }
 
 /// See module docs.
@@ -389,6 +395,17 @@ impl Ingress {
                 continue;
             }
             let partition = p as u32;
+            if let Some(node) = self.outbox[p].in_doubt.clone() {
+                let (members, _) = self.shared.ownership.view();
+                if let Some(m) = members.into_iter().find(|m| m.node == node) {
+                    let epoch = match self.shared.ownership.route(partition) {
+                        Route::Remote { node: n, epoch, .. } if n == node => epoch,
+                        _ => 0,
+                    };
+                    self.ship(partition, m.node, m.advertise, epoch, false);
+                }
+                continue;
+            }
             match self.shared.ownership.route(partition) {
                 Route::Local(_) => self.deliver_locally(partition),
                 Route::Remote {
@@ -415,6 +432,9 @@ impl Ingress {
     /// The partition is active here: its durable outbox records join it directly.
     fn deliver_locally(&mut self, partition: u32) {
         let p = partition as usize;
+        if self.outbox[p].in_doubt.is_some() {
+            return;
+        }
         let upto = self.outbox[p].durable_upto;
         let mut take = Vec::new();
         while self.outbox[p].queue.front().is_some_and(|r| r.seq < upto) {
@@ -464,6 +484,7 @@ impl Ingress {
             Some((url, addr)) if *url == advertise && addr.connected() => addr.clone(),
             _ => {
                 let addr = Forwarder::new(
+                    node.clone(),
                     self.shared.ownership.node().to_string(),
                     advertise.clone(),
                     self.token.clone(),
@@ -484,6 +505,24 @@ impl Ingress {
             upto: last,
             records,
         });
+    }
+
+    /// The outbox records of `partition` numbered below `upto` left this node for good.
+    fn taken(&mut self, partition: u32, upto: u64, records: usize) {
+        let ob = &mut self.outbox[partition as usize];
+        while ob.queue.front().is_some_and(|r| r.seq < upto) {
+            ob.queue.pop_front();
+        }
+        ob.not_before = None;
+        if let Some(j) = &self.journal {
+            j.handle.write(vec![Entry::Forwarded { partition, upto }]);
+        }
+        self.shared
+            .metrics
+            .cluster_forwarded_records
+            .inc_by(records as u64);
+        self.release_waiters(partition, upto);
+        self.publish_staged(partition);
     }
 
     fn release_waiters(&mut self, partition: u32, upto: u64) {
@@ -927,26 +966,20 @@ impl Handler<Shipped> for Ingress {
         self.outbox[p].in_flight = None;
         match msg.result {
             ShipResult::Taken => {
-                let ob = &mut self.outbox[p];
-                while ob.queue.front().is_some_and(|r| r.seq < msg.upto) {
-                    ob.queue.pop_front();
-                }
-                ob.not_before = None;
-                if let Some(j) = &self.journal {
-                    j.handle.write(vec![Entry::Forwarded {
-                        partition,
-                        upto: msg.upto,
-                    }]);
-                }
-                self.shared
-                    .metrics
-                    .cluster_forwarded_records
-                    .inc_by(msg.records as u64);
-                self.release_waiters(partition, msg.upto);
-                self.publish_staged(partition);
+                self.outbox[p].in_doubt = None;
+                self.taken(partition, msg.upto, msg.records);
             }
-            ShipResult::NotOwner(why) => {
-                tracing::debug!(partition, %why, "owner refused forwarded records");
+            ShipResult::NotOwner { why, taken_upto } => {
+                tracing::debug!(partition, %why, taken_upto, "owner refused forwarded records");
+                if self.outbox[p].in_doubt.take().is_some() && taken_upto > 0 {
+                    // The node that went silent had taken part of it: those are its now.
+                    let n = self.outbox[p]
+                        .queue
+                        .iter()
+                        .take_while(|r| r.seq < taken_upto)
+                        .count();
+                    self.taken(partition, taken_upto, n);
+                }
                 if self.outbox[p].handover_to.is_none() {
                     self.shared.ownership.mark_refused(partition);
                 }
@@ -954,6 +987,12 @@ impl Handler<Shipped> for Ingress {
             }
             ShipResult::Retry(why) => {
                 tracing::debug!(partition, %why, "forwarding failed; will retry");
+                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
+            }
+            ShipResult::InDoubt(why) => {
+                tracing::warn!(partition, node = %msg.node, %why,
+                    "forwarded records may or may not have been taken; asking that node again before sending them elsewhere");
+                self.outbox[p].in_doubt = Some(msg.node);
                 self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
             }
         }
@@ -968,9 +1007,10 @@ impl Handler<Import> for Ingress {
         let partition = msg.partition;
         let p = partition as usize;
         if p >= self.partitions.len() {
-            return Err(ImportRefused::NotOwner(format!(
-                "partition {partition} does not exist here"
-            )));
+            return Err(ImportRefused::NotOwner(
+                format!("partition {partition} does not exist here"),
+                0,
+            ));
         }
         let key = (msg.source.clone(), partition);
         let watermark = self.imported.get(&key).copied().unwrap_or(0);
@@ -981,6 +1021,15 @@ impl Handler<Import> for Ingress {
             .filter(|r| r.seq >= watermark)
             .map(Arc::new)
             .collect();
+        if fresh.is_empty() {
+            // A resend of what this node already holds: taken, whoever owns it now.
+            let (tx, durable) = oneshot::channel();
+            let _ = tx.send(Ok(()));
+            return Ok(ImportAck {
+                accepted: 0,
+                durable,
+            });
+        }
         let route = self.shared.ownership.route(partition);
         let local = match route {
             Route::Local(e) if msg.handover || e == msg.epoch => true,
@@ -989,18 +1038,22 @@ impl Handler<Import> for Ingress {
                     .metrics
                     .fencing_refusals
                     .inc_by(fresh.len() as u64);
-                return Err(ImportRefused::NotOwner(format!(
-                    "this node owns partition {partition} at epoch {e}, not {}",
-                    msg.epoch
-                )));
+                return Err(ImportRefused::NotOwner(
+                    format!(
+                        "this node owns partition {partition} at epoch {e}, not {}",
+                        msg.epoch
+                    ),
+                    watermark,
+                ));
             }
             _ if msg.handover => false,
             Route::Remote { node, epoch, .. } => {
-                return Err(ImportRefused::NotOwner(format!(
-                    "partition {partition} is owned by {node} at epoch {epoch}"
-                )));
+                return Err(ImportRefused::NotOwner(
+                    format!("partition {partition} is owned by {node} at epoch {epoch}"),
+                    watermark,
+                ));
             }
-            Route::Unavailable(why) => return Err(ImportRefused::NotOwner(why)),
+            Route::Unavailable(why) => return Err(ImportRefused::NotOwner(why, watermark)),
         };
         if local && !msg.handover {
             let held = self.shared.partitions[p].held.load(Ordering::Acquire);

@@ -28,6 +28,16 @@ pub struct Owner {
     pub epoch: u64,
 }
 
+/// The answer to "may this batch be written now?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitCheck {
+    Yes,
+    /// The lease is not live: hold the batch (fenced) until it is, or until it is lost.
+    Wait,
+    /// Not the owner at that epoch any more: never write it.
+    Stale,
+}
+
 /// Where a partition's records go from this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -149,12 +159,23 @@ impl Ownership {
     /// Whether the node may write for `partition` under `epoch` now: it is the active
     /// owner at that epoch and its lease is live. The emitter asks before every write.
     pub fn may_emit(&self, partition: u32, epoch: u64) -> bool {
+        self.emit_check(partition, epoch) == EmitCheck::Yes
+    }
+
+    /// [`Ownership::may_emit`] with the reason when not: a stale epoch is final, a lease
+    /// that is not live (etcd unreachable) may come back.
+    pub fn emit_check(&self, partition: u32, epoch: u64) -> EmitCheck {
         if !self.clustered {
-            return true;
+            return EmitCheck::Yes;
         }
-        self.lease_live()
-            && self.table.read().active.get(partition as usize).copied() == Some(epoch)
-            && epoch > 0
+        let current = self.table.read().active.get(partition as usize).copied();
+        if epoch == 0 || current != Some(epoch) {
+            EmitCheck::Stale
+        } else if !self.lease_live() {
+            EmitCheck::Wait
+        } else {
+            EmitCheck::Yes
+        }
     }
 
     /// The epoch `partition` is active here under (0 = not active here).

@@ -57,6 +57,16 @@ pub async fn post_import(
     if !state.engine.shared().ownership.is_clustered() {
         return Err(ApiError::NotFound("this node runs standalone".into()));
     }
+    // Until restore finished the resend watermarks are not known: taking records now
+    // could take some twice.
+    if !state
+        .engine
+        .shared()
+        .ready
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(ApiError::Unavailable("the node is not ready yet".into()));
+    }
     let source = header(&req, H_SOURCE)?.to_string();
     let partition: u32 = number(&req, H_PARTITION)?;
     let epoch: u64 = number(&req, H_EPOCH)?;
@@ -93,7 +103,9 @@ pub async fn post_import(
         })
         .await
         .map_err(|e| match e {
-            ImportError::Refused(ImportRefused::NotOwner(why)) => ApiError::Conflict(why),
+            ImportError::Refused(ImportRefused::NotOwner(why, upto)) => {
+                ApiError::Conflict(why, upto)
+            }
             ImportError::Refused(ImportRefused::Overloaded(o)) => ApiError::Overloaded {
                 detail: o.to_string(),
                 retry_after_secs: 1,

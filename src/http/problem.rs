@@ -35,9 +35,10 @@ pub enum ApiError {
         detail: String,
         retry_after_secs: u64,
     },
-    /// Cluster: the receiver does not own the partition at the sender's epoch.
+    /// Cluster: the receiver does not own the partition at the sender's epoch; it holds
+    /// the sender's records numbered below `.1` already.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(String, u64),
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -70,7 +71,7 @@ impl ApiError {
             }
             ApiError::InvalidRecords { .. } => ("invalid-records", "Invalid records"),
             ApiError::Overloaded { .. } => ("overloaded", "Backlog full, nothing accepted"),
-            ApiError::Conflict(_) => ("not-owner", "Not the partition's owner at that epoch"),
+            ApiError::Conflict(..) => ("not-owner", "Not the partition's owner at that epoch"),
             ApiError::NotImplemented(_) => ("not-implemented", "Not implemented"),
             ApiError::Unavailable(_) => ("not-ready", "Service not ready"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -89,7 +90,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidRecords { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +129,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 resp.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::Conflict(_, upto) => {
+                resp.insert_header((crate::engine::forwarder::H_IMPORTED_UPTO, upto.to_string()));
             }
             _ => {}
         }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod cql;
 pub mod etcd;
 pub mod proxy;
@@ -82,6 +83,8 @@ pub struct Config {
     pub checkpoint: String,
     /// TOML for `[output.cql]`; when set, `output.kind = "cql"`.
     pub output_cql: String,
+    /// TOML for `[cluster]` (empty: standalone).
+    pub cluster: String,
 }
 
 impl Config {
@@ -93,7 +96,7 @@ impl Config {
              [lookup.memory]\ntable = \"{}\"\n{}\n[lookup.cql]\n{}\n\
              [output]\nkind = \"{}\"\npath = \"{}\"\n[output.cql]\n{}\n\
              [dead_letter]\nkind = \"file\"\npath = \"{}\"\n\
-             [checkpoint]\ndir = \"{}\"\n{}{}\n",
+             [checkpoint]\ndir = \"{}\"\n{}{}\n[cluster]\n{}\n",
             self.server,
             self.pipeline,
             self.retry,
@@ -116,6 +119,7 @@ impl Config {
             } else {
                 "interval_ms = 50\n"
             },
+            self.cluster,
         )
     }
 }
