@@ -220,7 +220,8 @@ fn etcd_leader_loss_is_survived_and_quorum_loss_fences_until_etcd_returns() {
     for i in &frozen {
         c.etcd.stop(*i);
     }
-    std::thread::sleep(Duration::from_millis(LEASE_TTL_MS + 1000));
+    // Past the lease (and the 2 s a 202 may wait for a forward accepted before the fence).
+    std::thread::sleep(Duration::from_millis(LEASE_TTL_MS + 3500));
     let fenced_at = load.sent.load(std::sync::atomic::Ordering::Relaxed);
     run_for(Duration::from_secs(2));
     let still = load.sent.load(std::sync::atomic::Ordering::Relaxed);

@@ -145,10 +145,16 @@ impl Handler<Ship> for Forwarder {
                             _ => ShipResult::Retry(format!("HTTP {status}: {text}")),
                         }
                     }
-                    // Never connected: nothing was sent.
-                    Err(e @ awc::error::SendRequestError::Connect(_)) => {
-                        ShipResult::Retry(e.to_string())
-                    }
+                    // Never connected: nothing was sent. (awc also reports a connection closed
+                    // before the answer as `Connect(Disconnected)`: that one is in doubt.)
+                    Err(
+                        e @ awc::error::SendRequestError::Connect(
+                            awc::error::ConnectError::Io(_)
+                            | awc::error::ConnectError::Timeout
+                            | awc::error::ConnectError::Resolver(_)
+                            | awc::error::ConnectError::Unresolved,
+                        ),
+                    ) => ShipResult::Retry(e.to_string()),
                     Err(e) => ShipResult::InDoubt(e.to_string()),
                 };
                 if result == ShipResult::Taken {

@@ -432,7 +432,9 @@ impl Ingress {
     /// The partition is active here: its durable outbox records join it directly.
     fn deliver_locally(&mut self, partition: u32) {
         let p = partition as usize;
-        if self.outbox[p].in_doubt.is_some() {
+        // A batch on its way to another node (or whose answer was lost) may be taken
+        // there: nothing of the outbox joins the partition here until that is settled.
+        if self.outbox[p].in_doubt.is_some() || self.outbox[p].in_flight.is_some() {
             return;
         }
         let upto = self.outbox[p].durable_upto;

@@ -28,6 +28,10 @@ pub struct Owner {
     pub epoch: u64,
 }
 
+/// How long a refusal by a partition's owner sends its records to 503 (the view catches up
+/// with the new owner within a poll or two).
+const REFUSED_FOR: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The answer to "may this batch be written now?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmitCheck {
@@ -61,9 +65,9 @@ struct Table {
     active: Vec<u64>,
     /// Per partition: active here but closed to new records (handing over).
     closing: Vec<bool>,
-    /// Per partition: refused by its owner recently (handing over); cleared when the
-    /// owner changes.
-    refused: Vec<bool>,
+    /// Per partition: refused by its owner recently (handing over) until this instant;
+    /// cleared when the owner changes.
+    refused: Vec<Option<Instant>>,
     /// The view was loaded from etcd at least once.
     known: bool,
 }
@@ -101,7 +105,7 @@ impl Ownership {
                     .collect(),
                 active: vec![0; partitions as usize],
                 closing: vec![false; partitions as usize],
-                refused: vec![false; partitions as usize],
+                refused: vec![None; partitions as usize],
                 known: true,
             }),
         }
@@ -120,7 +124,7 @@ impl Ownership {
                 owners: vec![None; partitions as usize],
                 active: vec![0; partitions as usize],
                 closing: vec![false; partitions as usize],
-                refused: vec![false; partitions as usize],
+                refused: vec![None; partitions as usize],
                 known: false,
             }),
         }
@@ -229,7 +233,7 @@ impl Ownership {
             if t.owners.get(p) != Some(o)
                 && let Some(r) = t.refused.get_mut(p)
             {
-                *r = false;
+                *r = None;
             }
         }
         t.members = members;
@@ -238,10 +242,10 @@ impl Ownership {
     }
 
     /// The owner refused records of `partition` (it is handing it over): answer 503 for it
-    /// until the owner changes.
+    /// until the owner changes, for a short while at most.
     pub fn mark_refused(&self, partition: u32) {
         if let Some(r) = self.table.write().refused.get_mut(partition as usize) {
-            *r = true;
+            *r = Some(Instant::now() + REFUSED_FOR);
         }
     }
 
@@ -283,7 +287,13 @@ impl Ownership {
             Some(o) if o.node == self.node => Route::Unavailable(format!(
                 "partition {partition} is moving to or from this node"
             )),
-            Some(_) if t.refused.get(p).copied().unwrap_or(false) => {
+            Some(_)
+                if t.refused
+                    .get(p)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|until| until > Instant::now()) =>
+            {
                 Route::Unavailable(format!("partition {partition} is being handed over"))
             }
             Some(o) => match t.members.get(&o.node) {

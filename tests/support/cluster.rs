@@ -422,7 +422,19 @@ pub fn assert_exactly_once(report: &LoadReport, envelopes: &[(usize, Value)]) {
         match seen.get(id.as_str()).map(Vec::len) {
             Some(1) => {}
             None => missing.push(id.clone()),
-            Some(n) => panic!("id {id} emitted {n} times (nodes {:?})", seen[id.as_str()]),
+            Some(n) => {
+                let copies: Vec<String> = envelopes
+                    .iter()
+                    .filter(|(_, e)| e["id"] == id.as_str())
+                    .map(|(node, e)| {
+                        format!(
+                            "n{node}: partition {} seq {} epoch {} attempts {}",
+                            e["partition"], e["seq"], e["epoch"], e["attempts"]
+                        )
+                    })
+                    .collect();
+                panic!("id {id} emitted {n} times: {copies:?}")
+            }
         }
     }
     assert!(
