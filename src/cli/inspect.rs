@@ -23,14 +23,21 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         .map_err(|e| CliError::Runtime(format!("cannot read `{}`: {e}", dir.display())))?;
     let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let per_partition = state.pending_per_partition();
-    let partitions: Vec<_> = state
-        .next_seq
+    let mut staged: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for (p, _) in state.staged.keys() {
+        *staged.entry(*p).or_default() += 1;
+    }
+    let mut ids: std::collections::BTreeSet<u32> = state.next_seq.keys().copied().collect();
+    ids.extend(staged.keys().copied());
+    let partitions: Vec<_> = ids
         .iter()
-        .map(|(p, next)| {
+        .map(|p| {
             json!({
                 "partition": p,
                 "pending": per_partition.get(p).copied().unwrap_or(0),
-                "next_seq": next,
+                "staged": staged.get(p).copied().unwrap_or(0),
+                "next_seq": state.next_seq_of(*p),
+                "epoch": state.epochs.get(p),
             })
         })
         .collect();
@@ -47,6 +54,7 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
             })).collect::<Vec<_>>(),
             "restore": report,
             "pending": state.pending.len(),
+            "staged": state.staged.len(),
             "partitions": partitions,
             "committed_offsets": {"output": state.output_offset, "dead_letter": state.dead_letter_offset},
             "next_segment": next_segment,
@@ -89,11 +97,19 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
             size(files::segment_path(dir, *n))
         );
     }
-    println!("pending records: {}", state.pending.len());
+    println!(
+        "pending records: {} (plus {} held for other nodes' partitions)",
+        state.pending.len(),
+        state.staged.len()
+    );
     for p in &partitions {
+        let epoch = match p["epoch"].as_u64() {
+            Some(e) => format!(", last epoch {e}"),
+            None => String::new(),
+        };
         println!(
-            "  partition {}: pending {}, next seq {}",
-            p["partition"], p["pending"], p["next_seq"]
+            "  partition {}: pending {}, staged {}, next seq {}{epoch}",
+            p["partition"], p["pending"], p["staged"], p["next_seq"]
         );
     }
     println!(
