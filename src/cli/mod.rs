@@ -151,14 +151,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Build the configured lookup backend (see [`crate::lookup::build`]).
 pub fn build_lookup(settings: &Settings) -> Result<Arc<dyn Lookup>, CliError> {
-    crate::lookup::build(settings).map_err(CliError::from)
+    crate::lookup::factory::build(settings).map_err(CliError::from)
 }
 
-impl From<crate::lookup::BuildError> for CliError {
-    fn from(e: crate::lookup::BuildError) -> Self {
+impl From<crate::lookup::factory::BuildError> for CliError {
+    fn from(e: crate::lookup::factory::BuildError) -> Self {
         match e {
-            crate::lookup::BuildError::Config(m) => CliError::Usage(vec![m]),
-            crate::lookup::BuildError::Connect(m) => CliError::Runtime(m),
+            crate::lookup::factory::BuildError::Config(m) => CliError::Usage(vec![m]),
+            crate::lookup::factory::BuildError::Connect(m) => CliError::Runtime(m),
         }
     }
 }

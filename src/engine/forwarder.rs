@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::ingress::{Ingress, Shipped};
 use super::shared::Shared;
 use crate::durability::codec::{self, AcceptedRecord};
 
@@ -41,6 +40,18 @@ pub enum ShipResult {
     InDoubt(String),
 }
 
+/// A forwarder's answer for one shipped batch (to the ingress).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shipped {
+    /// The node the batch went to.
+    pub node: String,
+    pub partition: u32,
+    pub upto: u64,
+    pub records: usize,
+    pub result: ShipResult,
+}
+
 /// Ship one batch of a partition's outbox.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -60,7 +71,7 @@ pub struct Forwarder {
     source: String,
     url: String,
     token: Option<String>,
-    ingress: Addr<Ingress>,
+    ingress: Recipient<Shipped>,
     shared: Arc<Shared>,
     client: awc::Client,
 }
@@ -72,7 +83,7 @@ impl Forwarder {
         source: String,
         base: String,
         token: Option<String>,
-        ingress: Addr<Ingress>,
+        ingress: Recipient<Shipped>,
         shared: Arc<Shared>,
     ) -> Self {
         let client = awc::Client::builder()

@@ -24,7 +24,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::admit::Admitted;
-use super::forwarder::{Forwarder, Ship, ShipResult};
+use super::forwarder::{Forwarder, Ship, ShipResult, Shipped};
 use super::job::Job;
 use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
@@ -176,18 +176,6 @@ pub struct Held(pub u32);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Durable(Vec<(u32, u64)>);
-
-/// A forwarder's answer for one shipped batch.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shipped {
-    /// The node the batch went to.
-    pub node: String,
-    pub partition: u32,
-    pub upto: u64,
-    pub records: usize,
-    pub result: ShipResult,
-}
 
 /// Journal settings of the ingress.
 pub struct IngressJournal {
@@ -490,7 +478,7 @@ impl Ingress {
                     self.shared.ownership.node().to_string(),
                     advertise.clone(),
                     self.token.clone(),
-                    me.clone(),
+                    me.clone().recipient(),
                     self.shared.clone(),
                 )
                 .start();

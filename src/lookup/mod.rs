@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cql;
 pub mod delay;
+pub mod factory;
 pub mod memory;
 
 use std::future::Future;
@@ -18,45 +19,6 @@ pub type Row = std::sync::Arc<str>;
 
 /// A `Send` boxed future, the shape every asynchronous lookup takes.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Why the configured backend could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The configuration is wrong (unreadable table, bad column): exit 2.
-    #[error("{0}")]
-    Config(String),
-    /// The backend could not be reached: exit 1.
-    #[error("{0}")]
-    Connect(String),
-}
-
-/// Build the backend `settings.lookup` selects.
-pub fn build(
-    settings: &crate::settings::Settings,
-) -> Result<std::sync::Arc<dyn Lookup>, BuildError> {
-    use crate::settings::Backend;
-    match settings.lookup.backend {
-        Backend::Memory => {
-            let table = memory::MemoryTable::load(&settings.lookup.memory)
-                .map_err(|e| BuildError::Config(e.to_string()))?;
-            tracing::info!(rows = table.len(), table = %settings.lookup.memory.table, "memory table loaded");
-            Ok(std::sync::Arc::new(table))
-        }
-        Backend::Cql => {
-            let l = cql::CqlLookup::connect_blocking(
-                &settings.lookup.cql,
-                std::time::Duration::from_millis(settings.lookup.attempt_timeout_ms),
-            )
-            .map_err(|e| BuildError::Connect(e.to_string()))?
-            .with_cache(
-                settings.lookup.cache.max_entries,
-                std::time::Duration::from_millis(settings.lookup.cache.ttl_ms),
-            );
-            tracing::info!(backend = %l.describe(), "cql session ready");
-            Ok(std::sync::Arc::new(l))
-        }
-    }
-}
 
 /// What an attempt yields: a row, no row, or an error.
 pub type LookupResult = Result<Option<Row>, LookupError>;

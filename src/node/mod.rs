@@ -37,11 +37,11 @@ pub enum NodeError {
     Runtime(String),
 }
 
-impl From<crate::lookup::BuildError> for NodeError {
-    fn from(e: crate::lookup::BuildError) -> Self {
+impl From<crate::lookup::factory::BuildError> for NodeError {
+    fn from(e: crate::lookup::factory::BuildError) -> Self {
         match e {
-            crate::lookup::BuildError::Config(m) => NodeError::Usage(vec![m]),
-            crate::lookup::BuildError::Connect(m) => NodeError::Runtime(m),
+            crate::lookup::factory::BuildError::Config(m) => NodeError::Usage(vec![m]),
+            crate::lookup::factory::BuildError::Connect(m) => NodeError::Runtime(m),
         }
     }
 }
@@ -74,7 +74,7 @@ pub async fn run(
     let (lookup, output, dead) = {
         let s = settings.clone();
         actix_rt::task::spawn_blocking(move || -> Result<_, NodeError> {
-            let lookup = crate::lookup::build(&s)?;
+            let lookup = crate::lookup::factory::build(&s)?;
             let output = sink::open(&s.output).map_err(|e| runtime(e.to_string()))?;
             let dead = sink::open(&s.dead_letter).map_err(|e| runtime(e.to_string()))?;
             Ok((lookup, output, dead))
