@@ -15,5 +15,6 @@ pub mod lookup;
 pub mod metrics;
 pub mod node;
 pub mod pointer;
+pub mod record;
 pub mod settings;
 pub mod sink;

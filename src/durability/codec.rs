@@ -4,6 +4,8 @@
 //! frame is trusted only if its length fits the data and its CRC32C matches; the decoder
 //! never panics on any input.
 
+use crate::record::Record;
+
 /// Largest payload accepted when decoding; anything larger is corruption.
 pub const MAX_PAYLOAD: usize = 64 << 20;
 const HEADER: usize = 8;
@@ -12,7 +14,7 @@ const HEADER: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A record was accepted (journaled before the 202 with `ack = "durable"`).
-    Accepted(AcceptedRecord),
+    Accepted(Record),
     /// The record entered the in-flight queue: its deadline runs from here.
     Started {
         partition: u32,
@@ -36,7 +38,7 @@ pub enum Entry {
     /// Cluster: a record held here for a partition this node does not own, waiting to be
     /// forwarded to the owner. Its `seq` is a stage number (this node's own sequence per
     /// partition), not the partition's seq.
-    Staged(AcceptedRecord),
+    Staged(Record),
     /// Cluster: staged records of `partition` numbered below `upto` left this node (the
     /// owner accepted them).
     Forwarded { partition: u32, upto: u64 },
@@ -54,24 +56,6 @@ pub enum Entry {
     StageLease { partition: u32, upto: u64 },
     /// Cluster: from here on this node writes for `partition` under ownership `epoch`.
     Owned { partition: u32, epoch: u64 },
-}
-
-/// Everything needed to re-issue an accepted record after a restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcceptedRecord {
-    pub partition: u32,
-    pub seq: u64,
-    pub accepted_ms: u64,
-    /// 0 until the record started its first attempt.
-    pub first_attempt_ms: u64,
-    pub attempts: u32,
-    pub splice: bool,
-    pub id: String,
-    /// The key's JSON text.
-    pub key: String,
-    pub canonical: String,
-    /// The record's JSON text.
-    pub record: String,
 }
 
 /// Why a frame could not be decoded.
@@ -113,16 +97,16 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Append an `Accepted` frame for `r` to `out` (snapshots write records this way without
 /// copying them into an `Entry`).
-pub fn encode_accepted(r: &AcceptedRecord, out: &mut Vec<u8>) {
+pub fn encode_accepted(r: &Record, out: &mut Vec<u8>) {
     encode_record(TAG_ACCEPTED, r, out)
 }
 
 /// Append a `Staged` frame for `r` (see [`encode_accepted`]).
-pub fn encode_staged(r: &AcceptedRecord, out: &mut Vec<u8>) {
+pub fn encode_staged(r: &Record, out: &mut Vec<u8>) {
     encode_record(TAG_STAGED, r, out)
 }
 
-fn encode_record(tag: u8, r: &AcceptedRecord, out: &mut Vec<u8>) {
+fn encode_record(tag: u8, r: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     out.push(tag);
@@ -135,7 +119,7 @@ fn encode_record(tag: u8, r: &AcceptedRecord, out: &mut Vec<u8>) {
     put_str(out, &r.id);
     put_str(out, &r.key);
     put_str(out, &r.canonical);
-    put_str(out, &r.record);
+    put_str(out, &r.text);
     seal(out, start);
 }
 
@@ -262,18 +246,18 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-    fn record(&mut self) -> Result<AcceptedRecord, FrameError> {
-        Ok(AcceptedRecord {
+    fn record(&mut self) -> Result<Record, FrameError> {
+        Ok(Record {
             partition: self.u32()?,
             seq: self.u64()?,
             accepted_ms: self.u64()?,
             first_attempt_ms: self.u64()?,
             attempts: self.u32()?,
             splice: self.u8()? != 0,
-            id: self.string()?,
-            key: self.string()?,
-            canonical: self.string()?,
-            record: self.string()?,
+            id: self.string()?.into(),
+            key: self.string()?.into(),
+            canonical: self.string()?.into(),
+            text: self.string()?.into(),
         })
     }
     fn marks(&mut self, payload: usize) -> Result<Vec<(u32, u64)>, FrameError> {
@@ -397,17 +381,17 @@ pub fn decode_all(buf: &[u8]) -> (Vec<Entry>, Option<(usize, FrameError)>) {
 /// An `Accepted` entry for tests of the journal's users.
 #[cfg(test)]
 pub(crate) fn test_accepted(partition: u32, seq: u64) -> Entry {
-    Entry::Accepted(AcceptedRecord {
+    Entry::Accepted(Record {
         partition,
         seq,
         accepted_ms: 1,
         first_attempt_ms: 0,
         attempts: 0,
         splice: true,
-        id: format!("r{seq}"),
+        id: format!("r{seq}").into(),
         key: "\"k\"".into(),
         canonical: "k".into(),
-        record: "{\"user_id\":\"k\"}".into(),
+        text: "{\"user_id\":\"k\"}".into(),
     })
 }
 
@@ -422,7 +406,7 @@ mod tests {
                 partition: 1,
                 upto: 1 << 20,
             },
-            Entry::Accepted(AcceptedRecord {
+            Entry::Accepted(Record {
                 partition: 1,
                 seq: 7,
                 accepted_ms: 1_700_000_000_000,
@@ -432,7 +416,7 @@ mod tests {
                 id: "r-7".into(),
                 key: "\"u1\"".into(),
                 canonical: "u1".into(),
-                record: r#"{"id":"r-7","user_id":"u1","s":"é"}"#.into(),
+                text: r#"{"id":"r-7","user_id":"u1","s":"é"}"#.into(),
             }),
             Entry::Started {
                 partition: 1,
@@ -449,7 +433,7 @@ mod tests {
                 output: 1234,
                 dead_letter: 0,
             },
-            Entry::Staged(AcceptedRecord {
+            Entry::Staged(Record {
                 partition: 2,
                 seq: 0,
                 accepted_ms: 1_700_000_000_000,
@@ -459,7 +443,7 @@ mod tests {
                 id: "r-8".into(),
                 key: "3".into(),
                 canonical: "3".into(),
-                record: r#"{"id":"r-8","user_id":3}"#.into(),
+                text: r#"{"id":"r-8","user_id":3}"#.into(),
             }),
             Entry::Forwarded {
                 partition: 2,

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::codec::{self, AcceptedRecord, Entry};
+use super::codec::{self, Entry};
 use super::files;
 use super::state::State;
 use crate::metrics::Metrics;
+use crate::record::Record;
 
 /// Where the snapshot thread publishes the newest durable checkpoint (read by `/v1/status`
 /// and `/metrics`).
@@ -59,7 +60,7 @@ enum Op {
     },
     Export {
         partition: Option<u32>,
-        reply: oneshot::Sender<Vec<Arc<AcceptedRecord>>>,
+        reply: oneshot::Sender<Vec<Arc<Record>>>,
     },
 }
 
@@ -109,7 +110,7 @@ impl JournalHandle {
 
     /// The pending records of `partition` (all partitions: `None`) in seq order, as the
     /// journal holds them after every entry sent before this call.
-    pub async fn export(&self, partition: Option<u32>) -> Result<Vec<Arc<AcceptedRecord>>, String> {
+    pub async fn export(&self, partition: Option<u32>) -> Result<Vec<Arc<Record>>, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Op::Export { partition, reply })

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::codec::{AcceptedRecord, Entry};
+use super::codec::Entry;
+use crate::record::Record;
 
 /// Seqs handed out per lease; a restart continues above the last lease, never below.
 pub const LEASE: u64 = 1 << 20;
@@ -16,7 +17,7 @@ pub struct State {
     /// Accepted, not yet committed as terminal; keyed (partition, seq) so iteration is in
     /// seq order per partition. Shared so a snapshot can take a copy of the map without
     /// copying the records.
-    pub pending: BTreeMap<(u32, u64), Arc<AcceptedRecord>>,
+    pub pending: BTreeMap<(u32, u64), Arc<Record>>,
     /// Per partition: no seq below this was ever handed out twice.
     pub next_seq: BTreeMap<u32, u64>,
     /// Output sink length covered by committed terminal marks.
@@ -27,7 +28,7 @@ pub struct State {
     pub has_offsets: bool,
     /// Cluster: records held for partitions owned elsewhere, keyed (partition, stage
     /// number), waiting to be forwarded in that order.
-    pub staged: BTreeMap<(u32, u64), Arc<AcceptedRecord>>,
+    pub staged: BTreeMap<(u32, u64), Arc<Record>>,
     /// Cluster: next stage number per partition (never reused: the owner drops resends
     /// below its watermark).
     pub next_stage: BTreeMap<u32, u64>,
@@ -118,7 +119,7 @@ impl State {
     }
 
     /// The pending records of one partition, in seq order (what a handover exports).
-    pub fn pending_of(&self, partition: u32) -> Vec<Arc<AcceptedRecord>> {
+    pub fn pending_of(&self, partition: u32) -> Vec<Arc<Record>> {
         self.pending
             .range((partition, 0)..=(partition, u64::MAX))
             .map(|(_, r)| r.clone())
@@ -126,7 +127,7 @@ impl State {
     }
 
     /// The staged records of one partition, in stage order.
-    pub fn staged_of(&self, partition: u32) -> Vec<Arc<AcceptedRecord>> {
+    pub fn staged_of(&self, partition: u32) -> Vec<Arc<Record>> {
         self.staged
             .range((partition, 0)..=(partition, u64::MAX))
             .map(|(_, r)| r.clone())

@@ -10,6 +10,7 @@ use super::hash::partition_of;
 pub use crate::json::canonical_key;
 use crate::json::raw;
 use crate::pointer::Pointer;
+use crate::record::Record;
 use crate::settings::Settings;
 
 /// One bad record, reported in the problem's `errors` list.
@@ -23,22 +24,9 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// A record that passed validation, routed to its partition.
-#[derive(Debug)]
-pub struct Admitted {
-    /// The client's id, when the record has one.
-    pub id: Option<Arc<str>>,
-    /// The key's JSON text as it appears in the record (echoed in the envelope).
-    pub key: Box<str>,
-    /// The key's canonical text: the lookup key and the input of the partition hash.
-    pub canonical: Arc<str>,
-    /// `hash(canonical) % partitions`.
-    pub partition: u32,
-    /// The record's JSON text on one line.
-    pub record: Box<str>,
-    /// The result can be appended as a new top-level member (fast merge).
-    pub splice: bool,
-}
+/// A record that passed validation, routed to its partition: the service's one record
+/// type, with its id still empty when the client gave none (the ingress generates it).
+pub type Admitted = Record;
 
 /// The compiled record rules: which pointers matter, how many partitions there are, and
 /// the lookup backend's own check of a record (CQL binds).
@@ -168,13 +156,17 @@ impl RecordRules {
         match key {
             Some((key, canonical)) if errors.is_empty() => {
                 let partition = partition_of(&canonical, self.partitions);
-                Ok(Admitted {
-                    id,
-                    key,
-                    canonical: Arc::from(canonical),
+                Ok(Record {
                     partition,
-                    record: raw::to_line(record),
+                    seq: 0,
+                    accepted_ms: 0,
+                    first_attempt_ms: 0,
+                    attempts: 0,
                     splice,
+                    id: id.unwrap_or_else(|| Arc::from("")),
+                    key: Arc::from(key),
+                    canonical: Arc::from(canonical),
+                    text: Arc::from(raw::to_line(record)),
                 })
             }
             _ => Err(errors),
@@ -222,7 +214,7 @@ mod tests {
         let a = rules()
             .admit(0, raw(r#"{"id": "r-1", "user_id": "u1"}"#))
             .unwrap();
-        assert_eq!(a.id.as_deref(), Some("r-1"));
+        assert_eq!(&*a.id, "r-1");
         assert_eq!(&*a.canonical, "u1");
         assert_eq!(&*a.key, "\"u1\"");
         assert!(a.splice);
@@ -230,7 +222,7 @@ mod tests {
         let b = rules()
             .admit(0, raw(r#"{"id": 7, "user_id": 42, "enrichment": 1}"#))
             .unwrap();
-        assert_eq!(b.id.as_deref(), Some("7"));
+        assert_eq!(&*b.id, "7");
         assert_eq!(&*b.canonical, "42");
         assert!(!b.splice, "an existing member is replaced by the slow path");
     }

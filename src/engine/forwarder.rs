@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::shared::Shared;
-use crate::durability::codec::{self, AcceptedRecord};
+use crate::durability::codec;
+use crate::record::Record;
 
 /// Headers of the internal import API.
 pub const H_SOURCE: &str = "x-sluice-source";
@@ -61,7 +62,7 @@ pub struct Ship {
     pub handover: bool,
     /// Stage numbers below this are in the batch.
     pub upto: u64,
-    pub records: Vec<Arc<AcceptedRecord>>,
+    pub records: Vec<Arc<Record>>,
 }
 
 /// See module docs.
@@ -110,7 +111,7 @@ impl Handler<Ship> for Forwarder {
     type Result = ();
 
     fn handle(&mut self, msg: Ship, ctx: &mut Self::Context) {
-        let mut body = Vec::with_capacity(msg.records.iter().map(|r| r.record.len() + 96).sum());
+        let mut body = Vec::with_capacity(msg.records.iter().map(|r| r.text.len() + 96).sum());
         for r in &msg.records {
             codec::encode_staged(r, &mut body);
         }

@@ -30,9 +30,10 @@ use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
 use super::shared::Shared;
-use crate::durability::codec::{AcceptedRecord, Entry};
+use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
+use crate::record::Record;
 
 /// Records shipped to an owner in one request at most.
 const SHIP_BATCH: usize = 4096;
@@ -127,14 +128,14 @@ pub struct EvictPartition(pub u32);
 #[derive(Message)]
 #[rtype(result = "oneshot::Receiver<Result<(), String>>")]
 pub struct Restage {
-    pub records: Vec<Arc<AcceptedRecord>>,
+    pub records: Vec<Arc<Record>>,
     pub handover_to: Option<String>,
 }
 
 /// Cluster: after a lost lease, every pending record of the journal is dormant.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Dormant(pub Vec<Arc<AcceptedRecord>>);
+pub struct Dormant(pub Vec<Arc<Record>>);
 
 /// Cluster: records another node sends here (see module docs).
 #[derive(Message)]
@@ -146,7 +147,7 @@ pub struct Import {
     pub epoch: u64,
     pub handover: bool,
     /// In stage order; `seq` is the sender's stage number.
-    pub records: Vec<AcceptedRecord>,
+    pub records: Vec<Record>,
 }
 
 /// An import taken: how many records were new, and when they are durable here.
@@ -188,7 +189,7 @@ pub struct IngressJournal {
 #[derive(Default)]
 struct Outbox {
     /// In stage order; each record's `seq` is its stage number.
-    queue: VecDeque<Arc<AcceptedRecord>>,
+    queue: VecDeque<Arc<Record>>,
     /// Stage numbers below this are durable here and may be shipped.
     durable_upto: u64,
     /// The batch in flight ships stage numbers below this.
@@ -214,7 +215,7 @@ pub struct Ingress {
     journal: Option<IngressJournal>,
     outbox: Vec<Outbox>,
     next_stage: Vec<u64>,
-    dormant: BTreeMap<(u32, u64), Arc<AcceptedRecord>>,
+    dormant: BTreeMap<(u32, u64), Arc<Record>>,
     imported: HashMap<(String, u32), u64>,
     forwarders: HashMap<String, (String, Addr<Forwarder>)>,
     /// Bearer token for the internal API of other nodes.
@@ -311,7 +312,7 @@ impl Ingress {
 
     /// Stage `records` of `partition` in the outbox (new stage numbers); returns the
     /// entries to journal and the stage number after the last.
-    fn stage(&mut self, partition: u32, records: Vec<AcceptedRecord>) -> (Vec<Entry>, u64) {
+    fn stage(&mut self, partition: u32, records: Vec<Record>) -> (Vec<Entry>, u64) {
         let p = partition as usize;
         let mut entries = Vec::with_capacity(records.len());
         for mut r in records {
@@ -347,7 +348,7 @@ impl Ingress {
     fn take_in(
         &mut self,
         partition: u32,
-        records: Vec<Arc<AcceptedRecord>>,
+        records: Vec<Arc<Record>>,
     ) -> (Vec<Entry>, Vec<Vec<(u64, Job)>>) {
         let p = partition as usize;
         let mut entries = self.leases(&{
@@ -459,7 +460,7 @@ impl Ingress {
     ) {
         let p = partition as usize;
         let upto = self.outbox[p].durable_upto;
-        let records: Vec<Arc<AcceptedRecord>> = self.outbox[p]
+        let records: Vec<Arc<Record>> = self.outbox[p]
             .queue
             .iter()
             .take_while(|r| r.seq < upto)
@@ -543,7 +544,7 @@ impl Ingress {
                 .range((partition, 0)..=(partition, u64::MAX))
                 .map(|(k, _)| *k)
                 .collect();
-            let records: Vec<Arc<AcceptedRecord>> =
+            let records: Vec<Arc<Record>> =
                 keys.iter().filter_map(|k| self.dormant.remove(k)).collect();
             tracing::info!(
                 partition,
@@ -557,10 +558,10 @@ impl Ingress {
 
     fn restage(
         &mut self,
-        records: Vec<Arc<AcceptedRecord>>,
+        records: Vec<Arc<Record>>,
         handover_to: Option<String>,
     ) -> oneshot::Receiver<Result<(), String>> {
-        let mut by_partition: BTreeMap<u32, Vec<AcceptedRecord>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let mut marks = Vec::with_capacity(records.len());
         for r in records {
             self.dormant.remove(&(r.partition, r.seq));
@@ -594,18 +595,12 @@ impl Ingress {
 
 /// A job for a record coming back from the journal or another node: its attempts and its
 /// first-attempt time (the deadline keeps running) are kept.
-fn restored_job(r: AcceptedRecord, now: Instant) -> Job {
-    let started = r.first_attempt_ms > 0;
+fn restored_job(mut r: Record, now: Instant) -> Job {
+    // An attempt in flight at the crash counts as made.
+    r.attempts = r.attempts.max(u32::from(r.first_attempt_ms > 0));
     Job {
-        id: Arc::from(r.id.as_str()),
-        key: r.key.into_boxed_str(),
-        canonical: Arc::from(r.canonical.as_str()),
-        record: r.record.into_boxed_str(),
-        splice: r.splice,
+        rec: r,
         accepted_at: now,
-        // An attempt in flight at the crash counts as made.
-        attempts: r.attempts.max(u32::from(started)),
-        first_attempt_ms: r.first_attempt_ms,
         journaled: true,
         reply: None,
     }
@@ -684,7 +679,7 @@ impl Handler<Submit> for Ingress {
         let now_ms = if journaled { unix_ms() } else { 0 };
         let mut batches: Vec<Vec<(u64, Job)>> =
             counts.iter().map(|c| Vec::with_capacity(*c)).collect();
-        let mut to_stage: BTreeMap<u32, Vec<AcceptedRecord>> = BTreeMap::new();
+        let mut to_stage: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let mut ids = Vec::with_capacity(total);
         for (i, a) in msg.records.into_iter().enumerate() {
             let p = a.partition as usize % n;
@@ -692,60 +687,39 @@ impl Handler<Submit> for Ingress {
                 let stage =
                     self.next_stage[p] + to_stage.get(&(p as u32)).map_or(0, Vec::len) as u64;
                 // A generated id must be unique in the cluster: name this node and the stage.
-                let id = a.id.unwrap_or_else(|| {
-                    Arc::from(format!("{}-p{p}-s{stage}", ownership.node()).as_str())
-                });
-                ids.push(id.clone());
-                to_stage.entry(p as u32).or_default().push(AcceptedRecord {
-                    partition: p as u32,
-                    seq: 0,
-                    accepted_ms: now_ms,
-                    first_attempt_ms: 0,
-                    attempts: 0,
-                    splice: a.splice,
-                    id: id.to_string(),
-                    key: a.key.to_string(),
-                    canonical: a.canonical.to_string(),
-                    record: a.record.to_string(),
-                });
+                let mut r = a;
+                if r.id.is_empty() {
+                    r.id = Arc::from(format!("{}-p{p}-s{stage}", ownership.node()).as_str());
+                }
+                r.partition = p as u32;
+                r.accepted_ms = now_ms;
+                ids.push(r.id.clone());
+                to_stage.entry(p as u32).or_default().push(r);
                 continue;
             }
             let seq = self.next_seq[p];
             self.next_seq[p] += 1;
-            let id = a.id.unwrap_or_else(|| {
+            let mut r = a;
+            if r.id.is_empty() {
                 let name = if ownership.is_clustered() {
                     format!("{}-p{p}-{seq}", ownership.node())
                 } else {
                     format!("p{p}-{seq}")
                 };
-                Arc::from(name.as_str())
-            });
-            ids.push(id.clone());
+                r.id = Arc::from(name.as_str());
+            }
+            r.partition = p as u32;
+            r.seq = seq;
+            r.accepted_ms = now_ms;
+            ids.push(r.id.clone());
             if journaled {
-                entries.push(Entry::Accepted(AcceptedRecord {
-                    partition: p as u32,
-                    seq,
-                    accepted_ms: now_ms,
-                    first_attempt_ms: 0,
-                    attempts: 0,
-                    splice: a.splice,
-                    id: id.to_string(),
-                    key: a.key.to_string(),
-                    canonical: a.canonical.to_string(),
-                    record: a.record.to_string(),
-                }));
+                entries.push(Entry::Accepted(r.clone()));
             }
             batches[p].push((
                 seq,
                 Job {
-                    id,
-                    key: a.key,
-                    canonical: a.canonical,
-                    record: a.record,
-                    splice: a.splice,
+                    rec: r,
                     accepted_at: now,
-                    attempts: 0,
-                    first_attempt_ms: 0,
                     journaled,
                     reply: msg.reply.as_ref().map(|c| c.slot(i)),
                 },
@@ -1005,7 +979,7 @@ impl Handler<Import> for Ingress {
         let key = (msg.source.clone(), partition);
         let watermark = self.imported.get(&key).copied().unwrap_or(0);
         let upto = msg.records.last().map(|r| r.seq + 1).unwrap_or(0);
-        let fresh: Vec<Arc<AcceptedRecord>> = msg
+        let fresh: Vec<Arc<Record>> = msg
             .records
             .into_iter()
             .filter(|r| r.seq >= watermark)

@@ -278,7 +278,7 @@ impl Engine {
     pub async fn export(
         &self,
         partition: Option<u32>,
-    ) -> Result<Vec<Arc<crate::durability::codec::AcceptedRecord>>, String> {
+    ) -> Result<Vec<Arc<crate::record::Record>>, String> {
         match &self.journal {
             Some(j) => j.export(partition).await,
             None => Ok(Vec::new()),
@@ -289,7 +289,7 @@ impl Engine {
     /// answers once that is durable.
     pub async fn restage(
         &self,
-        records: Vec<Arc<crate::durability::codec::AcceptedRecord>>,
+        records: Vec<Arc<crate::record::Record>>,
         handover_to: Option<String>,
     ) -> Result<(), String> {
         let rx = self

@@ -172,19 +172,19 @@ impl Partition {
                 break;
             };
             moved += 1;
-            let deadline = if job.first_attempt_ms > 0 {
+            let deadline = if job.rec.first_attempt_ms > 0 {
                 // Restored: the deadline still runs from the first attempt before the crash.
                 if now_ms == 0 {
                     now_ms = unix_ms();
                 }
-                let spent = Duration::from_millis(now_ms.saturating_sub(job.first_attempt_ms));
+                let spent = Duration::from_millis(now_ms.saturating_sub(job.rec.first_attempt_ms));
                 now + self.cfg.timeout.saturating_sub(spent)
             } else {
                 if job.journaled && self.cfg.journal.is_some() {
                     if now_ms == 0 {
                         now_ms = unix_ms();
                     }
-                    job.first_attempt_ms = now_ms;
+                    job.rec.first_attempt_ms = now_ms;
                     self.journal_buf.push(Entry::Started {
                         partition: self.cfg.id,
                         seq,
@@ -193,7 +193,7 @@ impl Partition {
                 }
                 now + self.cfg.timeout
             };
-            let key = job.canonical.clone();
+            let key = job.rec.canonical.clone();
             match self.queue.admit(seq, key, deadline, job) {
                 Ok(()) => self.start_attempt(seq),
                 Err(AdmitError::Full(job)) => {
@@ -228,8 +228,8 @@ impl Partition {
         let Some(job) = self.queue.waiting_item_mut(seq) else {
             return;
         };
-        job.attempts += 1;
-        let attempt = job.attempts;
+        job.rec.attempts += 1;
+        let attempt = job.rec.attempts;
         if attempt > 1 && job.journaled && self.cfg.journal.is_some() {
             self.journal_buf.push(Entry::Attempted {
                 partition: self.cfg.id,
@@ -238,8 +238,8 @@ impl Partition {
             });
         }
         let pending = self.lookup.start(&LookupRequest {
-            key: &job.canonical,
-            record: &job.record,
+            key: &job.rec.canonical,
+            record: &job.rec.text,
             attempt,
         });
         match pending {
@@ -291,7 +291,7 @@ impl Partition {
         let Some(deadline) = self.queue.deadline(seq) else {
             return;
         };
-        if self.queue.waiting_item_mut(seq).map(|j| j.attempts) != Some(attempt) {
+        if self.queue.waiting_item_mut(seq).map(|j| j.rec.attempts) != Some(attempt) {
             return;
         }
         let unit = if matches!(kind, AttemptKind::Found) {
@@ -335,7 +335,7 @@ impl Partition {
         let n = self.queue.expire(Instant::now(), |_, job| {
             Outcome::timeout(format!(
                 "deadline of {timeout_ms} ms passed after {} attempt(s)",
-                job.attempts
+                job.rec.attempts
             ))
         });
         self.local.deadlines.inc_by(n as u64);
@@ -362,7 +362,7 @@ impl Partition {
         let bytes: usize = self
             .released
             .iter()
-            .map(|r| r.item().record.len() + 160)
+            .map(|r| r.item().rec.text.len() + 160)
             .sum();
         batch.output.reserve(bytes);
         let released = std::mem::take(&mut self.released);
@@ -388,20 +388,20 @@ impl Partition {
         let latency = now.saturating_duration_since(job.accepted_at);
         self.local.record_latency.observe(latency.as_secs_f64());
         let parts = EnvelopeParts {
-            id: &job.id,
+            id: &job.rec.id,
             partition: self.cfg.id,
             seq,
             epoch: self.epoch,
-            key: &job.key,
-            attempts: job.attempts,
+            key: &job.rec.key,
+            attempts: job.rec.attempts,
             latency_ms: (latency.as_micros() as f64) / 1000.0,
-            record: &job.record,
-            splice: job.splice,
+            record: &job.rec.text,
+            splice: job.rec.splice,
         };
         batch.outcomes[kind.index()] += 1;
         match job.reply {
             Some(slot) => {
-                let mut one = Vec::with_capacity(job.record.len() + 160);
+                let mut one = Vec::with_capacity(job.rec.text.len() + 160);
                 rules.write_envelope(&mut one, &parts, &outcome, error.as_deref());
                 slot.deliver(one);
                 batch.replied += 1;

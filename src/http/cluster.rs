@@ -139,7 +139,7 @@ pub async fn enrich_across(
             Route::Remote { advertise, .. } if !forwarded => {
                 let (idx, body) = remote.entry(advertise).or_default();
                 idx.push(i);
-                body.extend_from_slice(r.record.as_bytes());
+                body.extend_from_slice(r.text.as_bytes());
                 body.push(b'\n');
             }
             Route::Remote { node, .. } => {

@@ -1,0 +1,34 @@
+//! The one record type that crosses every boundary: validated at ingest, queued in a
+//! partition, journaled, staged for another node, forwarded, restored after a crash, handed
+//! over. Its texts are shared (`Arc<str>`), so passing a record from one stage to the next
+//! copies no bytes. A leaf module: it depends on nothing of the service.
+
+use std::sync::Arc;
+
+/// An accepted (or about to be accepted) record and what survives about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// `hash(canonical) % partitions`.
+    pub partition: u32,
+    /// The partition's seq once admitted; while staged for another node, this node's stage
+    /// number for the partition.
+    pub seq: u64,
+    /// Wall-clock ms of acceptance (0 for `/v1/enrich`, which is not journaled).
+    pub accepted_ms: u64,
+    /// Wall-clock ms of the first attempt; 0 until it starts. Kept across restores and
+    /// handovers, so the record's deadline keeps running.
+    pub first_attempt_ms: u64,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The lookup result can be appended as a new top-level member (fast merge).
+    pub splice: bool,
+    /// The client's id, or the one the ingress generated; empty until then (a client's id
+    /// is never empty: that is a 422).
+    pub id: Arc<str>,
+    /// The key's JSON text as it appears in the record (echoed in the envelope).
+    pub key: Arc<str>,
+    /// The key's canonical text: the lookup key and the input of the partition hash.
+    pub canonical: Arc<str>,
+    /// The record's JSON text on one line.
+    pub text: Arc<str>,
+}
