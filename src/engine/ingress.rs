@@ -37,6 +37,9 @@ use crate::record::Record;
 
 /// Records shipped to an owner in one request at most.
 const SHIP_BATCH: usize = 4096;
+/// Record bytes shipped in one request at most (one record always goes, however large:
+/// a record fits `server.max_body_bytes`, and the import route takes 8 times that).
+const SHIP_BYTES: usize = 4 << 20;
 /// Pause before shipping again after an owner refused or could not be reached.
 const SHIP_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -460,11 +463,17 @@ impl Ingress {
     ) {
         let p = partition as usize;
         let upto = self.outbox[p].durable_upto;
+        let mut bytes = 0usize;
         let records: Vec<Arc<Record>> = self.outbox[p]
             .queue
             .iter()
             .take_while(|r| r.seq < upto)
             .take(SHIP_BATCH)
+            .take_while(|r| {
+                let first = bytes == 0;
+                bytes += r.text.len() + 128;
+                first || bytes <= SHIP_BYTES
+            })
             .cloned()
             .collect();
         let Some(last) = records.last().map(|r| r.seq + 1) else {

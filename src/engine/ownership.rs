@@ -364,4 +364,22 @@ mod tests {
         o.mark_refused(0);
         assert!(matches!(o.route(0), Route::Unavailable(_)));
     }
+
+    #[test]
+    fn a_closing_partition_refuses_records_but_still_emits() {
+        let o = Ownership::clustered("a", 1);
+        o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
+        o.set_active(0, 3);
+        assert_eq!(o.route(0), Route::Local(3));
+        o.set_closing(0);
+        assert!(
+            matches!(o.route(0), Route::Unavailable(_)),
+            "no new records"
+        );
+        assert!(o.may_emit(0, 3), "in-flight records still finish");
+        o.set_active(0, 0);
+        assert_eq!(o.emit_check(0, 3), EmitCheck::Stale);
+        o.set_active(0, 9);
+        assert_eq!(o.route(0), Route::Local(9), "a new tenure opens admission");
+    }
 }
