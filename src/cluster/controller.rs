@@ -26,8 +26,11 @@ use crate::engine::Engine;
 use crate::engine::ownership::{Member, Owner, Ownership};
 use crate::settings::Settings;
 
-/// How often the node reads the cluster's keys.
+/// How often the node reads the cluster's keys when nothing is moving.
 pub const POLL: Duration = Duration::from_millis(200);
+/// How often while a partition has no owner or is being handed over: the 503 window of a
+/// handover is mostly the time until every node has seen the new owner.
+pub const FAST_POLL: Duration = Duration::from_millis(40);
 /// Longest wait for a new owner to take handed-over records before the key is released
 /// anyway (the records then follow from the outbox; order may suffer, nothing is lost).
 const HANDOVER_SHIP_LIMIT: Duration = Duration::from_secs(5);
@@ -249,20 +252,27 @@ impl Controller {
 
     async fn reconcile_loop(self: Arc<Self>) {
         while !self.stopped.load(Ordering::Acquire) {
-            if let Err(e) = self.reconcile().await {
-                tracing::debug!(error = %e, "cannot read the cluster from etcd");
-            }
-            tokio::time::sleep(POLL).await;
+            let moving = match self.reconcile().await {
+                Ok(moving) => moving,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the cluster from etcd");
+                    false
+                }
+            };
+            let busy = moving || self.ownership.hurried() || !self.releasing.lock().is_empty();
+            tokio::time::sleep(if busy { FAST_POLL } else { POLL }).await;
         }
     }
 
     /// One pass: read the view, publish it, and act on this node's part of the assignment.
-    async fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// Answers whether a partition has no owner (something is moving).
+    async fn reconcile(self: &Arc<Self>) -> Result<bool, StoreError> {
         let view = self.store.load(self.partitions).await?;
         let lease = self.lease.load(Ordering::Acquire);
         self.publish(&view);
+        let moving = view.owners.iter().any(Option::is_none);
         if lease == 0 || !self.ownership.lease_live() {
-            return Ok(());
+            return Ok(moving);
         }
         let leaving = self.leaving.load(Ordering::Acquire);
         let active: Vec<String> = view
@@ -324,7 +334,7 @@ impl Controller {
                 }
             }
         }
-        Ok(())
+        Ok(moving)
     }
 
     fn publish(&self, view: &View) {

@@ -1039,6 +1039,9 @@ impl Handler<Import> for Ingress {
             }
         }
         let accepted = fresh.len();
+        if msg.handover {
+            self.shared.ownership.hurry();
+        }
         let (mut entries, batches) = if local {
             self.take_in(partition, fresh)
         } else {

@@ -81,6 +81,9 @@ pub struct Ownership {
     lease_until_ms: AtomicU64,
     /// Set on shutdown or while fenced: admit nothing.
     fenced: AtomicBool,
+    /// Until then (ms since `started`) the controller re-reads etcd often: a handover is
+    /// under way and the new owner should be seen at once.
+    hurry_until_ms: AtomicU64,
     table: RwLock<Table>,
 }
 
@@ -93,6 +96,7 @@ impl Ownership {
             started: Instant::now(),
             lease_until_ms: AtomicU64::new(u64::MAX),
             fenced: AtomicBool::new(false),
+            hurry_until_ms: AtomicU64::new(0),
             table: RwLock::new(Table {
                 members: BTreeMap::new(),
                 owners: (0..partitions)
@@ -119,6 +123,7 @@ impl Ownership {
             started: Instant::now(),
             lease_until_ms: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
+            hurry_until_ms: AtomicU64::new(0),
             table: RwLock::new(Table {
                 members: BTreeMap::new(),
                 owners: vec![None; partitions as usize],
@@ -153,6 +158,18 @@ impl Ownership {
     /// Whether the lease is valid now (always, standalone).
     pub fn lease_live(&self) -> bool {
         !self.clustered || self.now_ms() < self.lease_until_ms.load(Ordering::Acquire)
+    }
+
+    /// A handover is under way (records handed over arrived, or an owner refused):
+    /// watch etcd closely for the next second.
+    pub fn hurry(&self) {
+        self.hurry_until_ms
+            .store(self.now_ms() + 1000, Ordering::Release);
+    }
+
+    /// Whether [`Ownership::hurry`] was called within the last second.
+    pub fn hurried(&self) -> bool {
+        self.now_ms() < self.hurry_until_ms.load(Ordering::Acquire)
     }
 
     /// Stop admitting anything (shutdown, lost lease).
@@ -247,6 +264,7 @@ impl Ownership {
         if let Some(r) = self.table.write().refused.get_mut(partition as usize) {
             *r = Some(Instant::now() + REFUSED_FOR);
         }
+        self.hurry();
     }
 
     /// Whether the view was loaded from etcd at least once.
