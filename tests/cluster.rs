@@ -284,4 +284,31 @@ fn a_node_whose_partitions_or_mode_differ_refuses_to_join() {
         err.contains("pipeline.mode") && err.contains("unordered"),
         "{err}"
     );
+
+    // Same shape but the id of a running node: refused once the id outlives a lease TTL.
+    let cfg = support::Config {
+        pipeline: "partitions = 6\nmode = \"ordered\"\n".into(),
+        cluster: format!(
+            "enabled = true\nnode = \"n0\"\netcd = [\"{}\"]\nprefix = \"/sluice-test/mismatch\"\nlease_ttl_ms = 1000\n",
+            endpoints[0]
+        ),
+        ..support::Config::default()
+    };
+    std::fs::write(&path, cfg.render(dir.path())).expect("write");
+    let out = std::process::Command::new(support::binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.node") && err.contains("`n0`"),
+        "{err}"
+    );
+    assert_eq!(
+        c.node(0).get("/readyz").status,
+        200,
+        "the running node is unharmed"
+    );
 }

@@ -115,6 +115,31 @@ impl Controller {
             return Err(JoinError::Mismatch(problems.join("\n")));
         }
         let ownership = engine.shared().ownership.clone();
+        // A member key under this id means either this node's earlier life (crashed: its
+        // lease runs out within the TTL) or another running node with the same id, which
+        // would fight over the same keys: wait for the key to go, refuse if it stays.
+        let node = ownership.node().to_string();
+        let until = std::time::Instant::now() + ttl + Duration::from_secs(2);
+        let mut announced = false;
+        loop {
+            match store.member_exists(&node).await {
+                Ok(false) => break,
+                Ok(true) if std::time::Instant::now() >= until => {
+                    return Err(JoinError::Mismatch(format!(
+                        "cluster.node: another running node uses the id `{node}` in `{}` (its member key outlived the lease TTL); give every node its own id",
+                        c.prefix
+                    )));
+                }
+                Ok(true) => {
+                    if !announced {
+                        tracing::info!(node = %node, "a member with this id is registered (an earlier run?); waiting for its lease to run out");
+                        announced = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the members from etcd; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(Arc::new(Controller {
             store,
             node: ownership.node().to_string(),

@@ -158,6 +158,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a member key for `node` exists now.
+    pub async fn member_exists(&self, node: &str) -> Result<bool, StoreError> {
+        let mut c = self.client.clone();
+        let res = self
+            .within(c.get(self.key(&format!("members/{node}")), None))
+            .await?;
+        Ok(!res.kvs().is_empty())
+    }
+
     /// Remove this node's member key.
     pub async fn delete_member(&self, node: &str) -> Result<(), StoreError> {
         let mut c = self.client.clone();
