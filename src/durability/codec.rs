@@ -39,9 +39,13 @@ pub enum Entry {
     /// forwarded to the owner. Its `seq` is a stage number (this node's own sequence per
     /// partition), not the partition's seq.
     Staged(Record),
-    /// Cluster: staged records of `partition` numbered below `upto` left this node (the
-    /// owner accepted them).
-    Forwarded { partition: u32, upto: u64 },
+    /// Cluster: staged records of `partition` numbered `from..upto` left this node (an
+    /// owner accepted them, or they were staged again under new numbers).
+    Forwarded {
+        partition: u32,
+        from: u64,
+        upto: u64,
+    },
     /// Cluster: these pending records were given away (staged for the new owner).
     Handed { marks: Vec<(u32, u64)> },
     /// Cluster: records staged by `source` for `partition` and numbered below `upto` are
@@ -54,6 +58,14 @@ pub enum Entry {
     /// Cluster: stage numbers of `partition` below `upto` were used (snapshots keep the
     /// counter when nothing is staged).
     StageLease { partition: u32, upto: u64 },
+    /// Cluster: staged records of `partition` numbered `from..upto` went to `node`, whose
+    /// answer was lost: they stay parked here until that node says whether it has them.
+    InDoubt {
+        partition: u32,
+        from: u64,
+        upto: u64,
+        node: String,
+    },
     /// Cluster: from here on this node writes for `partition` under ownership `epoch`.
     Owned { partition: u32, epoch: u64 },
 }
@@ -83,6 +95,7 @@ const TAG_HANDED: u8 = 8;
 const TAG_IMPORTED: u8 = 9;
 const TAG_OWNED: u8 = 10;
 const TAG_STAGE_LEASE: u8 = 11;
+const TAG_IN_DOUBT: u8 = 12;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -141,9 +154,14 @@ pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0u8; HEADER]);
     match entry {
         Entry::Accepted(_) | Entry::Staged(_) => {}
-        Entry::Forwarded { partition, upto } => {
+        Entry::Forwarded {
+            partition,
+            from,
+            upto,
+        } => {
             out.push(TAG_FORWARDED);
             put_u32(out, *partition);
+            put_u64(out, *from);
             put_u64(out, *upto);
         }
         Entry::Handed { marks } => {
@@ -163,6 +181,18 @@ pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
             put_str(out, source);
             put_u32(out, *partition);
             put_u64(out, *upto);
+        }
+        Entry::InDoubt {
+            partition,
+            from,
+            upto,
+            node,
+        } => {
+            out.push(TAG_IN_DOUBT);
+            put_u32(out, *partition);
+            put_u64(out, *from);
+            put_u64(out, *upto);
+            put_str(out, node);
         }
         Entry::StageLease { partition, upto } => {
             out.push(TAG_STAGE_LEASE);
@@ -311,6 +341,7 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
         TAG_STAGED => Entry::Staged(r.record()?),
         TAG_FORWARDED => Entry::Forwarded {
             partition: r.u32()?,
+            from: r.u64()?,
             upto: r.u64()?,
         },
         TAG_HANDED => Entry::Handed {
@@ -320,6 +351,12 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
             source: r.string()?,
             partition: r.u32()?,
             upto: r.u64()?,
+        },
+        TAG_IN_DOUBT => Entry::InDoubt {
+            partition: r.u32()?,
+            from: r.u64()?,
+            upto: r.u64()?,
+            node: r.string()?,
         },
         TAG_STAGE_LEASE => Entry::StageLease {
             partition: r.u32()?,
@@ -447,6 +484,7 @@ mod tests {
             }),
             Entry::Forwarded {
                 partition: 2,
+                from: 0,
                 upto: 1,
             },
             Entry::Handed {
@@ -464,6 +502,12 @@ mod tests {
             Entry::StageLease {
                 partition: 2,
                 upto: 5,
+            },
+            Entry::InDoubt {
+                partition: 2,
+                from: 1,
+                upto: 4,
+                node: "node-c".into(),
             },
         ]
     }

@@ -36,6 +36,9 @@ pub struct State {
     pub imported: BTreeMap<(String, u32), u64>,
     /// Cluster: the newest ownership epoch this node wrote under, per partition.
     pub epochs: BTreeMap<u32, u64>,
+    /// Cluster: staged ranges whose forward's answer was lost, keyed (partition, from):
+    /// (upto, the node that may hold them).
+    pub in_doubt: BTreeMap<(u32, u64), (u64, String)>,
 }
 
 impl State {
@@ -88,15 +91,35 @@ impl State {
                 let n = self.next_stage.entry(partition).or_insert(0);
                 *n = (*n).max(upto);
             }
-            Entry::Forwarded { partition, upto } => {
+            Entry::Forwarded {
+                partition,
+                from,
+                upto,
+            } => {
                 let gone: Vec<_> = self
                     .staged
-                    .range((partition, 0)..(partition, upto))
+                    .range((partition, from)..(partition, upto.max(from)))
                     .map(|(k, _)| *k)
                     .collect();
                 for k in gone {
                     self.staged.remove(&k);
                 }
+                let settled: Vec<_> = self
+                    .in_doubt
+                    .range((partition, from)..(partition, upto.max(from)))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in settled {
+                    self.in_doubt.remove(&k);
+                }
+            }
+            Entry::InDoubt {
+                partition,
+                from,
+                upto,
+                node,
+            } => {
+                self.in_doubt.insert((partition, from), (upto, node));
             }
             Entry::Handed { marks } => {
                 for key in &marks {
@@ -191,6 +214,14 @@ impl State {
                 upto: *upto,
             });
         }
+        for ((p, from), (upto, node)) in &self.in_doubt {
+            out.push(Entry::InDoubt {
+                partition: *p,
+                from: *from,
+                upto: *upto,
+                node: node.clone(),
+            });
+        }
         for (p, epoch) in &self.epochs {
             out.push(Entry::Owned {
                 partition: *p,
@@ -264,12 +295,20 @@ mod tests {
             staged(2, 1),
             Entry::Forwarded {
                 partition: 2,
+                from: 0,
                 upto: 2,
             },
             Entry::Imported {
                 source: "b".into(),
                 partition: 0,
                 upto: 9,
+            },
+            staged(3, 0),
+            Entry::InDoubt {
+                partition: 3,
+                from: 0,
+                upto: 1,
+                node: "c".into(),
             },
             Entry::Owned {
                 partition: 0,
@@ -278,7 +317,8 @@ mod tests {
         ] {
             s.apply(e);
         }
-        assert!(s.staged.is_empty());
+        assert_eq!(s.staged.len(), 1);
+        assert_eq!(s.in_doubt.len(), 1);
         let mut t = State::default();
         for e in s.header_entries() {
             t.apply(e);
@@ -323,6 +363,7 @@ mod tests {
         assert_eq!(s.pending.len(), 2, "other partitions untouched");
         s.apply(Entry::Forwarded {
             partition: 1,
+            from: 0,
             upto: 1,
         });
         let left: Vec<u64> = s.staged_of(1).iter().map(|r| r.seq).collect();

@@ -33,9 +33,10 @@ pub enum ShipResult {
     /// The receiver does not own the partition at that epoch (re-route); it holds the
     /// records numbered below `taken_upto` already.
     NotOwner { why: String, taken_upto: u64 },
-    /// Not delivered (refused connection, overload, an answer saying so): try again later,
-    /// anywhere.
+    /// Not delivered (overload, failure, an answer saying so): try again later, anywhere.
     Retry(String),
+    /// Never connected: nothing was sent, and the node looks down.
+    Unreachable(String),
     /// The request may have been taken (the connection broke after it was sent): only the
     /// same node can say, so ask it again before sending these records anywhere else.
     InDoubt(String),
@@ -47,6 +48,8 @@ pub enum ShipResult {
 pub struct Shipped {
     /// The node the batch went to.
     pub node: String,
+    /// The batch was a parked one (asking a node whether it holds it).
+    pub parked: bool,
     pub partition: u32,
     pub upto: u64,
     pub records: usize,
@@ -58,6 +61,8 @@ pub struct Shipped {
 #[rtype(result = "()")]
 pub struct Ship {
     pub partition: u32,
+    /// Asking about a parked batch (echoed in [`Shipped`]).
+    pub parked: bool,
     pub epoch: u64,
     pub handover: bool,
     /// Stage numbers below this are in the batch.
@@ -129,7 +134,8 @@ impl Handler<Ship> for Forwarder {
         let ingress = self.ingress.clone();
         let shared = self.shared.clone();
         let node = self.node.clone();
-        let (partition, upto, records) = (msg.partition, msg.upto, msg.records.len());
+        let (partition, upto, records, parked) =
+            (msg.partition, msg.upto, msg.records.len(), msg.parked);
         let started = Instant::now();
         ctx.spawn(
             async move {
@@ -166,7 +172,7 @@ impl Handler<Ship> for Forwarder {
                             | awc::error::ConnectError::Resolver(_)
                             | awc::error::ConnectError::Unresolved,
                         ),
-                    ) => ShipResult::Retry(e.to_string()),
+                    ) => ShipResult::Unreachable(e.to_string()),
                     Err(e) => ShipResult::InDoubt(e.to_string()),
                 };
                 if result == ShipResult::Taken {
@@ -177,6 +183,7 @@ impl Handler<Ship> for Forwarder {
                 }
                 ingress.do_send(Shipped {
                     node,
+                    parked,
                     partition,
                     upto,
                     records,

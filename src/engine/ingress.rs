@@ -202,9 +202,18 @@ struct Outbox {
     /// Graceful handover: the node that will own the partition next.
     handover_to: Option<String>,
     not_before: Option<Instant>,
-    /// A batch went to this node and the answer was lost: it may hold those records. Ask it
-    /// again before they go anywhere else (or join a local partition).
-    in_doubt: Option<String>,
+    /// Batches whose answer was lost: the node they went to may hold them. Each is asked
+    /// again of that node (and nothing else of the partition goes to that node first);
+    /// what it does not hold is staged again under new numbers.
+    parked: Vec<Parked>,
+}
+
+/// A batch in doubt (see [`Outbox::parked`]).
+struct Parked {
+    node: String,
+    /// In stage order.
+    records: Vec<Arc<Record>>,
+    asking: bool,
 }
 
 /// See module docs.
@@ -336,9 +345,11 @@ impl Ingress {
             .dormant
             .range((partition, 0)..=(partition, u64::MAX))
             .count();
-        self.shared.partitions[p]
-            .staged
-            .store(self.outbox[p].queue.len() + dormant, Ordering::Release);
+        let parked: usize = self.outbox[p].parked.iter().map(|b| b.records.len()).sum();
+        self.shared.partitions[p].staged.store(
+            self.outbox[p].queue.len() + parked + dormant,
+            Ordering::Release,
+        );
         self.shared
             .metrics
             .cluster_staged_records
@@ -379,34 +390,28 @@ impl Ingress {
     fn pump(&mut self) {
         let now = Instant::now();
         for p in 0..self.outbox.len() {
-            let ob = &self.outbox[p];
-            if ob.queue.is_empty()
-                || ob.in_flight.is_some()
-                || ob.not_before.is_some_and(|t| t > now)
-            {
-                continue;
-            }
             let partition = p as u32;
-            if let Some(node) = self.outbox[p].in_doubt.clone() {
-                let (members, _) = self.shared.ownership.view();
-                if let Some(m) = members.into_iter().find(|m| m.node == node) {
-                    let epoch = match self.shared.ownership.route(partition) {
-                        Route::Remote { node: n, epoch, .. } if n == node => epoch,
-                        _ => 0,
-                    };
-                    self.ship(partition, m.node, m.advertise, epoch, false);
-                }
+            if self.outbox[p].not_before.is_some_and(|t| t > now) {
                 continue;
             }
+            self.ask_parked(partition);
+            let ob = &self.outbox[p];
+            if ob.queue.is_empty() || ob.in_flight.is_some() {
+                continue;
+            }
+            let parked_on = |node: &str| ob.parked.iter().any(|b| b.node == node);
             match self.shared.ownership.route(partition) {
                 Route::Local(_) => self.deliver_locally(partition),
+                // A node asked about a parked batch gets nothing newer before it answered:
+                // its resend watermark must not jump over the parked numbers.
+                Route::Remote { node, .. } if parked_on(&node) => {}
                 Route::Remote {
                     node,
                     advertise,
                     epoch,
                 } => self.ship(partition, node, advertise, epoch, false),
                 Route::Unavailable(_) => {
-                    let target = self.outbox[p].handover_to.clone();
+                    let target = ob.handover_to.clone().filter(|t| !parked_on(t));
                     if let Some(target) = target {
                         let (members, _) = self.shared.ownership.view();
                         if let Some(m) = members.into_iter().find(|m| m.node == target)
@@ -421,12 +426,46 @@ impl Ingress {
         self.restage_dormant();
     }
 
+    /// Ask the node of the first parked batch of `partition` whether it holds it, once
+    /// that node is a member again.
+    fn ask_parked(&mut self, partition: u32) {
+        let p = partition as usize;
+        let Some(first) = self.outbox[p].parked.first() else {
+            return;
+        };
+        if first.asking {
+            return;
+        }
+        let node = first.node.clone();
+        let (members, _) = self.shared.ownership.view();
+        let Some(m) = members.into_iter().find(|m| m.node == node) else {
+            return;
+        };
+        let epoch = match self.shared.ownership.route(partition) {
+            Route::Remote { node: n, epoch, .. } if n == node => epoch,
+            _ => 0,
+        };
+        let records = self.outbox[p].parked[0].records.clone();
+        let upto = records.last().map(|r| r.seq + 1).unwrap_or(0);
+        self.outbox[p].parked[0].asking = true;
+        self.send_ship(
+            partition,
+            m.node,
+            m.advertise,
+            epoch,
+            false,
+            true,
+            upto,
+            records,
+        );
+    }
+
     /// The partition is active here: its durable outbox records join it directly.
     fn deliver_locally(&mut self, partition: u32) {
         let p = partition as usize;
-        // A batch on its way to another node (or whose answer was lost) may be taken
-        // there: nothing of the outbox joins the partition here until that is settled.
-        if self.outbox[p].in_doubt.is_some() || self.outbox[p].in_flight.is_some() {
+        // A batch on its way to another node may be taken there: nothing of the outbox
+        // joins the partition here until that is settled.
+        if self.outbox[p].in_flight.is_some() {
             return;
         }
         let upto = self.outbox[p].durable_upto;
@@ -436,13 +475,15 @@ impl Ingress {
                 take.push(r);
             }
         }
-        if take.is_empty() {
+        let (Some(from), Some(last)) =
+            (take.first().map(|r| r.seq), take.last().map(|r| r.seq + 1))
+        else {
             return;
-        }
-        let last = take.last().map(|r| r.seq + 1).unwrap_or(0);
+        };
         let (mut entries, batches) = self.take_in(partition, take);
         entries.push(Entry::Forwarded {
             partition,
+            from,
             upto: last,
         });
         if let Some(j) = &self.journal {
@@ -479,6 +520,24 @@ impl Ingress {
         let Some(last) = records.last().map(|r| r.seq + 1) else {
             return;
         };
+        self.outbox[p].in_flight = Some(last);
+        self.send_ship(
+            partition, node, advertise, epoch, handover, false, last, records,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_ship(
+        &mut self,
+        partition: u32,
+        node: String,
+        advertise: String,
+        epoch: u64,
+        handover: bool,
+        parked: bool,
+        upto: u64,
+        records: Vec<Arc<Record>>,
+    ) {
         let Some(me) = self.me.clone() else { return };
         let fwd = match self.forwarders.get(&node) {
             Some((url, addr)) if *url == advertise && addr.connected() => addr.clone(),
@@ -497,12 +556,12 @@ impl Ingress {
                 addr
             }
         };
-        self.outbox[p].in_flight = Some(last);
         fwd.do_send(Ship {
             partition,
+            parked,
             epoch,
             handover,
-            upto: last,
+            upto,
             records,
         });
     }
@@ -510,12 +569,17 @@ impl Ingress {
     /// The outbox records of `partition` numbered below `upto` left this node for good.
     fn taken(&mut self, partition: u32, upto: u64, records: usize) {
         let ob = &mut self.outbox[partition as usize];
+        let from = ob.queue.front().map(|r| r.seq).unwrap_or(upto);
         while ob.queue.front().is_some_and(|r| r.seq < upto) {
             ob.queue.pop_front();
         }
         ob.not_before = None;
         if let Some(j) = &self.journal {
-            j.handle.write(vec![Entry::Forwarded { partition, upto }]);
+            j.handle.write(vec![Entry::Forwarded {
+                partition,
+                from,
+                upto,
+            }]);
         }
         self.shared
             .metrics
@@ -810,6 +874,20 @@ impl Handler<Restore> for Ingress {
             ob.durable_upto = ob.durable_upto.max(r.seq + 1);
             ob.queue.push_back(r);
         }
+        for ((p, from), (upto, node)) in state.in_doubt {
+            let ob = &mut self.outbox[p as usize % n];
+            let (parked, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut ob.queue)
+                .into_iter()
+                .partition(|r| r.seq >= from && r.seq < upto);
+            ob.queue = rest;
+            if !parked.is_empty() {
+                ob.parked.push(Parked {
+                    node,
+                    records: parked.into_iter().collect(),
+                    asking: false,
+                });
+            }
+        }
         let total = state.pending.len();
         if msg.clustered {
             self.dormant = state.pending;
@@ -936,23 +1014,16 @@ impl Handler<Shipped> for Ingress {
     fn handle(&mut self, msg: Shipped, _: &mut Self::Context) {
         let partition = msg.partition;
         let p = partition as usize;
+        if msg.parked {
+            self.settle_parked(partition, msg);
+            self.pump();
+            return;
+        }
         self.outbox[p].in_flight = None;
         match msg.result {
-            ShipResult::Taken => {
-                self.outbox[p].in_doubt = None;
-                self.taken(partition, msg.upto, msg.records);
-            }
-            ShipResult::NotOwner { why, taken_upto } => {
-                tracing::debug!(partition, %why, taken_upto, "owner refused forwarded records");
-                if self.outbox[p].in_doubt.take().is_some() && taken_upto > 0 {
-                    // The node that went silent had taken part of it: those are its now.
-                    let n = self.outbox[p]
-                        .queue
-                        .iter()
-                        .take_while(|r| r.seq < taken_upto)
-                        .count();
-                    self.taken(partition, taken_upto, n);
-                }
+            ShipResult::Taken => self.taken(partition, msg.upto, msg.records),
+            ShipResult::NotOwner { why, .. } => {
+                tracing::debug!(partition, %why, "owner refused forwarded records");
                 if self.outbox[p].handover_to.is_none() {
                     self.shared.ownership.mark_refused(partition);
                 }
@@ -962,14 +1033,102 @@ impl Handler<Shipped> for Ingress {
                 tracing::debug!(partition, %why, "forwarding failed; will retry");
                 self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
             }
+            ShipResult::Unreachable(why) => {
+                tracing::debug!(partition, node = %msg.node, %why, "owner unreachable");
+                self.shared.ownership.mark_unreachable(&msg.node);
+                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
+            }
             ShipResult::InDoubt(why) => {
                 tracing::warn!(partition, node = %msg.node, %why,
-                    "forwarded records may or may not have been taken; asking that node again before sending them elsewhere");
-                self.outbox[p].in_doubt = Some(msg.node);
-                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
+                    "forwarded records may or may not have been taken; parked until that node answers");
+                self.park(partition, msg.node, msg.upto);
             }
         }
         self.pump();
+    }
+}
+
+impl Ingress {
+    /// The outbox records of `partition` below `upto` went to `node`, whose answer was
+    /// lost: park them (journaled) and let the rest of the outbox move on.
+    fn park(&mut self, partition: u32, node: String, upto: u64) {
+        let p = partition as usize;
+        let mut records = Vec::new();
+        while self.outbox[p].queue.front().is_some_and(|r| r.seq < upto) {
+            if let Some(r) = self.outbox[p].queue.pop_front() {
+                records.push(r);
+            }
+        }
+        let Some(from) = records.first().map(|r| r.seq) else {
+            return;
+        };
+        if let Some(j) = &self.journal {
+            j.handle.write(vec![Entry::InDoubt {
+                partition,
+                from,
+                upto,
+                node: node.clone(),
+            }]);
+        }
+        // Their callers need not wait: the records are durable here.
+        self.release_waiters(partition, upto);
+        self.outbox[p].parked.push(Parked {
+            node,
+            records,
+            asking: false,
+        });
+        self.publish_staged(partition);
+    }
+
+    /// The answer about the first parked batch of `partition`.
+    fn settle_parked(&mut self, partition: u32, msg: Shipped) {
+        let p = partition as usize;
+        let Some(i) = self.outbox[p].parked.iter().position(|b| b.asking) else {
+            return;
+        };
+        let (taken_upto, done) = match msg.result {
+            ShipResult::Taken => (msg.upto, true),
+            ShipResult::NotOwner { taken_upto, .. } => (taken_upto, true),
+            _ => (0, false),
+        };
+        if !done {
+            self.outbox[p].parked[i].asking = false;
+            self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
+            return;
+        }
+        let batch = self.outbox[p].parked.remove(i);
+        let from = batch.records.first().map(|r| r.seq).unwrap_or(0);
+        let upto = batch.records.last().map(|r| r.seq + 1).unwrap_or(0);
+        let held_there = batch.records.iter().filter(|r| r.seq < taken_upto).count();
+        let missing: Vec<Record> = batch
+            .records
+            .into_iter()
+            .filter(|r| r.seq >= taken_upto)
+            .map(Arc::unwrap_or_clone)
+            .collect();
+        tracing::info!(partition, node = %batch.node, held_there, missing = missing.len(),
+            "parked records settled");
+        self.shared
+            .metrics
+            .cluster_forwarded_records
+            .inc_by(held_there as u64);
+        // Those the node does not hold are staged again under new numbers (above anything
+        // shipped since), removed under the old ones in the same write.
+        let (mut entries, next) = self.stage(partition, missing);
+        entries.push(Entry::Forwarded {
+            partition,
+            from,
+            upto,
+        });
+        let staged = if entries.len() > 1 {
+            vec![(partition, next)]
+        } else {
+            Vec::new()
+        };
+        if let Some(rx) = self.journal_write(entries, !staged.is_empty(), staged) {
+            drop(rx);
+        }
+        self.publish_staged(partition);
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Owner {
 /// with the new owner within a poll or two).
 const REFUSED_FOR: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// How long a node that refused a connection is routed around.
+const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The answer to "may this batch be written now?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmitCheck {
@@ -70,6 +73,9 @@ struct Table {
     refused: Vec<Option<Instant>>,
     /// The view was loaded from etcd at least once.
     known: bool,
+    /// Nodes that refused connections recently, until when: their partitions answer 503
+    /// (failover in progress) instead of piling records up for a dead owner.
+    unreachable: BTreeMap<String, Instant>,
 }
 
 /// See module docs.
@@ -111,6 +117,7 @@ impl Ownership {
                 closing: vec![false; partitions as usize],
                 refused: vec![None; partitions as usize],
                 known: true,
+                unreachable: BTreeMap::new(),
             }),
         }
     }
@@ -131,6 +138,7 @@ impl Ownership {
                 closing: vec![false; partitions as usize],
                 refused: vec![None; partitions as usize],
                 known: false,
+                unreachable: BTreeMap::new(),
             }),
         }
     }
@@ -267,6 +275,16 @@ impl Ownership {
         self.hurry();
     }
 
+    /// `node` refused a connection: route around it (503) for a second, or until it leaves
+    /// the view.
+    pub fn mark_unreachable(&self, node: &str) {
+        self.table
+            .write()
+            .unreachable
+            .insert(node.to_string(), Instant::now() + UNREACHABLE_FOR);
+        self.hurry();
+    }
+
     /// Whether the view was loaded from etcd at least once.
     pub fn known(&self) -> bool {
         self.table.read().known
@@ -313,6 +331,16 @@ impl Ownership {
                     .is_some_and(|until| until > Instant::now()) =>
             {
                 Route::Unavailable(format!("partition {partition} is being handed over"))
+            }
+            Some(o)
+                if t.unreachable
+                    .get(&o.node)
+                    .is_some_and(|until| *until > Instant::now()) =>
+            {
+                Route::Unavailable(format!(
+                    "partition {partition}'s owner {} does not answer (failover in progress)",
+                    o.node
+                ))
             }
             Some(o) => match t.members.get(&o.node) {
                 Some(m) => Route::Remote {
