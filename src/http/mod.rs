@@ -283,11 +283,20 @@ async fn get_status(state: Data) -> HttpResponse {
 async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
     ensure_ready(&state)?;
+    let own = &state.engine.shared().ownership;
+    if own.is_clustered() && !own.lease_live() {
+        return Err(ApiError::Unavailable(
+            "no live etcd lease: this node commits nothing while fenced; retry shortly".into(),
+        ));
+    }
     match state.engine.checkpoint().await {
         Ok(Some(info)) => Ok(HttpResponse::Ok().json(info)),
         Ok(None) => Err(ApiError::NotImplemented(
             "this engine runs without a journal".into(),
         )),
+        Err(e) if e.starts_with("fenced") => Err(ApiError::Unavailable(format!(
+            "checkpoint not taken: {e}; retry shortly"
+        ))),
         Err(e) => Err(ApiError::Internal(format!("checkpoint failed: {e}"))),
     }
 }

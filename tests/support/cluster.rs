@@ -193,8 +193,13 @@ impl TestCluster {
                 .collect();
             if busy.is_empty() {
                 // Flush every sink to its file (a checkpoint commits them first).
+                // A node fenced for a moment (an etcd member just came back) answers 503.
                 for n in self.nodes.iter().flatten() {
-                    let r = n.post_json("/v1/checkpoint", &[]);
+                    let mut r = n.post_json("/v1/checkpoint", &[]);
+                    while r.status == 503 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(100));
+                        r = n.post_json("/v1/checkpoint", &[]);
+                    }
                     assert_eq!(r.status, 200, "checkpoint: {}", r.body);
                 }
                 return;
