@@ -511,7 +511,11 @@ impl Controller {
                 .any(|m| m.node != self.node && m.state == "active");
             let owned = self.ownership.active_partitions().len();
             let busy = !self.releasing.lock().is_empty();
-            let staged = self.engine.shared().staged();
+            // Records that can still move (parked ones wait for their node either way).
+            let mut staged = 0;
+            for p in 0..self.partitions {
+                staged += self.engine.held_for_others(p).await;
+            }
             if (owned == 0 && !busy && staged == 0) || Instant::now() >= until {
                 break;
             }

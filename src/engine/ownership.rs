@@ -412,6 +412,37 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_owner_is_routed_around_and_a_moment_later_tried_again() {
+        let o = Ownership::clustered("a", 1);
+        o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
+        let mut members = BTreeMap::new();
+        members.insert(
+            "b".to_string(),
+            Member {
+                node: "b".into(),
+                advertise: "http://b".into(),
+                state: "active".into(),
+            },
+        );
+        let owners = vec![Some(Owner {
+            node: "b".into(),
+            epoch: 2,
+        })];
+        o.set_view(members, owners);
+        o.mark_unreachable("b");
+        assert!(
+            matches!(o.route(0), Route::Unavailable(_)),
+            "503, not a pile-up"
+        );
+        assert!(o.hurried(), "the controller re-reads etcd soon");
+        o.table
+            .write()
+            .unreachable
+            .insert("b".into(), Instant::now());
+        assert!(matches!(o.route(0), Route::Remote { epoch: 2, .. }));
+    }
+
+    #[test]
     fn a_closing_partition_refuses_records_but_still_emits() {
         let o = Ownership::clustered("a", 1);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
