@@ -9,8 +9,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cluster::{
-    LEASE_TTL_MS, Load, TestCluster, assert_exactly_once, assert_key_order,
-    assert_one_writer_per_epoch, assert_seq_increasing_per_partition, assert_seqs_unique, config,
+    LEASE_TTL_MS, Load, TestCluster, assert_delivered, assert_key_order,
+    assert_seq_increasing_per_partition, config,
 };
 
 fn run_for(d: Duration) {
@@ -29,15 +29,12 @@ fn three_nodes_serve_load_sent_to_random_nodes_in_every_mode() {
         run_for(Duration::from_secs(3));
         let report = load.finish();
         c.wait_quiescent(Duration::from_secs(30));
-        let env = c.envelopes();
         assert!(
             report.ids().len() > 500,
             "{mode}: too little load: {:?}",
             report.statuses
         );
-        assert_exactly_once(&report, &env);
-        assert_one_writer_per_epoch(&env);
-        assert_seqs_unique(&env);
+        let env = assert_delivered(&c, &report);
         match mode {
             "ordered" => {
                 assert_seq_increasing_per_partition(&env);
@@ -82,10 +79,7 @@ fn scale_two_to_three_to_one_under_load_loses_and_duplicates_nothing() {
     run_for(Duration::from_secs(1));
     let report = load.finish();
     c.wait_quiescent(Duration::from_secs(30));
-    let env = c.envelopes();
-    assert_exactly_once(&report, &env);
-    assert_one_writer_per_epoch(&env);
-    assert_seqs_unique(&env);
+    let env = assert_delivered(&c, &report);
     assert_seq_increasing_per_partition(&env);
     assert_key_order(&env);
     let statuses: Vec<u16> = report.statuses.keys().copied().collect();
@@ -134,10 +128,7 @@ fn a_killed_owner_is_replaced_within_the_lease_and_restarts_without_loss() {
     run_for(Duration::from_secs(1));
     let report = load.finish();
     c.wait_quiescent(Duration::from_secs(30));
-    let env = c.envelopes();
-    assert_exactly_once(&report, &env);
-    assert_one_writer_per_epoch(&env);
-    assert_seqs_unique(&env);
+    assert_delivered(&c, &report);
     eprintln!(
         "kill -9: {} records, statuses {:?}",
         report.ids().len(),
@@ -185,10 +176,7 @@ fn a_frozen_owner_writes_nothing_under_its_stale_epochs() {
         stale_after.len(),
         stale_after[0]
     );
-    let env = c.envelopes();
-    assert_exactly_once(&report, &env);
-    assert_one_writer_per_epoch(&env);
-    assert_seqs_unique(&env);
+    assert_delivered(&c, &report);
     let m = c.node(1).get("/metrics").body;
     assert!(
         m.contains("sluice_cluster_handovers_total{direction=\"lost\"} 1"),
@@ -246,10 +234,7 @@ fn etcd_leader_loss_is_survived_and_quorum_loss_fences_until_etcd_returns() {
     }
     let report = load.finish();
     c.wait_quiescent(Duration::from_secs(30));
-    let env = c.envelopes();
-    support::cluster::assert_cluster_exactly_once(&c, &report);
-    assert_one_writer_per_epoch(&env);
-    assert_seqs_unique(&env);
+    assert_delivered(&c, &report);
 }
 
 #[test]

@@ -208,6 +208,17 @@ struct Outbox {
     parked: Vec<Parked>,
 }
 
+/// Where and how a batch of an outbox goes.
+struct Dest {
+    node: String,
+    advertise: String,
+    /// The epoch the receiver is believed to own the partition at (0: handover/question).
+    epoch: u64,
+    handover: bool,
+    /// Asking about a parked batch.
+    parked: bool,
+}
+
 /// A batch in doubt (see [`Outbox::parked`]).
 struct Parked {
     node: String,
@@ -409,7 +420,16 @@ impl Ingress {
                     node,
                     advertise,
                     epoch,
-                } => self.ship(partition, node, advertise, epoch, false),
+                } => self.ship(
+                    partition,
+                    Dest {
+                        node,
+                        advertise,
+                        epoch,
+                        handover: false,
+                        parked: false,
+                    },
+                ),
                 Route::Unavailable(_) => {
                     let target = ob.handover_to.clone().filter(|t| !parked_on(t));
                     if let Some(target) = target {
@@ -417,7 +437,14 @@ impl Ingress {
                         if let Some(m) = members.into_iter().find(|m| m.node == target)
                             && target != self.shared.ownership.node()
                         {
-                            self.ship(partition, m.node, m.advertise, 0, true);
+                            let dest = Dest {
+                                node: m.node,
+                                advertise: m.advertise,
+                                epoch: 0,
+                                handover: true,
+                                parked: false,
+                            };
+                            self.ship(partition, dest);
                         }
                     }
                 }
@@ -448,16 +475,14 @@ impl Ingress {
         let records = self.outbox[p].parked[0].records.clone();
         let upto = records.last().map(|r| r.seq + 1).unwrap_or(0);
         self.outbox[p].parked[0].asking = true;
-        self.send_ship(
-            partition,
-            m.node,
-            m.advertise,
+        let dest = Dest {
+            node: m.node,
+            advertise: m.advertise,
             epoch,
-            false,
-            true,
-            upto,
-            records,
-        );
+            handover: false,
+            parked: true,
+        };
+        self.send_ship(partition, dest, upto, records);
     }
 
     /// The partition is active here: its durable outbox records join it directly.
@@ -494,14 +519,7 @@ impl Ingress {
         self.publish_staged(partition);
     }
 
-    fn ship(
-        &mut self,
-        partition: u32,
-        node: String,
-        advertise: String,
-        epoch: u64,
-        handover: bool,
-    ) {
+    fn ship(&mut self, partition: u32, dest: Dest) {
         let p = partition as usize;
         let upto = self.outbox[p].durable_upto;
         let mut bytes = 0usize;
@@ -521,23 +539,17 @@ impl Ingress {
             return;
         };
         self.outbox[p].in_flight = Some(last);
-        self.send_ship(
-            partition, node, advertise, epoch, handover, false, last, records,
-        );
+        self.send_ship(partition, dest, last, records);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn send_ship(
-        &mut self,
-        partition: u32,
-        node: String,
-        advertise: String,
-        epoch: u64,
-        handover: bool,
-        parked: bool,
-        upto: u64,
-        records: Vec<Arc<Record>>,
-    ) {
+    fn send_ship(&mut self, partition: u32, dest: Dest, upto: u64, records: Vec<Arc<Record>>) {
+        let Dest {
+            node,
+            advertise,
+            epoch,
+            handover,
+            parked,
+        } = dest;
         let Some(me) = self.me.clone() else { return };
         let fwd = match self.forwarders.get(&node) {
             Some((url, addr)) if *url == advertise && addr.connected() => addr.clone(),

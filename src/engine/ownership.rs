@@ -361,6 +361,19 @@ impl Ownership {
 mod tests {
     use super::*;
 
+    fn member_b() -> BTreeMap<String, Member> {
+        let mut members = BTreeMap::new();
+        members.insert(
+            "b".to_string(),
+            Member {
+                node: "b".into(),
+                advertise: "http://b".into(),
+                state: "active".into(),
+            },
+        );
+        members
+    }
+
     #[test]
     fn standalone_owns_everything_forever() {
         let o = Ownership::standalone("a", 3);
@@ -386,15 +399,7 @@ mod tests {
     fn routes_follow_the_view() {
         let o = Ownership::clustered("a", 2);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
-        let mut members = BTreeMap::new();
-        members.insert(
-            "b".to_string(),
-            Member {
-                node: "b".into(),
-                advertise: "http://b".into(),
-                state: "active".into(),
-            },
-        );
+        let members = member_b();
         o.set_view(
             members,
             vec![
@@ -415,15 +420,7 @@ mod tests {
     fn an_unreachable_owner_is_routed_around_and_a_moment_later_tried_again() {
         let o = Ownership::clustered("a", 1);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
-        let mut members = BTreeMap::new();
-        members.insert(
-            "b".to_string(),
-            Member {
-                node: "b".into(),
-                advertise: "http://b".into(),
-                state: "active".into(),
-            },
-        );
+        let members = member_b();
         let owners = vec![Some(Owner {
             node: "b".into(),
             epoch: 2,

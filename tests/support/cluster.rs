@@ -370,6 +370,17 @@ fn client(
     (acked, statuses)
 }
 
+/// The checks every cluster test makes once the cluster is quiescent: each acknowledged id
+/// exactly once across the nodes' sinks (missing ones located first), one writer per
+/// (partition, epoch), seqs never repeated. Returns the envelopes for mode-specific checks.
+pub fn assert_delivered(c: &TestCluster, report: &LoadReport) -> Vec<(usize, Value)> {
+    assert_cluster_exactly_once(c, report);
+    let env = c.envelopes();
+    assert_one_writer_per_epoch(&env);
+    assert_seqs_unique(&env);
+    env
+}
+
 /// Which files under the nodes' directories mention `id` (journals, snapshots, sinks): the
 /// diagnosis printed when an acknowledged id is missing.
 pub fn where_is(c: &TestCluster, id: &str) -> Vec<String> {
