@@ -61,6 +61,9 @@ pub struct Controller {
     releasing: Mutex<HashSet<u32>>,
     leaving: AtomicBool,
     stopped: AtomicBool,
+    /// Held while partitions change hands here (activate, give away, lose everything), so
+    /// a lost lease never interleaves with an activation under that lease.
+    transition: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
@@ -153,6 +156,7 @@ impl Controller {
             releasing: Mutex::new(HashSet::new()),
             leaving: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            transition: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -240,6 +244,7 @@ impl Controller {
                     self.lease.store(0, Ordering::Release);
                     self.ownership.set_lease_until(Instant::now());
                     keeper = None;
+                    let _held = self.transition.lock().await;
                     if let Err(e) = self.engine.lose_everything().await {
                         tracing::error!(error = %e, "could not drop the lost partitions cleanly");
                     }
@@ -328,7 +333,7 @@ impl Controller {
                     let to = target[i].clone().filter(|t| *t != self.node);
                     if local == 0 {
                         // Acquired but not activated (activation failed earlier): retry.
-                        self.activate(p, o.epoch).await;
+                        self.activate(p, o.epoch, lease).await;
                     } else if let Some(to) = to {
                         let me = self.clone();
                         let epoch = o.epoch;
@@ -384,10 +389,15 @@ impl Controller {
                 return;
             }
         };
-        self.activate(partition, epoch).await;
+        self.activate(partition, epoch, lease).await;
     }
 
-    async fn activate(&self, partition: u32, epoch: u64) {
+    /// Serve `partition` at `epoch`, taken under `lease` — unless that lease is gone by now.
+    async fn activate(&self, partition: u32, epoch: u64, lease: i64) {
+        let _held = self.transition.lock().await;
+        if self.lease.load(Ordering::Acquire) != lease || !self.ownership.lease_live() {
+            return;
+        }
         let mut floor = None;
         for _ in 0..5 {
             match self.store.lease_seqs(partition).await {
@@ -466,6 +476,7 @@ impl Controller {
     /// Stop serving `partition` here and move its pending records to the outbox (for
     /// `to`, else for whoever owns it); answers how many records moved.
     async fn give_away(&self, partition: u32, to: Option<String>) -> usize {
+        let _held = self.transition.lock().await;
         let _ = self.engine.evict(partition).await;
         if let Err(e) = self.engine.flush().await {
             tracing::warn!(partition, error = %e, "sink flush failed during handover");

@@ -924,6 +924,10 @@ impl Handler<Activate> for Ingress {
     fn handle(&mut self, msg: Activate, _: &mut Self::Context) -> usize {
         let partition = msg.partition;
         let p = partition as usize;
+        // Active at the new epoch before anything reaches the partition actor: a batch it
+        // renders must find its epoch current at the emitter, or it would be dropped as
+        // stale. (Admission cannot slip in: this handler runs to its end first.)
+        self.shared.ownership.set_active(partition, msg.epoch);
         self.partitions[p].do_send(SetEpoch(msg.epoch));
         if msg.seq_floor > self.next_seq[p] {
             self.next_seq[p] = msg.seq_floor;
@@ -958,7 +962,6 @@ impl Handler<Activate> for Ingress {
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
         batches[p] = batch;
         self.dispatch(batches);
-        self.shared.ownership.set_active(partition, msg.epoch);
         // Then what waited in the outbox (handed over by the previous owner, or accepted
         // here while another node owned the partition), before any new record.
         self.deliver_locally(partition);

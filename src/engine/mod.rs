@@ -311,12 +311,14 @@ impl Engine {
     /// Cluster: after a lost lease, drop what waits for the sinks, cut them back to the
     /// last commit, and keep every pending record dormant for the new owners.
     pub async fn lose_everything(&self) -> Result<(), String> {
-        for (p, _) in self.shared.ownership.active_partitions() {
+        // Inactive first, so whatever a partition still renders is refused as stale; then
+        // every partition actor emptied (they are all in the journal's pending records).
+        let partitions = self.shared.partitions.len() as u32;
+        for p in 0..partitions {
             self.shared.ownership.set_active(p, 0);
-            let _ = self.evict(p).await;
         }
-        for p in 0..self.shared.partitions.len() as u32 {
-            self.shared.ownership.set_active(p, 0);
+        for p in 0..partitions {
+            let _ = self.evict(p).await;
         }
         self.emitter
             .send(Reset)
