@@ -177,10 +177,14 @@ impl Emitter {
     }
 
     fn flush(&mut self) -> Result<(), String> {
+        // Fenced with something written since the last commit: commit nothing. If the
+        // lease turns out lost, everything after the last commit is cut away (and handed
+        // to the new owners); if it is renewed, this commit happens next tick. (With
+        // nothing written — a fresh start before the first lease — committing is harmless.)
         let own = &self.shared.ownership;
-        if !own.lease_live() && !own.active_partitions().is_empty() {
-            // Fenced: commit nothing. If the lease turns out lost, everything after the
-            // last commit is cut away; if it is renewed, this commit happens next tick.
+        let written = self.committed_at != Some((self.output.position(), self.dead.position()))
+            || !self.uncommitted.is_empty();
+        if !own.lease_live() && own.is_clustered() && written && self.committed_at.is_some() {
             return Err("fenced: the etcd lease is not live".into());
         }
         self.retry_stalled();
