@@ -276,6 +276,8 @@ async fn get_status(state: Data) -> HttpResponse {
         "mode": state.settings.pipeline.mode.as_str(),
         "partitions": partitions,
         "pending": pending,
+        // Cluster: records held here for other nodes' partitions (outbox, parked, dormant).
+        "staged": shared.staged(),
         "last_checkpoint": *shared.last_checkpoint.lock(),
     }))
 }
