@@ -1,4 +1,4 @@
-//! The `sluice` command line (DESIGN.md §6). Exit codes: 0 ok, 1 runtime failure,
+//! The `sluice` command line (README "Command line"). Exit codes: 0 ok, 1 runtime failure,
 //! 2 bad usage or config.
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! Durability (DESIGN.md §4): a journal with group commit, snapshots of the pending
+//! Durability (README "Durability and delivery guarantees"): a journal with group commit, snapshots of the pending
 //! records, and restore after a crash.
 //!
 //! `codec` (framing, CRC32C) and `state` (the fold over entries) are pure; `files` owns the

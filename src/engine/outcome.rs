@@ -1,5 +1,5 @@
 //! Terminal outcomes, where they go (output or dead letter) and the emitted envelope
-//! (DESIGN.md §2, contract).
+//! (README "The envelope").
 
 use serde::Serialize;
 

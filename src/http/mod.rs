@@ -1,4 +1,4 @@
-//! The REST API (DESIGN.md §2) on actix-web. Handlers only translate HTTP to engine calls;
+//! The REST API (README "REST API") on actix-web. Handlers only translate HTTP to engine calls;
 //! every failure leaves through [`problem::ApiError`].
 
 pub mod body;

@@ -1,4 +1,4 @@
-//! Typed configuration (DESIGN.md §3) and its loading: built-in defaults, then a file,
+//! Typed configuration (README "Configuration") and its loading: built-in defaults, then a file,
 //! then `SLUICE__SECTION__KEY` environment variables.
 //!
 //! The structs mirror `config/sluice.toml` one to one; that file is embedded and is the
@@ -57,7 +57,7 @@ pub struct Server {
     pub shutdown_grace_ms: u64,
 }
 
-/// Emission order within a partition (DESIGN.md §2 "Ordering").
+/// Emission order within a partition (README "Ordering").
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
