@@ -55,6 +55,9 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
             "restore": report,
             "pending": state.pending.len(),
             "staged": state.staged.len(),
+            "in_doubt": state.in_doubt.iter().map(|((p, from), (upto, node))| json!({
+                "partition": p, "from": from, "upto": upto, "node": node,
+            })).collect::<Vec<_>>(),
             "partitions": partitions,
             "committed_offsets": {"output": state.output_offset, "dead_letter": state.dead_letter_offset},
             "next_segment": next_segment,
@@ -110,6 +113,12 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         println!(
             "  partition {}: pending {}, staged {}, next seq {}{epoch}",
             p["partition"], p["pending"], p["staged"], p["next_seq"]
+        );
+    }
+    for ((p, from), (upto, node)) in &state.in_doubt {
+        println!(
+            "  in doubt: partition {p} stage numbers {from}..{upto} went to {node}, whose answer \
+             was lost; held here until {node} says whether it has them"
         );
     }
     println!(
