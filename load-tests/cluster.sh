@@ -25,7 +25,10 @@ cargo build --release --quiet
 mkdir -p "$DIR"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # Nodes first (they leave through etcd), etcd last.
+  for p in "${pids[@]:1}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
+  kill -TERM "${pids[0]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM

@@ -538,6 +538,14 @@ impl Controller {
                 );
                 break;
             }
+            if !self.ownership.lease_live() && !busy {
+                tracing::warn!(
+                    owned,
+                    staged,
+                    "etcd unreachable: no handover possible; pending records stay in this node's checkpoint"
+                );
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.stopped.store(true, Ordering::Release);
