@@ -121,8 +121,7 @@ impl Emitter {
             );
             self.shared.metrics.fencing_refusals.inc_by(records);
             if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
-                stats.held.fetch_sub(records as usize, Ordering::AcqRel);
-                stats.handed.fetch_add(records, Ordering::AcqRel);
+                stats.hand_off(records);
             }
             b.output.clear();
             b.dead.clear();
@@ -265,8 +264,7 @@ impl Handler<Reset> for Emitter {
         for b in self.stalled.drain(..) {
             let n = b.output_records + b.dead_records;
             if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
-                stats.held.fetch_sub(n as usize, Ordering::AcqRel);
-                stats.handed.fetch_add(n, Ordering::AcqRel);
+                stats.hand_off(n);
             }
         }
         self.uncommitted.clear();

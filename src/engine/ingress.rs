@@ -432,20 +432,18 @@ impl Ingress {
                 ),
                 Route::Unavailable(_) => {
                     let target = ob.handover_to.clone().filter(|t| !parked_on(t));
-                    if let Some(target) = target {
-                        let (members, _) = self.shared.ownership.view();
-                        if let Some(m) = members.into_iter().find(|m| m.node == target)
-                            && target != self.shared.ownership.node()
-                        {
-                            let dest = Dest {
-                                node: m.node,
-                                advertise: m.advertise,
-                                epoch: 0,
-                                handover: true,
-                                parked: false,
-                            };
-                            self.ship(partition, dest);
-                        }
+                    if let Some(target) = target
+                        && target != self.shared.ownership.node()
+                        && let Some(m) = self.shared.ownership.member(&target)
+                    {
+                        let dest = Dest {
+                            node: m.node,
+                            advertise: m.advertise,
+                            epoch: 0,
+                            handover: true,
+                            parked: false,
+                        };
+                        self.ship(partition, dest);
                     }
                 }
             }
@@ -464,8 +462,7 @@ impl Ingress {
             return;
         }
         let node = first.node.clone();
-        let (members, _) = self.shared.ownership.view();
-        let Some(m) = members.into_iter().find(|m| m.node == node) else {
+        let Some(m) = self.shared.ownership.member(&node) else {
             return;
         };
         let epoch = match self.shared.ownership.route(partition) {
@@ -717,10 +714,6 @@ impl Handler<Submit> for Ingress {
             if *wanted == 0 {
                 continue;
             }
-            let refuse = |reason| Refused {
-                reason,
-                records: Vec::new(),
-            };
             let refusal = match ownership.route(p as u32) {
                 Route::Local(_) => {
                     let held = self.shared.partitions[p].held.load(Ordering::Acquire);
@@ -747,9 +740,10 @@ impl Handler<Submit> for Ingress {
                         .records_refused
                         .inc_by(msg.records.len() as u64);
                 }
-                let mut r = refuse(reason);
-                r.records = msg.records;
-                return Err(r);
+                return Err(Refused {
+                    reason,
+                    records: msg.records,
+                });
             }
         }
         let now = Instant::now();
@@ -933,13 +927,11 @@ impl Handler<Activate> for Ingress {
             self.next_seq[p] = msg.seq_floor;
             self.lease_upto[p] = msg.seq_floor;
         }
-        let mut counts = vec![0; self.partitions.len()];
-        counts[p] = 0;
         let mut entries = vec![Entry::Owned {
             partition,
             epoch: msg.epoch,
         }];
-        entries.append(&mut self.leases(&counts));
+        entries.append(&mut self.leases(&vec![0; self.partitions.len()]));
         // Records pending here from an earlier tenure keep their seqs (all below the
         // floor) and go first.
         let keys: Vec<(u32, u64)> = self

@@ -290,6 +290,11 @@ impl Ownership {
         self.table.read().known
     }
 
+    /// A member as last seen (its advertised URL), if it is one.
+    pub fn member(&self, node: &str) -> Option<Member> {
+        self.table.read().members.get(node).cloned()
+    }
+
     /// Members and owners as last seen.
     pub fn view(&self) -> (Vec<Member>, Vec<Option<Owner>>) {
         let t = self.table.read();

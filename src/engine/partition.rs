@@ -431,12 +431,17 @@ impl Partition {
     fn settle(&mut self) {
         self.pump();
         self.flush_released();
+        self.flush_journal();
+        self.publish();
+    }
+
+    /// Send the journal entries gathered during this wake-up as one write.
+    fn flush_journal(&mut self) {
         if !self.journal_buf.is_empty()
             && let Some(j) = &self.cfg.journal
         {
             j.write(std::mem::take(&mut self.journal_buf));
         }
-        self.publish();
     }
 
     fn publish(&self) {
@@ -498,11 +503,7 @@ impl Handler<Evict> for Partition {
     fn handle(&mut self, _: Evict, _: &mut Self::Context) -> usize {
         // Whatever was released is rendered and sent first: it reached its outcome here.
         self.flush_released();
-        if !self.journal_buf.is_empty()
-            && let Some(j) = &self.cfg.journal
-        {
-            j.write(std::mem::take(&mut self.journal_buf));
-        }
+        self.flush_journal();
         let backlog = self.backlog.len();
         let mut evicted = self.queue.evict_all();
         evicted.extend(self.backlog.drain(..));
@@ -521,8 +522,7 @@ impl Handler<Evict> for Partition {
         self.send(batch);
         let stats = &self.shared.partitions[self.cfg.id as usize];
         stats.backlog.fetch_sub(backlog, Ordering::AcqRel);
-        stats.held.fetch_sub(dropped, Ordering::AcqRel);
-        stats.handed.fetch_add(dropped as u64, Ordering::AcqRel);
+        stats.hand_off(dropped as u64);
         self.publish();
         dropped
     }

@@ -31,6 +31,13 @@ pub struct PartitionStats {
 }
 
 impl PartitionStats {
+    /// `n` records left this node without an outcome here (evicted, or refused as stale):
+    /// no longer held or pending here; the journal hands them to their owner.
+    pub fn hand_off(&self, n: u64) {
+        self.held.fetch_sub(n as usize, Ordering::AcqRel);
+        self.handed.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// Accepted but not yet terminal.
     pub fn pending(&self) -> u64 {
         let accepted = self.accepted.load(Ordering::Acquire);
