@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cluster::{
-    LEASE_TTL_MS, Load, TestCluster, assert_delivered, assert_key_order,
+    LEASE_TTL_MS, TestCluster, assert_delivered, assert_key_order,
     assert_seq_increasing_per_partition, config,
 };
 
@@ -21,12 +21,11 @@ fn run_for(d: Duration) {
 fn three_nodes_serve_load_sent_to_random_nodes_in_every_mode() {
     for mode in ["ordered", "unordered", "key_ordered"] {
         let test = format!("three_nodes_{mode}");
-        let Some(c) = TestCluster::start(&test, 3, 3, config(mode)) else {
+        let Some((c, load)) =
+            TestCluster::start_loaded(&test, 3, 3, config(mode), 4, Duration::from_secs(3))
+        else {
             return;
         };
-        c.wait_balanced(Duration::from_secs(20));
-        let load = Load::start(c.live.clone(), 4, 40);
-        run_for(Duration::from_secs(3));
         let report = load.finish();
         c.wait_quiescent(Duration::from_secs(30));
         assert!(
@@ -60,12 +59,16 @@ fn three_nodes_serve_load_sent_to_random_nodes_in_every_mode() {
 
 #[test]
 fn scale_two_to_three_to_one_under_load_loses_and_duplicates_nothing() {
-    let Some(mut c) = TestCluster::start("scale_2_3_1", 1, 2, config("ordered")) else {
+    let Some((mut c, load)) = TestCluster::start_loaded(
+        "scale_2_3_1",
+        1,
+        2,
+        config("ordered"),
+        4,
+        Duration::from_secs(2),
+    ) else {
         return;
     };
-    c.wait_balanced(Duration::from_secs(20));
-    let load = Load::start(c.live.clone(), 4, 40);
-    run_for(Duration::from_secs(2));
     c.add_node();
     let t = c.wait_balanced(Duration::from_secs(20));
     eprintln!("scale-out 2 -> 3 balanced in {t:?}");
@@ -105,12 +108,11 @@ fn scale_two_to_three_to_one_under_load_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_killed_owner_is_replaced_within_the_lease_and_restarts_without_loss() {
-    let Some(mut c) = TestCluster::start("kill9", 1, 3, config("ordered")) else {
+    let Some((mut c, load)) =
+        TestCluster::start_loaded("kill9", 1, 3, config("ordered"), 4, Duration::from_secs(2))
+    else {
         return;
     };
-    c.wait_balanced(Duration::from_secs(20));
-    let load = Load::start(c.live.clone(), 4, 40);
-    run_for(Duration::from_secs(2));
     let killed_at = Instant::now();
     c.kill9(1);
     // Its partitions are served elsewhere within lease_ttl_ms + 2 s.
@@ -138,12 +140,16 @@ fn a_killed_owner_is_replaced_within_the_lease_and_restarts_without_loss() {
 
 #[test]
 fn a_frozen_owner_writes_nothing_under_its_stale_epochs() {
-    let Some(c) = TestCluster::start("sigstop", 1, 2, config("ordered")) else {
+    let Some((c, load)) = TestCluster::start_loaded(
+        "sigstop",
+        1,
+        2,
+        config("ordered"),
+        4,
+        Duration::from_secs(2),
+    ) else {
         return;
     };
-    c.wait_balanced(Duration::from_secs(20));
-    let load = Load::start(c.live.clone(), 4, 40);
-    run_for(Duration::from_secs(2));
     let before: std::collections::HashSet<u64> = c.view()["partitions"]
         .as_array()
         .expect("partitions")
@@ -186,12 +192,16 @@ fn a_frozen_owner_writes_nothing_under_its_stale_epochs() {
 
 #[test]
 fn etcd_leader_loss_is_survived_and_quorum_loss_fences_until_etcd_returns() {
-    let Some(mut c) = TestCluster::start("etcd_faults", 3, 2, config("ordered")) else {
+    let Some((mut c, load)) = TestCluster::start_loaded(
+        "etcd_faults",
+        3,
+        2,
+        config("ordered"),
+        3,
+        Duration::from_secs(1),
+    ) else {
         return;
     };
-    c.wait_balanced(Duration::from_secs(20));
-    let load = Load::start(c.live.clone(), 3, 40);
-    run_for(Duration::from_secs(1));
     let leader = c.etcd.wait_leader(Duration::from_secs(5));
     let before = load.sent.load(std::sync::atomic::Ordering::Relaxed);
     c.etcd.kill(leader);

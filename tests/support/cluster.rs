@@ -50,6 +50,24 @@ impl TestCluster {
         Some(c)
     }
 
+    /// [`TestCluster::start`], then wait until the partitions are spread, start `clients`
+    /// load clients over 40 keys and let them run for `warm`: where every cluster test
+    /// begins.
+    pub fn start_loaded(
+        test: &str,
+        etcd_members: usize,
+        nodes: usize,
+        config: Config,
+        clients: usize,
+        warm: Duration,
+    ) -> Option<(Self, Load)> {
+        let c = Self::start(test, etcd_members, nodes, config)?;
+        c.wait_balanced(Duration::from_secs(20));
+        let load = Load::start(c.live.clone(), clients, 40);
+        std::thread::sleep(warm);
+        Some((c, load))
+    }
+
     fn config_of(&self, i: usize) -> Config {
         let endpoints: Vec<String> = self
             .etcd
