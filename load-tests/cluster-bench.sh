@@ -313,18 +313,24 @@ awk '$4 == 202 { print "h-" substr($1, 6) "-" $2 }' "$WORK/after-failover-posts.
 echo "   single-record POSTs to the survivors 5 s after the failover, one per partition and node: $(awk '{ n++; if ($4 != 202) bad++; if ($5 > 0.5) slow = slow sprintf(" %s %s %s %.2f s;", $1, $3, $4, $5) } END { printf "%d sent, %d not 202; slower than 0.5 s:%s", n, bad, (slow == "" ? " none" : slow) }' "$WORK/after-failover-posts.txt")"
 
 # ---------------------------------------------------------------------------------------
+# Start node-3 (again) while probes run on node-1; sets T0 (start), T1 (ready), T2
+# (balanced) and PR (the probe report of the partitions that moved).
+join_node3() {
+  mark; start_probe "$1" "$(url 1)"; sleep 1
+  BEFORE=$(owners 1)
+  T0=$(now)
+  start_node 3
+  wait_http "$(url 3)/readyz" 60; T1=$(now)
+  BALANCED=1 wait_owners "$(url 1)" 60 node-1 node-2 node-3; T2=$(now)
+  sleep 1; stop_probe "$1"
+  PR=$(probe_report "$1" "$(moved "$BEFORE" "$(owners 1)")")
+}
+
 # 3. 503 windows of handovers, probed on node-1.
 # 3a. node-3 restarts on its data dir after the crash and rejoins.
 sleep 5
 echo "   ... still held 10 s after the failover, just before node-3 restarts: node-1 $(staged 1), node-2 $(staged 2)"
-mark; start_probe 3a "$(url 1)"; sleep 1
-BEFORE=$(owners 1)
-T0=$(now)
-start_node 3
-wait_http "$(url 3)/readyz" 60; T1=$(now)
-BALANCED=1 wait_owners "$(url 1)" 60 node-1 node-2 node-3; T2=$(now)
-sleep 1; stop_probe 3a
-PR=$(probe_report 3a "$(moved "$BEFORE" "$(owners 1)")")
+join_node3 3a
 echo "3. rejoin after the crash (node-3 restarted on its data dir): ready $(elapsed "$T0" "$T1") s after start, balanced after $(elapsed "$T0" "$T2") s; longest 503 run of a moved partition $(probe_worst 3a) ms"
 echo "   handovers (from the logs): $(handovers)"
 echo "$PR"
@@ -343,14 +349,7 @@ echo "3. graceful leave 3 -> 2 (SIGTERM node-3): exited after $(elapsed "$T0" "$
 echo "   handovers: $(handovers)"
 echo "$PR"
 sleep 1
-mark; start_probe 3c "$(url 1)"; sleep 1
-BEFORE=$(owners 1)
-T0=$(now)
-start_node 3
-wait_http "$(url 3)/readyz" 60; T1=$(now)
-BALANCED=1 wait_owners "$(url 1)" 60 node-1 node-2 node-3; T2=$(now)
-sleep 1; stop_probe 3c
-PR=$(probe_report 3c "$(moved "$BEFORE" "$(owners 1)")")
+join_node3 3c
 echo "3. 503 window of a graceful handover (scale-out 2 -> 3, node-3 joins): longest continuous 503 run of a moved partition $(probe_worst 3c) ms (target < 500 ms); node-3 ready after $(elapsed "$T0" "$T1") s, balanced after $(elapsed "$T0" "$T2") s"
 echo "   handovers: $(handovers)"
 echo "$PR"
