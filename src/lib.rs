@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod cql;
 pub mod durability;
 pub mod engine;
+pub mod envelope;
 pub mod http;
 pub mod json;
 pub mod logging;

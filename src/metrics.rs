@@ -76,6 +76,18 @@ pub struct Metrics {
     pub lease_renew_failures: IntCounter,
     /// Cluster: records held here for owners elsewhere.
     pub cluster_staged_records: IntGauge,
+    /// Envelopes a sink's destination refused for good (sent to the dead letter), by sink.
+    pub sink_rejected: IntCounterVec,
+    /// 1 while a sink is healthy, 0 while its writes fail and are retried, by sink.
+    pub sink_up: IntGaugeVec,
+    /// Webhook POSTs by sink and answer class (2xx, 4xx, 5xx, error for no answer).
+    pub webhook_batches: IntCounterVec,
+    /// Envelopes a webhook receiver accepted, by sink.
+    pub webhook_envelopes: IntCounterVec,
+    /// Webhook POSTs sent again (same Idempotency-Key), by sink.
+    pub webhook_retries: IntCounterVec,
+    /// Duration of one webhook POST, by sink.
+    pub webhook_duration: HistogramVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -131,6 +143,15 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
+        let webhook_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_webhook_request_duration_seconds",
+                "Duration of one webhook POST, by sink",
+            )
+            .buckets(latency_buckets()),
+            &["sink"],
+        )?;
+        registry.register(Box::new(webhook_duration.clone()))?;
         Ok(Metrics {
             records_accepted: counter("sluice_records_accepted_total", "Records accepted")?,
             records_refused: counter(
@@ -188,6 +209,32 @@ impl Metrics {
                 "Size of request bodies",
                 prometheus::exponential_buckets(256.0, 4.0, 10)?,
             )?,
+            sink_rejected: counter_vec(
+                "sluice_sink_rejected_envelopes_total",
+                "Envelopes a sink's destination refused for good (sent to the dead letter)",
+                &["sink"],
+            )?,
+            sink_up: gauge_vec(
+                "sluice_sink_up",
+                "1 while the sink is healthy, 0 while its writes fail and are retried",
+                &["sink"],
+            )?,
+            webhook_batches: counter_vec(
+                "sluice_webhook_batches_total",
+                "Webhook POSTs by answer class (2xx, 3xx, 4xx, 5xx, error)",
+                &["sink", "class"],
+            )?,
+            webhook_envelopes: counter_vec(
+                "sluice_webhook_envelopes_total",
+                "Envelopes a webhook receiver accepted",
+                &["sink"],
+            )?,
+            webhook_retries: counter_vec(
+                "sluice_webhook_retries_total",
+                "Webhook POSTs sent again with the same Idempotency-Key",
+                &["sink"],
+            )?,
+            webhook_duration,
             sink_errors: counter(
                 "sluice_sink_errors_total",
                 "Sink write/flush failures (batches are kept and retried)",

@@ -1,9 +1,12 @@
 //! The one record type that crosses every boundary: validated at ingest, queued in a
 //! partition, journaled, staged for another node, forwarded, restored after a crash, handed
 //! over. Its texts are shared (`Arc<str>`), so passing a record from one stage to the next
-//! copies no bytes. A leaf module: it depends on nothing of the service.
+//! copies no bytes. A leaf module: it depends on nothing of the service but the envelope
+//! types.
 
 use std::sync::Arc;
+
+use crate::envelope::OutcomeKind;
 
 /// An accepted (or about to be accepted) record and what survives about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,4 +34,18 @@ pub struct Record {
     pub canonical: Arc<str>,
     /// The record's JSON text on one line.
     pub text: Arc<str>,
+    /// Set once its envelope was about to go to an at-least-once sink: from then on the
+    /// record is only ever emitted as exactly this envelope (a restore or a new owner sends
+    /// it again instead of looking it up again, so its outcome cannot change).
+    pub decided: Option<Decided>,
+}
+
+/// A record's final envelope, fixed before an at-least-once sink saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// Bound for the dead-letter sink (else the output sink).
+    pub dead_letter: bool,
+    pub outcome: OutcomeKind,
+    /// The envelope's JSON text (no newline).
+    pub envelope: Arc<str>,
 }

@@ -15,7 +15,8 @@ use crate::engine::admit::{Admitted, RecordRules};
 use crate::engine::outcome::OutcomeKind;
 use crate::engine::{Engine, SubmitError};
 use crate::settings::Settings;
-use crate::sink::file::{FileSink, StdoutSink};
+use crate::sink::file::FileSink;
+use crate::sink::stdout::StdoutSink;
 use crate::sink::{self, Sink};
 
 const BATCH: usize = 1024;
@@ -58,7 +59,8 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
     let output = open_sink(&opts.output)?;
     let dead = match &opts.dead_letter {
         Some(t) => open_sink(t)?,
-        None => sink::open(&settings.dead_letter).map_err(|e| CliError::Runtime(e.to_string()))?,
+        None => sink::open(&settings.dead_letter, sink::Role::DeadLetter)
+            .map_err(|e| CliError::Runtime(e.to_string()))?,
     };
     let rules = RecordRules::from_settings(&settings)
         .map_err(|e| CliError::Usage(vec![e.to_string()]))?

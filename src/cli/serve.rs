@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::CliError;
 use crate::node::{self, NodeError};
-use crate::settings::Settings;
+use crate::settings::{Settings, SinkKind};
 
 impl From<NodeError> for CliError {
     fn from(e: NodeError) -> Self {
@@ -24,9 +24,18 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Runtime(format!("listener: {e}")))?;
-    // Tests and scripts read this line to learn the bound port.
-    println!("sluice listening on http://{addr}");
-    let _ = std::io::stdout().flush();
+    // Tests and scripts read this line to learn the bound port. With a stdout sink, stdout
+    // carries envelopes only, so the line goes to stderr.
+    let banner = format!("sluice listening on http://{addr}");
+    if [&settings.output, &settings.dead_letter]
+        .iter()
+        .any(|s| s.kind == SinkKind::Stdout)
+    {
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+        let _ = std::io::stdout().flush();
+    }
     actix_rt::System::new().block_on(async move {
         node::run(settings, listener, async {
             let signal = wait_for_signal().await;

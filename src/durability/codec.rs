@@ -4,7 +4,8 @@
 //! frame is trusted only if its length fits the data and its CRC32C matches; the decoder
 //! never panics on any input.
 
-use crate::record::Record;
+use crate::envelope::OutcomeKind;
+use crate::record::{Decided, Record};
 
 /// Largest payload accepted when decoding; anything larger is corruption.
 pub const MAX_PAYLOAD: usize = 64 << 20;
@@ -68,6 +69,13 @@ pub enum Entry {
     },
     /// Cluster: from here on this node writes for `partition` under ownership `epoch`.
     Owned { partition: u32, epoch: u64 },
+    /// The record's envelope is fixed (it is about to go to an at-least-once sink): from
+    /// now on it is emitted as exactly this envelope.
+    Decided {
+        partition: u32,
+        seq: u64,
+        decided: Decided,
+    },
 }
 
 /// Why a frame could not be decoded.
@@ -96,6 +104,7 @@ const TAG_IMPORTED: u8 = 9;
 const TAG_OWNED: u8 = 10;
 const TAG_STAGE_LEASE: u8 = 11;
 const TAG_IN_DOUBT: u8 = 12;
+const TAG_DECIDED: u8 = 13;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -133,7 +142,17 @@ fn encode_record(tag: u8, r: &Record, out: &mut Vec<u8>) {
     put_str(out, &r.key);
     put_str(out, &r.canonical);
     put_str(out, &r.text);
+    // Optional trailer (frames without it decode as undecided).
+    if let Some(d) = &r.decided {
+        put_decided(out, d);
+    }
     seal(out, start);
+}
+
+fn put_decided(out: &mut Vec<u8>, d: &Decided) {
+    out.push(u8::from(d.dead_letter));
+    out.push(d.outcome.index() as u8);
+    put_str(out, &d.envelope);
 }
 
 fn seal(out: &mut [u8], start: usize) {
@@ -203,6 +222,16 @@ pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
             out.push(TAG_OWNED);
             put_u32(out, *partition);
             put_u64(out, *epoch);
+        }
+        Entry::Decided {
+            partition,
+            seq,
+            decided,
+        } => {
+            out.push(TAG_DECIDED);
+            put_u32(out, *partition);
+            put_u64(out, *seq);
+            put_decided(out, decided);
         }
         Entry::Started {
             partition,
@@ -288,6 +317,25 @@ impl<'a> Reader<'a> {
             key: self.string()?.into(),
             canonical: self.string()?.into(),
             text: self.string()?.into(),
+            decided: if self.pos < self.buf.len() {
+                Some(self.decided()?)
+            } else {
+                None
+            },
+        })
+    }
+    fn decided(&mut self) -> Result<Decided, FrameError> {
+        let dead_letter = match self.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(FrameError::Malformed("bad route in a decided envelope")),
+        };
+        let outcome = OutcomeKind::from_index(self.u8()? as usize)
+            .ok_or(FrameError::Malformed("bad outcome in a decided envelope"))?;
+        Ok(Decided {
+            dead_letter,
+            outcome,
+            envelope: self.string()?.into(),
         })
     }
     fn marks(&mut self, payload: usize) -> Result<Vec<(u32, u64)>, FrameError> {
@@ -366,6 +414,11 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
             partition: r.u32()?,
             epoch: r.u64()?,
         },
+        TAG_DECIDED => Entry::Decided {
+            partition: r.u32()?,
+            seq: r.u64()?,
+            decided: r.decided()?,
+        },
         TAG_STARTED => Entry::Started {
             partition: r.u32()?,
             seq: r.u64()?,
@@ -429,6 +482,7 @@ pub(crate) fn test_accepted(partition: u32, seq: u64) -> Entry {
         key: "\"k\"".into(),
         canonical: "k".into(),
         text: "{\"user_id\":\"k\"}".into(),
+        decided: None,
     })
 }
 
@@ -454,6 +508,7 @@ mod tests {
                 key: "\"u1\"".into(),
                 canonical: "u1".into(),
                 text: r#"{"id":"r-7","user_id":"u1","s":"é"}"#.into(),
+                decided: None,
             }),
             Entry::Started {
                 partition: 1,
@@ -481,7 +536,21 @@ mod tests {
                 key: "3".into(),
                 canonical: "3".into(),
                 text: r#"{"id":"r-8","user_id":3}"#.into(),
+                decided: Some(Decided {
+                    dead_letter: true,
+                    outcome: OutcomeKind::Timeout,
+                    envelope: r#"{"id":"r-8","outcome":"timeout"}"#.into(),
+                }),
             }),
+            Entry::Decided {
+                partition: 1,
+                seq: 7,
+                decided: Decided {
+                    dead_letter: false,
+                    outcome: OutcomeKind::Ok,
+                    envelope: r#"{"id":"r-7","outcome":"ok"}"#.into(),
+                },
+            },
             Entry::Forwarded {
                 partition: 2,
                 from: 0,

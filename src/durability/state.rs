@@ -82,6 +82,15 @@ impl State {
                 self.has_offsets = true;
             }
             Entry::SeqLease { partition, upto } => self.bump(partition, upto),
+            Entry::Decided {
+                partition,
+                seq,
+                decided,
+            } => {
+                if let Some(r) = self.pending.get_mut(&(partition, seq)) {
+                    Arc::make_mut(r).decided = Some(decided);
+                }
+            }
             Entry::Staged(r) => {
                 let n = self.next_stage.entry(r.partition).or_insert(0);
                 *n = (*n).max(r.seq + 1);

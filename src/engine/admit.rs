@@ -167,6 +167,7 @@ impl RecordRules {
                     key: Arc::from(key),
                     canonical: Arc::from(canonical),
                     text: Arc::from(raw::to_line(record)),
+                    decided: None,
                 })
             }
             _ => Err(errors),

@@ -1,11 +1,22 @@
-//! The emitter actor: writes the partitions' batches to the output and dead-letter sinks,
-//! flushes them at least every `checkpoint.interval_ms`, and counts a record as emitted
-//! only once its sink took it. A failing sink keeps its batches and retries them in order.
+//! The emitter actor: hands the partitions' envelopes to the output and dead-letter sinks,
+//! counts a record emitted only once its sink reported it delivered, and commits delivered
+//! journaled records as terminal (with the file sinks' durable lengths) at least every
+//! `checkpoint.interval_ms`.
+//!
+//! Where a record goes on each path (README "No sink drops a record"):
+//! - a sink that cannot take a batch now (busy, I/O error) keeps nothing: the emitter keeps
+//!   the batch, in order, and offers it again; the records stay pending;
+//! - before an at-least-once sink (CQL, webhook, stdout) sees a journaled envelope, the
+//!   envelope itself is journaled (`Decided`) and made durable, so after a crash the record
+//!   is sent again as exactly that envelope — its outcome never changes;
+//! - envelopes the output's destination refuses for good go to the dead letter with the
+//!   reason; envelopes the dead letter's destination refuses stay pending and are offered
+//!   again every second, with `/readyz` naming the sink.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -14,9 +25,11 @@ use super::ownership::EmitCheck;
 use super::shared::Shared;
 use crate::durability::codec::Entry;
 use crate::durability::journal::JournalHandle;
-use crate::sink::Sink;
+use crate::envelope::Envelopes;
+use crate::record::Decided;
+use crate::sink::{Attach, Completion, Guarantee, Refusal, Role, Sink};
 
-/// Serialized envelopes of one partition, in release order.
+/// Rendered envelopes of one partition, in release order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct EmitBatch {
@@ -24,19 +37,14 @@ pub struct EmitBatch {
     /// Ownership epoch the records were rendered under; a batch whose epoch is no longer
     /// this node's for the partition is refused (cluster fencing).
     pub epoch: u64,
-    /// NDJSON lines for the output sink.
-    pub output: Vec<u8>,
-    pub output_records: u64,
-    /// NDJSON lines for the dead-letter sink.
-    pub dead: Vec<u8>,
-    pub dead_records: u64,
-    /// Records answered to a `/v1/enrich` caller (no bytes to write).
+    /// Envelopes for the output sink.
+    pub output: Envelopes,
+    /// Envelopes for the dead-letter sink.
+    pub dead: Envelopes,
+    /// Records answered to a `/v1/enrich` caller (no sink involved).
     pub replied: u64,
-    /// Records per outcome, indexed by `OutcomeKind::index`.
-    pub outcomes: [u64; 4],
-    /// (partition, seq) of the journaled records in `output` and `dead`: committed as
-    /// terminal once the sinks are durable.
-    pub marks: Vec<(u32, u64)>,
+    /// Outcomes of the replied records, indexed by `OutcomeKind::index`.
+    pub replied_outcomes: [u64; 4],
 }
 
 impl EmitBatch {
@@ -45,14 +53,15 @@ impl EmitBatch {
         EmitBatch {
             partition,
             epoch,
-            output: Vec::new(),
-            output_records: 0,
-            dead: Vec::new(),
-            dead_records: 0,
+            output: Envelopes::new(),
+            dead: Envelopes::new(),
             replied: 0,
-            outcomes: [0; 4],
-            marks: Vec::new(),
+            replied_outcomes: [0; 4],
         }
+    }
+
+    fn records(&self) -> u64 {
+        (self.output.len() + self.dead.len()) as u64
     }
 }
 
@@ -62,18 +71,53 @@ impl EmitBatch {
 #[rtype(result = "Result<(), String>")]
 pub struct Flush;
 
+/// A sink completed something or has room again.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+/// A batch whose envelopes are being journaled before an at-least-once sink sees them.
+struct Deciding {
+    id: u64,
+    route: usize,
+    batch: Envelopes,
+    /// Set when the journal answered.
+    result: Option<Result<(), String>>,
+}
+
+const OUTPUT: usize = 0;
+const DEAD: usize = 1;
+/// How often envelopes the dead letter's destination refused are offered again.
+const REFUSED_RETRY: Duration = Duration::from_secs(1);
+
 /// See module docs.
 pub struct Emitter {
-    output: Box<dyn Sink>,
-    dead: Box<dyn Sink>,
+    /// Indexed by `OUTPUT` / `DEAD`.
+    sinks: [Box<dyn Sink>; 2],
     shared: Arc<Shared>,
     flush_every: Duration,
-    stalled: VecDeque<EmitBatch>,
     journal: Option<JournalHandle>,
-    /// Journaled records written to the sinks since the last commit.
+    /// Batches held while this node is fenced (cluster), in arrival order.
+    fenced: VecDeque<EmitBatch>,
+    /// Per sink: envelopes waiting to be taken, in order.
+    waiting: [VecDeque<Envelopes>; 2],
+    /// Envelopes being journaled before an at-least-once sink sees them, in order.
+    deciding: VecDeque<Deciding>,
+    next_decision: u64,
+    /// Envelopes the dead letter's destination refused, and since when.
+    refused: Option<(Envelopes, String, Instant)>,
+    /// Journaled records delivered since the last commit.
     uncommitted: Vec<(u32, u64)>,
     /// Sink positions of the last commit (nothing to commit while unchanged).
     committed_at: Option<(u64, u64)>,
+    /// Per partition: envelopes still at an at-least-once sink when the node lost its
+    /// lease; their completions are not counted again.
+    orphans: Vec<u64>,
+    /// Per partition: envelopes handed to an at-least-once sink and not yet reported.
+    at_sinks: Vec<u64>,
+    wake_pending: Arc<AtomicBool>,
+    /// The health text last published (to log changes once).
+    health: Vec<String>,
 }
 
 impl Emitter {
@@ -85,21 +129,38 @@ impl Emitter {
         flush_every: Duration,
         journal: Option<JournalHandle>,
     ) -> Self {
+        let partitions = shared.partitions.len();
         Emitter {
-            output,
-            dead,
+            sinks: [output, dead],
             shared,
             flush_every,
-            stalled: VecDeque::new(),
             journal,
+            fenced: VecDeque::new(),
+            waiting: [VecDeque::new(), VecDeque::new()],
+            deciding: VecDeque::new(),
+            next_decision: 0,
+            refused: None,
             uncommitted: Vec::new(),
             committed_at: None,
+            orphans: vec![0; partitions],
+            at_sinks: vec![0; partitions],
+            wake_pending: Arc::new(AtomicBool::new(false)),
+            health: Vec::new(),
         }
     }
 
-    /// Write one batch; on failure (false) `b` keeps what was not written.
-    fn write(&mut self, b: &mut EmitBatch) -> bool {
-        let records = b.output_records + b.dead_records;
+    fn positions(&mut self) -> (u64, u64) {
+        let [o, d] = &mut self.sinks;
+        (
+            o.rewind().map_or(0, |r| r.position()),
+            d.rewind().map_or(0, |r| r.position()),
+        )
+    }
+
+    /// Take a batch from a partition: check its epoch, count its replies, and queue its
+    /// envelopes for their sinks. Hands the batch back when it must wait (fenced).
+    fn accept(&mut self, mut b: EmitBatch, ctx: &mut Context<Self>) -> Option<EmitBatch> {
+        let records = b.records();
         let check = if records > 0 {
             self.shared.ownership.emit_check(b.partition, b.epoch)
         } else {
@@ -108,11 +169,11 @@ impl Emitter {
         if check == EmitCheck::Wait {
             // Fenced (lease not renewed): hold the batch; it is written once the lease is
             // renewed, or dropped if the lease turns out lost.
-            return false;
+            return Some(b);
         }
         if check == EmitCheck::Stale {
-            // Fenced: this node no longer owns the partition at this epoch (or its lease
-            // is not live). The records stay pending in the journal and go to the owner.
+            // This node no longer owns the partition at this epoch: the records stay
+            // pending in the journal and go to the owner.
             tracing::warn!(
                 partition = b.partition,
                 epoch = b.epoch,
@@ -123,75 +184,302 @@ impl Emitter {
             if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
                 stats.hand_off(records);
             }
-            b.output.clear();
-            b.dead.clear();
-            b.output_records = 0;
-            b.dead_records = 0;
-            b.marks.clear();
+            b.output = Envelopes::new();
+            b.dead = Envelopes::new();
         }
-        if !b.output.is_empty() {
-            if let Err(e) = self.output.write(&b.output) {
-                tracing::error!(error = %e, "output sink write failed; will retry");
-                self.shared.metrics.sink_errors.inc();
-                return false;
+        if b.replied > 0 {
+            let m = &self.shared.metrics;
+            for kind in OutcomeKind::ALL {
+                let n = b.replied_outcomes[kind.index()];
+                if n > 0 {
+                    m.records_emitted
+                        .with_label_values(&[kind.as_str()])
+                        .inc_by(n);
+                }
             }
-            b.output.clear();
-        }
-        if !b.dead.is_empty() {
-            if let Err(e) = self.dead.write(&b.dead) {
-                tracing::error!(error = %e, "dead-letter sink write failed; will retry");
-                self.shared.metrics.sink_errors.inc();
-                return false;
-            }
-            b.dead.clear();
-        }
-        let done = b.output_records + b.dead_records + b.replied;
-        let m = &self.shared.metrics;
-        for kind in OutcomeKind::ALL {
-            let n = b.outcomes[kind.index()];
-            if n > 0 {
-                m.records_emitted
-                    .with_label_values(&[kind.as_str()])
-                    .inc_by(n);
+            if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
+                stats.emitted.fetch_add(b.replied, Ordering::AcqRel);
+                stats.held.fetch_sub(b.replied as usize, Ordering::AcqRel);
             }
         }
-        m.dead_letters.inc_by(b.dead_records);
-        if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
-            stats.emitted.fetch_add(done, Ordering::AcqRel);
-            stats.held.fetch_sub(done as usize, Ordering::AcqRel);
+        for (route, batch) in [(OUTPUT, b.output), (DEAD, b.dead)] {
+            self.route(route, batch, ctx);
         }
-        if self.journal.is_some() {
-            self.uncommitted.extend_from_slice(&b.marks);
-        }
-        true
+        None
     }
 
-    fn retry_stalled(&mut self) {
-        while let Some(mut b) = self.stalled.pop_front() {
-            if !self.write(&mut b) {
-                self.stalled.push_front(b);
-                return;
+    /// Queue envelopes for sink `route`, journaling them first when it is at least once.
+    fn route(&mut self, route: usize, batch: Envelopes, ctx: &mut Context<Self>) {
+        if batch.is_empty() {
+            return;
+        }
+        let decide = self.sinks[route].guarantee() == Guarantee::AtLeastOnce
+            && self.journal.is_some()
+            && batch.items().iter().any(|i| i.journaled);
+        if !decide {
+            self.waiting[route].push_back(batch);
+            return;
+        }
+        let id = self.next_decision;
+        self.next_decision += 1;
+        self.deciding.push_back(Deciding {
+            id,
+            route,
+            batch,
+            result: None,
+        });
+        self.journal_decisions(id, ctx);
+    }
+
+    /// Journal the envelopes of decision `id` and note when they are durable.
+    fn journal_decisions(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let (Some(journal), Some(d)) =
+            (&self.journal, self.deciding.iter_mut().find(|d| d.id == id))
+        else {
+            return;
+        };
+        d.result = None;
+        let entries: Vec<Entry> = d
+            .batch
+            .items()
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.journaled)
+            .map(|(i, it)| Entry::Decided {
+                partition: it.partition,
+                seq: it.seq,
+                decided: Decided {
+                    dead_letter: d.route == DEAD,
+                    outcome: it.outcome,
+                    envelope: String::from_utf8_lossy(d.batch.line(i)).into(),
+                },
+            })
+            .collect();
+        let rx = journal.write_durable(entries);
+        ctx.spawn(
+            async move {
+                rx.await
+                    .unwrap_or_else(|_| Err("the journal stopped".to_string()))
+            }
+            .into_actor(self)
+            .map(move |result, act, _| {
+                if let Some(d) = act.deciding.iter_mut().find(|d| d.id == id) {
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "cannot journal envelopes before sending them; will retry");
+                    }
+                    d.result = Some(result);
+                }
+                act.pump();
+            }),
+        );
+    }
+
+    /// Move what can move: durable decisions to their sink's queue, queued envelopes into
+    /// the sinks, completions into counts and commits.
+    fn pump(&mut self) {
+        while let Some(Some(Ok(()))) = self.deciding.front().map(|d| d.result.clone()) {
+            if let Some(d) = self.deciding.pop_front() {
+                self.waiting[d.route].push_back(d.batch);
+            }
+        }
+        for route in [OUTPUT, DEAD] {
+            while let Some(batch) = self.waiting[route].pop_front() {
+                let n = batch.len();
+                let counted: Vec<u32> = if self.sinks[route].guarantee() == Guarantee::AtLeastOnce {
+                    batch.items().iter().map(|i| i.partition).collect()
+                } else {
+                    Vec::new()
+                };
+                match self.sinks[route].submit(batch) {
+                    Ok(()) => {
+                        for p in counted {
+                            if let Some(c) = self.at_sinks.get_mut(p as usize) {
+                                *c += 1;
+                            }
+                        }
+                    }
+                    Err(Refusal::Busy(batch)) => {
+                        self.waiting[route].push_front(batch);
+                        break;
+                    }
+                    Err(Refusal::Failed(batch, e)) => {
+                        tracing::error!(error = %e, envelopes = n, "sink write failed; will retry");
+                        self.shared.metrics.sink_errors.inc();
+                        self.waiting[route].push_front(batch);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut done = Vec::new();
+        for route in [OUTPUT, DEAD] {
+            self.sinks[route].completed(&mut done);
+            for c in done.drain(..) {
+                self.complete(route, c);
+            }
+        }
+        self.publish_health();
+    }
+
+    /// Count what a sink delivered; send what the output refused to the dead letter; keep
+    /// what the dead letter refused.
+    fn complete(&mut self, route: usize, c: Completion) {
+        let at_least_once = self.sinks[route].guarantee() == Guarantee::AtLeastOnce;
+        match c {
+            Completion::Delivered(batch) => {
+                let m = &self.shared.metrics;
+                let mut counts = [0u64; 4];
+                let mut per_partition: Vec<(u32, u64)> = Vec::new();
+                for it in batch.items() {
+                    let p = it.partition as usize;
+                    if at_least_once && let Some(c) = self.at_sinks.get_mut(p) {
+                        *c = c.saturating_sub(1);
+                    }
+                    if let Some(o) = self.orphans.get_mut(p)
+                        && *o > 0
+                    {
+                        // Given away after a lost lease; its new owner emits it.
+                        *o -= 1;
+                        continue;
+                    }
+                    counts[it.outcome.index()] += 1;
+                    match per_partition.last_mut() {
+                        Some((q, n)) if *q == it.partition => *n += 1,
+                        _ => per_partition.push((it.partition, 1)),
+                    }
+                    if it.journaled && self.journal.is_some() {
+                        self.uncommitted.push((it.partition, it.seq));
+                    }
+                }
+                for kind in OutcomeKind::ALL {
+                    let n = counts[kind.index()];
+                    if n > 0 {
+                        m.records_emitted
+                            .with_label_values(&[kind.as_str()])
+                            .inc_by(n);
+                    }
+                }
+                let total: u64 = counts.iter().sum();
+                if route == DEAD {
+                    m.dead_letters.inc_by(total);
+                }
+                for (p, n) in per_partition {
+                    if let Some(stats) = self.shared.partitions.get(p as usize) {
+                        stats.emitted.fetch_add(n, Ordering::AcqRel);
+                        stats.held.fetch_sub(n as usize, Ordering::AcqRel);
+                    }
+                }
+            }
+            Completion::Rejected(batch, reason) => {
+                let m = &self.shared.metrics;
+                let role = if route == OUTPUT {
+                    Role::Output
+                } else {
+                    Role::DeadLetter
+                };
+                m.sink_rejected
+                    .with_label_values(&[role.as_str()])
+                    .inc_by(batch.len() as u64);
+                m.sink_errors.inc();
+                if at_least_once {
+                    for it in batch.items() {
+                        if let Some(c) = self.at_sinks.get_mut(it.partition as usize) {
+                            *c = c.saturating_sub(1);
+                        }
+                    }
+                }
+                if route == OUTPUT {
+                    tracing::warn!(envelopes = batch.len(), %reason,
+                        "the output refused envelopes; they go to the dead letter");
+                    let mut dead = Envelopes::new();
+                    for i in 0..batch.len() {
+                        let it = &batch.items()[i];
+                        let line = batch.with_error(i, &reason);
+                        dead.push_with(
+                            it.id.clone(),
+                            it.partition,
+                            it.seq,
+                            it.outcome,
+                            it.journaled,
+                            |buf| buf.extend_from_slice(&line),
+                        );
+                    }
+                    self.waiting[DEAD].push_back(dead);
+                } else {
+                    tracing::error!(envelopes = batch.len(), %reason,
+                        "the dead letter refused envelopes; they stay pending and are offered again");
+                    match &mut self.refused {
+                        Some((kept, _, _)) => kept.append(batch),
+                        None => self.refused = Some((batch, reason, Instant::now())),
+                    }
+                }
             }
         }
     }
 
-    fn flush(&mut self) -> Result<(), String> {
+    /// Publish the sinks' health for `/readyz` and the metrics; log changes.
+    fn publish_health(&mut self) {
+        let mut problems = Vec::new();
+        for (route, role) in [(OUTPUT, Role::Output), (DEAD, Role::DeadLetter)] {
+            let problem = self.sinks[route].health();
+            self.shared
+                .metrics
+                .sink_up
+                .with_label_values(&[role.as_str()])
+                .set(i64::from(problem.is_none()));
+            if let Some(p) = problem {
+                problems.push(format!("{}: {p}", role.as_str()));
+            }
+        }
+        if let Some((batch, reason, _)) = &self.refused {
+            problems.push(format!(
+                "dead_letter: {} envelope(s) refused ({reason}); kept pending",
+                batch.len()
+            ));
+        }
+        if problems != self.health {
+            if problems.is_empty() {
+                tracing::info!("sinks are healthy again");
+            } else {
+                tracing::warn!(problems = ?problems, "sink unhealthy");
+            }
+            *self.shared.sink_problems.lock() = problems.clone();
+            self.health = problems;
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
         // Fenced with something written since the last commit: commit nothing. If the
         // lease turns out lost, everything after the last commit is cut away (and handed
         // to the new owners); if it is renewed, this commit happens next tick. (With
         // nothing written — a fresh start before the first lease — committing is harmless.)
-        let own = &self.shared.ownership;
-        let written = self.committed_at != Some((self.output.position(), self.dead.position()))
-            || !self.uncommitted.is_empty();
+        let own = self.shared.ownership.clone();
+        let at = self.positions();
+        let written = self.committed_at != Some(at) || !self.uncommitted.is_empty();
         if !own.lease_live() && own.is_clustered() && written && self.committed_at.is_some() {
             return Err("fenced: the etcd lease is not live".into());
         }
-        self.retry_stalled();
+        self.release_fenced(ctx);
+        let failed: Vec<u64> = self
+            .deciding
+            .iter()
+            .filter(|d| matches!(d.result, Some(Err(_))))
+            .map(|d| d.id)
+            .collect();
+        for id in failed {
+            self.journal_decisions(id, ctx);
+        }
+        if let Some((_, _, since)) = &self.refused
+            && since.elapsed() >= REFUSED_RETRY
+            && let Some((batch, _, _)) = self.refused.take()
+        {
+            self.waiting[DEAD].push_back(batch);
+        }
+        self.pump();
         let mut result = Ok(());
         let durable = self.journal.is_some();
-        for sink in [&mut self.output, &mut self.dead] {
-            let r = if durable { sink.sync() } else { sink.flush() };
-            if let Err(e) = r {
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.flush(durable) {
                 self.shared.metrics.sink_errors.inc();
                 tracing::error!(error = %e, "sink flush failed; will retry");
                 result = Err(e.to_string());
@@ -199,7 +487,7 @@ impl Emitter {
         }
         // Commit only what the sinks now hold durably: a restore truncates each file back
         // to the committed position and re-emits everything not committed.
-        let at = (self.output.position(), self.dead.position());
+        let at = self.positions();
         if result.is_ok()
             && (self.committed_at != Some(at) || !self.uncommitted.is_empty())
             && let Some(j) = &self.journal
@@ -211,13 +499,25 @@ impl Emitter {
             }]);
             self.committed_at = Some(at);
         }
-        if !self.stalled.is_empty() && result.is_ok() {
+        let waiting: usize = self.waiting.iter().map(|w| w.len()).sum();
+        if result.is_ok() && waiting + self.deciding.len() > 0 && !self.health.is_empty() {
             result = Err(format!(
-                "{} batch(es) wait for a failing sink",
-                self.stalled.len()
+                "{} batch(es) wait for a failing sink: {}",
+                waiting + self.deciding.len(),
+                self.health.join("; ")
             ));
         }
         result
+    }
+
+    /// Write batches held while fenced, in order, as far as the lease allows.
+    fn release_fenced(&mut self, ctx: &mut Context<Self>) {
+        while let Some(b) = self.fenced.pop_front() {
+            if let Some(b) = self.accept(b, ctx) {
+                self.fenced.push_front(b);
+                return;
+            }
+        }
     }
 }
 
@@ -225,28 +525,55 @@ impl Actor for Emitter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.flush_every, |act, _| {
-            let _ = act.flush();
+        let addr = ctx.address();
+        let pending = self.wake_pending.clone();
+        let attach = Attach {
+            waker: Arc::new(move || {
+                if !pending.swap(true, Ordering::AcqRel) {
+                    addr.do_send(Wake);
+                }
+            }),
+            metrics: self.shared.metrics.clone(),
+        };
+        for sink in &mut self.sinks {
+            sink.attach(attach.clone());
+        }
+        self.publish_health();
+        ctx.run_interval(self.flush_every, |act, ctx| {
+            let _ = act.flush(ctx);
+        });
+        // Busy sinks and a fenced node are retried on this tick too.
+        ctx.run_interval(Duration::from_millis(20), |act, ctx| {
+            act.release_fenced(ctx);
+            act.pump();
         });
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        let _ = self.flush();
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        let _ = self.flush(ctx);
     }
 }
 
 impl Handler<EmitBatch> for Emitter {
     type Result = ();
 
-    fn handle(&mut self, mut b: EmitBatch, _: &mut Self::Context) {
-        if !self.stalled.is_empty() {
-            self.stalled.push_back(b);
-            self.retry_stalled();
-            return;
+    fn handle(&mut self, b: EmitBatch, ctx: &mut Self::Context) {
+        if !self.fenced.is_empty() {
+            self.fenced.push_back(b);
+            self.release_fenced(ctx);
+        } else if let Some(b) = self.accept(b, ctx) {
+            self.fenced.push_back(b);
         }
-        if !self.write(&mut b) {
-            self.stalled.push_back(b);
-        }
+        self.pump();
+    }
+}
+
+impl Handler<Wake> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, _: &mut Self::Context) {
+        self.wake_pending.store(false, Ordering::Release);
+        self.pump();
     }
 }
 
@@ -261,16 +588,52 @@ impl Handler<Reset> for Emitter {
     type Result = Result<(), String>;
 
     fn handle(&mut self, _: Reset, _: &mut Self::Context) -> Self::Result {
-        for b in self.stalled.drain(..) {
-            let n = b.output_records + b.dead_records;
-            if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
+        let mut dropped = vec![0u64; self.shared.partitions.len()];
+        let mut count = |batch: &Envelopes| {
+            for it in batch.items() {
+                if let Some(n) = dropped.get_mut(it.partition as usize) {
+                    *n += 1;
+                }
+            }
+        };
+        for b in self.fenced.drain(..) {
+            count(&b.output);
+            count(&b.dead);
+        }
+        for w in &mut self.waiting {
+            for b in w.drain(..) {
+                count(&b);
+            }
+        }
+        for d in self.deciding.drain(..) {
+            count(&d.batch);
+        }
+        if let Some((b, _, _)) = self.refused.take() {
+            count(&b);
+        }
+        // What an at-least-once sink still holds cannot be called back: it may still be
+        // delivered (at least once), but is no longer counted here.
+        for (p, n) in self.at_sinks.iter_mut().enumerate() {
+            let n = std::mem::take(n);
+            self.orphans[p] += n;
+            dropped[p] += n;
+        }
+        for (p, n) in dropped.into_iter().enumerate() {
+            if n > 0
+                && let Some(stats) = self.shared.partitions.get(p)
+            {
                 stats.hand_off(n);
             }
         }
         self.uncommitted.clear();
         if let Some((output, dead_letter)) = self.committed_at {
-            self.output.truncate(output).map_err(|e| e.to_string())?;
-            self.dead.truncate(dead_letter).map_err(|e| e.to_string())?;
+            let [o, d] = &mut self.sinks;
+            if let Some(r) = o.rewind() {
+                r.truncate(output).map_err(|e| e.to_string())?;
+            }
+            if let Some(r) = d.rewind() {
+                r.truncate(dead_letter).map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     }
@@ -288,11 +651,14 @@ impl Handler<Truncate> for Emitter {
     type Result = Result<(), String>;
 
     fn handle(&mut self, t: Truncate, _: &mut Self::Context) -> Self::Result {
-        self.output.truncate(t.output).map_err(|e| e.to_string())?;
-        self.dead
-            .truncate(t.dead_letter)
-            .map_err(|e| e.to_string())?;
-        self.committed_at = Some((self.output.position(), self.dead.position()));
+        let [o, d] = &mut self.sinks;
+        if let Some(r) = o.rewind() {
+            r.truncate(t.output).map_err(|e| e.to_string())?;
+        }
+        if let Some(r) = d.rewind() {
+            r.truncate(t.dead_letter).map_err(|e| e.to_string())?;
+        }
+        self.committed_at = Some(self.positions());
         Ok(())
     }
 }
@@ -300,7 +666,7 @@ impl Handler<Truncate> for Emitter {
 impl Handler<Flush> for Emitter {
     type Result = Result<(), String>;
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
-        self.flush()
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        self.flush(ctx)
     }
 }

@@ -1,47 +1,11 @@
 //! Terminal outcomes, where they go (output or dead letter) and the emitted envelope
 //! (README "The envelope").
 
-use serde::Serialize;
-
+pub use crate::envelope::OutcomeKind;
 use crate::json::raw;
 use crate::lookup::Row;
 use crate::pointer::Pointer;
 use crate::settings::{OnMiss, OnTimeout, Settings};
-
-/// The four terminal outcomes of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
-    Ok,
-    Miss,
-    Timeout,
-    Failed,
-}
-
-impl OutcomeKind {
-    /// All outcomes, in metric-label order.
-    pub const ALL: [OutcomeKind; 4] = [
-        OutcomeKind::Ok,
-        OutcomeKind::Miss,
-        OutcomeKind::Timeout,
-        OutcomeKind::Failed,
-    ];
-
-    /// The name used in envelopes and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Ok => "ok",
-            OutcomeKind::Miss => "miss",
-            OutcomeKind::Timeout => "timeout",
-            OutcomeKind::Failed => "failed",
-        }
-    }
-
-    /// Index into [`OutcomeKind::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// A record's single terminal outcome.
 #[derive(Debug, Clone, PartialEq)]

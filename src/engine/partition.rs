@@ -19,6 +19,7 @@ use super::retry::{AttemptKind, Next, RetryPolicy};
 use super::shared::Shared;
 use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalHandle, unix_ms};
+use crate::envelope::Envelopes;
 use crate::lookup::{Lookup, LookupError, LookupRequest, LookupResult, Pending};
 
 /// Records routed to this partition, in seq order.
@@ -132,6 +133,9 @@ pub struct Partition {
     journal_buf: Vec<Entry>,
     /// Ownership epoch written into envelopes and emit batches (0 standalone).
     epoch: u64,
+    /// Restored records whose envelope was fixed before the crash: sent again as they are,
+    /// without a lookup, with the next batch.
+    decided: Vec<(u64, Job)>,
 }
 
 impl Partition {
@@ -154,6 +158,7 @@ impl Partition {
             me: None,
             journal_buf: Vec::new(),
             epoch: 0,
+            decided: Vec::new(),
         }
     }
 
@@ -167,7 +172,22 @@ impl Partition {
         let mut moved = 0usize;
         let now = Instant::now();
         let mut now_ms = 0;
-        while self.queue.has_room() {
+        loop {
+            if self
+                .backlog
+                .front()
+                .is_some_and(|(_, job)| job.rec.decided.is_some())
+            {
+                // Its outcome is fixed: no lookup, no capacity slot.
+                if let Some(d) = self.backlog.pop_front() {
+                    self.decided.push(d);
+                    moved += 1;
+                }
+                continue;
+            }
+            if !self.queue.has_room() {
+                break;
+            }
             let Some((seq, mut job)) = self.backlog.pop_front() else {
                 break;
             };
@@ -351,7 +371,7 @@ impl Partition {
     /// Serialize everything released so far into one batch for the emitter.
     fn flush_released(&mut self) {
         self.queue.drain_released(&mut self.released);
-        if self.released.is_empty() {
+        if self.released.is_empty() && self.decided.is_empty() {
             return;
         }
         // `held` is released by the emitter once the sink took the records, so records
@@ -364,7 +384,23 @@ impl Partition {
             .iter()
             .map(|r| r.item().rec.text.len() + 160)
             .sum();
-        batch.output.reserve(bytes);
+        batch.output = Envelopes::with_capacity(bytes);
+        for (seq, job) in std::mem::take(&mut self.decided) {
+            let Some(d) = job.rec.decided else { continue };
+            let into = if d.dead_letter {
+                &mut batch.dead
+            } else {
+                &mut batch.output
+            };
+            into.push_with(
+                job.rec.id,
+                self.cfg.id,
+                seq,
+                d.outcome,
+                job.journaled,
+                |buf| buf.extend_from_slice(d.envelope.as_bytes()),
+            );
+        }
         let released = std::mem::take(&mut self.released);
         let now = Instant::now();
         for r in released {
@@ -398,31 +434,33 @@ impl Partition {
             record: &job.rec.text,
             splice: job.rec.splice,
         };
-        batch.outcomes[kind.index()] += 1;
         match job.reply {
             Some(slot) => {
                 let mut one = Vec::with_capacity(job.rec.text.len() + 160);
                 rules.write_envelope(&mut one, &parts, &outcome, error.as_deref());
                 slot.deliver(one);
                 batch.replied += 1;
+                batch.replied_outcomes[kind.index()] += 1;
             }
             None => {
-                if job.journaled {
-                    batch.marks.push((self.cfg.id, seq));
-                }
-                let (buf, count, error) = match route {
-                    Route::Output => (&mut batch.output, &mut batch.output_records, None),
-                    Route::DeadLetter => (&mut batch.dead, &mut batch.dead_records, error),
+                let (into, error) = match route {
+                    Route::Output => (&mut batch.output, None),
+                    Route::DeadLetter => (&mut batch.dead, error),
                 };
-                rules.write_envelope(buf, &parts, &outcome, error.as_deref());
-                buf.push(b'\n');
-                *count += 1;
+                into.push_with(
+                    job.rec.id.clone(),
+                    self.cfg.id,
+                    seq,
+                    kind,
+                    job.journaled,
+                    |buf| rules.write_envelope(buf, &parts, &outcome, error.as_deref()),
+                );
             }
         }
     }
 
     fn send(&mut self, batch: EmitBatch) {
-        if batch.output_records + batch.dead_records + batch.replied > 0 {
+        if batch.output.len() + batch.dead.len() + batch.replied as usize > 0 {
             self.emitter.do_send(batch);
         }
     }

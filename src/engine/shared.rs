@@ -61,6 +61,9 @@ pub struct Shared {
     pub ownership: Arc<Ownership>,
     /// The newest durable snapshot, for `/v1/status`.
     pub last_checkpoint: crate::durability::journal::CheckpointSlot,
+    /// What is wrong with the sinks, one line per problem (empty: healthy); set by the
+    /// emitter, shown by `/readyz` and `/v1/status`.
+    pub sink_problems: parking_lot::Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -73,6 +76,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             last_checkpoint: Default::default(),
+            sink_problems: Default::default(),
         }
     }
 

@@ -279,6 +279,8 @@ async fn get_status(state: Data) -> HttpResponse {
         // Cluster: records held here for other nodes' partitions (outbox, parked, dormant).
         "staged": shared.staged(),
         "last_checkpoint": *shared.last_checkpoint.lock(),
+        // What is wrong with the sinks (empty: healthy).
+        "sink_problems": *shared.sink_problems.lock(),
     }))
 }
 
@@ -353,6 +355,13 @@ async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
         return Err(ApiError::Unavailable(format!(
             "the lookup backend is unreachable ({})",
             state.engine.lookup().describe()
+        )));
+    }
+    let sinks = state.engine.shared().sink_problems.lock().clone();
+    if !sinks.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "a sink is unhealthy; its records stay pending and are retried: {}",
+            sinks.join("; ")
         )));
     }
     Ok(HttpResponse::Ok().json(json!({"ready": true})))

@@ -75,8 +75,10 @@ pub async fn run(
         let s = settings.clone();
         actix_rt::task::spawn_blocking(move || -> Result<_, NodeError> {
             let lookup = crate::lookup::factory::build(&s)?;
-            let output = sink::open(&s.output).map_err(|e| runtime(e.to_string()))?;
-            let dead = sink::open(&s.dead_letter).map_err(|e| runtime(e.to_string()))?;
+            let output =
+                sink::open(&s.output, sink::Role::Output).map_err(|e| runtime(e.to_string()))?;
+            let dead = sink::open(&s.dead_letter, sink::Role::DeadLetter)
+                .map_err(|e| runtime(e.to_string()))?;
             Ok((lookup, output, dead))
         })
         .await

@@ -9,6 +9,7 @@ mod validate;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::sink::config::{CqlSinkSettings, SinkKind, SinkSettings, WebhookSettings};
 pub use layers::{DEFAULT_TOML, LoadError, load, load_from};
 pub use validate::validate;
 
@@ -186,39 +187,6 @@ pub struct CqlLookup {
     /// Empty = no authentication.
     pub username: String,
     pub password: String,
-}
-
-/// Sink selector for `[output]` and `[dead_letter]`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    File,
-    Stdout,
-    Cql,
-    Webhook,
-}
-
-/// `[output]` / `[dead_letter]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSettings {
-    pub kind: SinkKind,
-    pub path: String,
-    pub cql: CqlSinkSettings,
-}
-
-/// `[output.cql]` / `[dead_letter.cql]`: envelopes as INSERTs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CqlSinkSettings {
-    pub contact_points: Vec<String>,
-    pub keyspace: String,
-    pub table: String,
-    pub columns: Vec<String>,
-    /// JSON pointers into the envelope, one per column; "" = the whole envelope.
-    pub values: Vec<String>,
-    pub consistency: String,
-    pub concurrency: u64,
 }
 
 /// Acknowledgement level of `POST /v1/records`.

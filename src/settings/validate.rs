@@ -1,6 +1,6 @@
 //! Value checks that types alone cannot express: ranges, pointers, readable files.
 
-use super::{Backend, Settings, SinkKind};
+use super::{Backend, Settings};
 use crate::pointer::Pointer;
 
 /// Every problem with the settings, one line each naming the key; empty when valid.
@@ -206,42 +206,8 @@ pub fn validate(s: &Settings) -> Vec<String> {
     }
 
     for (section, sink) in [("output", &s.output), ("dead_letter", &s.dead_letter)] {
-        match sink.kind {
-            SinkKind::File => need(
-                !sink.path.is_empty(),
-                format!("{section}.path: must not be empty for kind \"file\""),
-            ),
-            SinkKind::Stdout => {}
-            SinkKind::Cql => {
-                let c = &sink.cql;
-                need(
-                    !c.contact_points.is_empty(),
-                    format!("{section}.cql.contact_points: at least one HOST:PORT"),
-                );
-                need(!c.table.is_empty(), format!("{section}.cql.table: must not be empty"));
-                need(
-                    !c.columns.is_empty() && c.columns.len() == c.values.len(),
-                    format!(
-                        "{section}.cql.values: one pointer per column expected ({} columns, {} values)",
-                        c.columns.len(),
-                        c.values.len()
-                    ),
-                );
-                for v in &c.values {
-                    if let Err(e) = Pointer::parse(v) {
-                        need(false, format!("{section}.cql.values: {e}"));
-                    }
-                }
-                need(c.concurrency >= 1, format!("{section}.cql.concurrency: must be at least 1"));
-            }
-            SinkKind::Webhook => need(
-                false,
-                format!(
-                    "{section}.kind: {:?} is not available in this build yet (use \"file\" or \"stdout\")",
-                    sink.kind
-                )
-                .to_lowercase(),
-            ),
+        for problem in sink.problems(section) {
+            need(false, problem);
         }
     }
     need(

@@ -88,7 +88,7 @@ impl TestCluster {
             memory: self.config.memory.clone(),
             cql: self.config.cql.clone(),
             checkpoint: self.config.checkpoint.clone(),
-            output_cql: String::new(),
+            ..Config::default()
         }
     }
 

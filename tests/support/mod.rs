@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cql;
 pub mod etcd;
 pub mod proxy;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -83,6 +84,15 @@ pub struct Config {
     pub checkpoint: String,
     /// TOML for `[output.cql]`; when set, `output.kind = "cql"`.
     pub output_cql: String,
+    /// TOML for `[output.webhook]`; when set, `output.kind = "webhook"`.
+    pub output_webhook: String,
+    /// TOML for `[dead_letter.webhook]`; when set, `dead_letter.kind = "webhook"`.
+    pub dead_webhook: String,
+    /// `output.kind = "stdout"`: the service's stdout is appended to `out.jsonl` (the
+    /// listening line then comes on stderr).
+    pub output_stdout: bool,
+    /// Replaces `output.path` (e.g. `/dev/full`, a file that cannot be written).
+    pub output_path: Option<String>,
     /// TOML for `[cluster]` (empty: standalone).
     pub cluster: String,
 }
@@ -94,8 +104,8 @@ impl Config {
             "[server]\nbind = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace_ms = 20000\n{}\n\
              [pipeline]\n{}\n[retry]\n{}\n[lookup]\n{}\n\
              [lookup.memory]\ntable = \"{}\"\n{}\n[lookup.cql]\n{}\n\
-             [output]\nkind = \"{}\"\npath = \"{}\"\n[output.cql]\n{}\n\
-             [dead_letter]\nkind = \"file\"\npath = \"{}\"\n\
+             [output]\nkind = \"{}\"\npath = \"{}\"\n[output.cql]\n{}\n[output.webhook]\n{}\n\
+             [dead_letter]\nkind = \"{}\"\npath = \"{}\"\n[dead_letter.webhook]\n{}\n\
              [checkpoint]\ndir = \"{}\"\n{}{}\n[cluster]\n{}\n",
             self.server,
             self.pipeline,
@@ -104,14 +114,27 @@ impl Config {
             sample_table().display(),
             self.memory,
             self.cql,
-            if self.output_cql.is_empty() {
+            if !self.output_cql.is_empty() {
+                "cql"
+            } else if !self.output_webhook.is_empty() {
+                "webhook"
+            } else if self.output_stdout {
+                "stdout"
+            } else {
+                "file"
+            },
+            self.output_path
+                .clone()
+                .unwrap_or_else(|| dir.join("out.jsonl").display().to_string()),
+            self.output_cql,
+            self.output_webhook,
+            if self.dead_webhook.is_empty() {
                 "file"
             } else {
-                "cql"
+                "webhook"
             },
-            dir.join("out.jsonl").display(),
-            self.output_cql,
             dir.join("dead.jsonl").display(),
+            self.dead_webhook,
             dir.join("checkpoints").display(),
             self.checkpoint,
             if self.checkpoint.contains("interval_ms") {
@@ -171,20 +194,46 @@ impl Service {
     pub fn start_in(config: &Config, dir: &Path) -> Service {
         let path = dir.join("sluice.toml");
         std::fs::write(&path, config.render(dir)).expect("write config");
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--config"])
             .arg(&path)
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout");
+            .env("RUST_LOG", "warn");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        let child = if config.output_stdout {
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("out.jsonl"))
+                .expect("open out.jsonl");
+            let mut child = cmd
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn sluice");
+            let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+            stderr.read_line(&mut line).expect("read listening line");
+            // The rest of stderr (logs) goes on to the test's stderr.
+            std::thread::spawn(move || {
+                let mut rest = String::new();
+                while stderr.read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {
+                    eprint!("{rest}");
+                    rest.clear();
+                }
+            });
+            child
+        } else {
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn sluice");
+            let stdout = child.stdout.take().expect("stdout");
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read listening line");
+            child
+        };
         let base = line
             .trim()
             .strip_prefix("sluice listening on ")
@@ -208,6 +257,20 @@ impl Service {
             assert!(Instant::now() < until, "not ready after {limit:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the process in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Send a signal (e.g. "KILL", "TERM") without waiting.

@@ -1,0 +1,153 @@
+//! The file sink: buffered appends, fsync on a durable flush, truncation on restore.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::sink::{Completion, Envelopes, Guarantee, Refusal, Rewind, Sink, SinkError};
+
+const BUFFER_BYTES: usize = 1 << 20;
+
+/// Appends NDJSON lines to a file; flushed by the emitter at least every
+/// `checkpoint.interval_ms` and on shutdown.
+pub struct FileSink {
+    path: String,
+    out: BufWriter<File>,
+    position: u64,
+    done: Vec<Completion>,
+    /// The last write or flush error, until a write succeeds again.
+    failing: Option<String>,
+}
+
+impl FileSink {
+    /// Open `path` for appending, creating it and its parent directories.
+    pub fn open(path: &str) -> Result<Self, SinkError> {
+        Self::open_with(path, false)
+    }
+
+    /// Create `path` afresh (truncating it), for one-shot runs like `sluice enrich`.
+    pub fn create(path: &str) -> Result<Self, SinkError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &str, truncate: bool) -> Result<Self, SinkError> {
+        let io = |source| SinkError::Io {
+            sink: format!("file sink `{path}`"),
+            source,
+        };
+        if let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(path)
+            .map_err(io)?;
+        let position = file.metadata().map_err(io)?.len();
+        Ok(FileSink {
+            path: path.to_string(),
+            out: BufWriter::with_capacity(BUFFER_BYTES, file),
+            position,
+            done: Vec::new(),
+            failing: None,
+        })
+    }
+
+    fn err(&mut self, source: std::io::Error) -> SinkError {
+        self.failing = Some(source.to_string());
+        SinkError::Io {
+            sink: self.describe(),
+            source,
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn describe(&self) -> String {
+        format!("file sink `{}`", self.path)
+    }
+
+    fn guarantee(&self) -> Guarantee {
+        Guarantee::ExactlyOnce
+    }
+
+    fn submit(&mut self, batch: Envelopes) -> Result<(), Refusal> {
+        if let Err(e) = self.out.write_all(batch.bytes()) {
+            let e = self.err(e);
+            return Err(Refusal::Failed(batch, e));
+        }
+        self.failing = None;
+        self.position += batch.bytes().len() as u64;
+        self.done.push(Completion::Delivered(batch));
+        Ok(())
+    }
+
+    fn completed(&mut self, out: &mut Vec<Completion>) {
+        out.append(&mut self.done);
+    }
+
+    fn flush(&mut self, durable: bool) -> Result<(), SinkError> {
+        if let Err(e) = self.out.flush() {
+            return Err(self.err(e));
+        }
+        if durable && let Err(e) = self.out.get_ref().sync_data() {
+            return Err(self.err(e));
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.done.iter().map(completed_len).sum()
+    }
+
+    fn health(&self) -> Option<String> {
+        self.failing
+            .as_ref()
+            .map(|e| format!("{}: {e}", self.describe()))
+    }
+
+    fn rewind(&mut self) -> Option<&mut dyn Rewind> {
+        Some(self)
+    }
+}
+
+fn completed_len(c: &Completion) -> usize {
+    match c {
+        Completion::Delivered(b) | Completion::Rejected(b, _) => b.len(),
+    }
+}
+
+impl Rewind for FileSink {
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), SinkError> {
+        self.flush(false)?;
+        let current = match self.out.get_ref().metadata() {
+            Ok(m) => m.len(),
+            Err(e) => return Err(self.err(e)),
+        };
+        if current < len {
+            // Shorter than what was committed: someone else changed the file. Never pad it.
+            tracing::warn!(sink = %self.describe(), current, committed = len,
+                "file is shorter than its committed length; leaving it as it is");
+            self.position = current;
+            return Ok(());
+        }
+        if current > len {
+            tracing::info!(sink = %self.describe(), from = current, to = len,
+                "dropping output written after the last commit (it is re-emitted)");
+            let file = self.out.get_ref();
+            if let Err(e) = file.set_len(len).and_then(|_| file.sync_all()) {
+                return Err(self.err(e));
+            }
+        }
+        self.position = len;
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+use super::*;
+use crate::envelope::{Envelopes, OutcomeKind};
+use crate::sink::{Completion, Guarantee, Sink};
+
+fn batch(lines: &[&str]) -> Envelopes {
+    let mut b = Envelopes::new();
+    for (i, l) in lines.iter().enumerate() {
+        b.push_with(
+            format!("r{i}").into(),
+            0,
+            i as u64,
+            OutcomeKind::Ok,
+            true,
+            |buf| buf.extend_from_slice(l.as_bytes()),
+        );
+    }
+    b
+}
+
+#[test]
+fn appends_creates_directories_reports_delivery_and_rewinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/out.jsonl");
+    let p = path.to_str().unwrap();
+    let mut s = FileSink::open(p).unwrap();
+    assert_eq!(s.guarantee(), Guarantee::ExactlyOnce);
+    s.submit(batch(&["{\"x\":1}"])).unwrap();
+    assert_eq!(s.in_flight(), 1);
+    let mut done = Vec::new();
+    s.completed(&mut done);
+    assert!(matches!(&done[..], [Completion::Delivered(b)] if b.len() == 1));
+    assert_eq!(s.in_flight(), 0);
+    s.flush(false).unwrap();
+    drop(s);
+    let mut s = FileSink::open(p).unwrap();
+    assert_eq!(s.rewind().unwrap().position(), 8);
+    s.submit(batch(&["{\"x\":2}"])).unwrap();
+    s.flush(true).unwrap();
+    assert_eq!(s.rewind().unwrap().position(), 16);
+    s.rewind().unwrap().truncate(8).unwrap();
+    s.submit(batch(&["{\"x\":3}"])).unwrap();
+    s.flush(true).unwrap();
+    assert_eq!(s.rewind().unwrap().position(), 16);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"x\":1}\n{\"x\":3}\n"
+    );
+    assert_eq!(s.health(), None);
+}

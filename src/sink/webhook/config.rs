@@ -1,0 +1,72 @@
+//! `[output.webhook]` / `[dead_letter.webhook]`: envelopes POSTed as NDJSON batches.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// See module docs and README "Webhook sink".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// `http://` or `https://` (TLS by rustls with the Mozilla root certificates).
+    pub url: String,
+    /// Envelopes per POST at most.
+    pub batch_max_records: u64,
+    /// Longest an envelope waits for its batch to fill.
+    pub batch_max_ms: u64,
+    /// Per POST; a POST that takes longer is retried.
+    pub timeout_ms: u64,
+    /// POSTs in flight at once.
+    pub concurrency: u64,
+    /// First retry delay; doubles per retry of the same batch up to `max_backoff_ms`
+    /// (a `Retry-After` answer overrides it).
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Sent with every POST (e.g. `Authorization = "Bearer …"`).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl WebhookSettings {
+    /// Problems with the section named `section`, one line each.
+    pub fn problems(&self, section: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) => p.push(format!(
+                "{section}.url: `{}` must be an http:// or https:// URL with a host (got scheme `{}`)",
+                self.url,
+                u.scheme()
+            )),
+            Err(e) => p.push(format!("{section}.url: `{}` is not a URL: {e}", self.url)),
+        }
+        for (key, min) in [
+            ("batch_max_records", self.batch_max_records),
+            ("batch_max_ms", self.batch_max_ms),
+            ("timeout_ms", self.timeout_ms),
+            ("concurrency", self.concurrency),
+            ("initial_backoff_ms", self.initial_backoff_ms),
+        ] {
+            if min < 1 {
+                p.push(format!("{section}.{key}: must be at least 1"));
+            }
+        }
+        if self.max_backoff_ms < self.initial_backoff_ms {
+            p.push(format!(
+                "{section}.max_backoff_ms: must be at least initial_backoff_ms ({})",
+                self.initial_backoff_ms
+            ));
+        }
+        for (name, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(format!(
+                    "{section}.headers: `{name}` is not a valid header name"
+                ));
+            } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+                p.push(format!(
+                    "{section}.headers.{name}: the value is not a valid header value"
+                ));
+            }
+        }
+        p
+    }
+}
