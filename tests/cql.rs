@@ -380,3 +380,177 @@ fn the_optional_cache_answers_repeated_keys() {
         "{m}"
     );
 }
+
+/// The output sink's table as (id → envelope).
+fn table_envelopes(target: &CqlTarget) -> std::collections::HashMap<String, Value> {
+    target
+        .select("SELECT id, envelope FROM sluice_demo.enriched")
+        .into_iter()
+        .map(|row| {
+            let id = row[0].clone().expect("id");
+            let env: Value = serde_json::from_str(row[1].as_deref().expect("envelope"))
+                .expect("envelope is JSON");
+            (id, env)
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_insert_sends_the_envelope_to_the_dead_letter_with_the_reason() {
+    let target = CqlTarget::start(&[(ENRICHED, String::new())]);
+    if !target.needs_test_node("a_refused_insert_sends_the_envelope_to_the_dead_letter") {
+        return;
+    }
+    let svc = Service::start(&sink_config(&target, 16));
+    let records: Vec<Value> = (0..300)
+        .map(|i| json!({"id": format!("r{i}"), "user_id": format!("u{}", i % 50 + 1)}))
+        .collect();
+    let first = svc.post_all(&records[..100], 50);
+    svc.wait_quiescent(Duration::from_secs(30));
+    // The cluster now refuses every INSERT for good (as when the table was dropped).
+    target.set_faults(Faults {
+        error_ratio: 1.0,
+        error_kind: Some(ErrorKind::Invalid),
+        ..Faults::default()
+    });
+    let refused = svc.post_all(&records[100..200], 50);
+    svc.wait_quiescent(Duration::from_secs(30));
+    target.set_faults(Faults::default());
+    let after = svc.post_all(&records[200..], 50);
+    svc.wait_quiescent(Duration::from_secs(30));
+    let metrics = svc.get("/metrics").body;
+    let in_table = table_envelopes(&target);
+    let (out, dead) = svc.finish();
+    assert!(out.is_empty(), "the output is the table, not the file");
+    for id in first.iter().chain(&after) {
+        assert_eq!(in_table[id]["outcome"], "ok", "{id} must be in the table");
+    }
+    let dead_ids: Vec<&str> = dead.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(dead_ids.len(), refused.len(), "each refused envelope once");
+    for e in &dead {
+        let id = e["id"].as_str().unwrap();
+        assert!(refused.iter().any(|r| r == id), "{id} was not refused");
+        assert!(!in_table.contains_key(id), "{id} is in the table and the dead letter");
+        assert_eq!(e["outcome"], "ok", "the outcome stays what it was: {e}");
+        let error = e["error"].as_str().expect("error");
+        assert!(error.contains("cql sink"), "{error}");
+        assert!(error.to_lowercase().contains("invalid"), "the driver's error: {error}");
+    }
+    assert!(
+        metrics.contains("sluice_sink_rejected_envelopes_total{sink=\"output\"} 100"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rejected"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metrics.contains("sluice_records_emitted_total{outcome=\"ok\"} 300"));
+}
+
+const TYPED: &str = "sluice_demo.typed(id text PRIMARY KEY, n int)";
+
+#[test]
+fn a_value_that_cannot_bind_goes_to_the_dead_letter_not_null() {
+    let target = CqlTarget::start(&[(TYPED, String::new())]);
+    let svc = Service::start(&Config {
+        output_cql: format!(
+            "contact_points = [\"{}\"]\nkeyspace = \"sluice_demo\"\ntable = \"typed\"\n\
+             columns = [\"id\", \"n\"]\nvalues = [\"/id\", \"/record/n\"]\nconsistency = \"ONE\"\n",
+            target.addr
+        ),
+        ..Config::default()
+    });
+    let bad = [json!("abc"), json!(3.7), json!(99999999999u64), json!(true), json!({"a": 1})];
+    let good = [json!(5), json!("7"), json!(-2147483648i64), Value::Null];
+    let mut records = Vec::new();
+    for (i, n) in bad.iter().enumerate() {
+        records.push(json!({"id": format!("bad{i}"), "user_id": "u1", "n": n}));
+    }
+    for (i, n) in good.iter().enumerate() {
+        records.push(json!({"id": format!("good{i}"), "user_id": "u1", "n": n}));
+    }
+    records.push(json!({"id": "absent", "user_id": "u1"}));
+    svc.post_all(&records, 100);
+    svc.wait_quiescent(Duration::from_secs(30));
+    let rows: std::collections::HashMap<String, Option<String>> = target
+        .select("SELECT id, n FROM sluice_demo.typed")
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone()))
+        .collect();
+    let (_, dead) = svc.finish();
+    assert_eq!(rows.len(), good.len() + 1, "{rows:?}");
+    assert_eq!(rows["good0"].as_deref(), Some("5"));
+    assert_eq!(rows["good1"].as_deref(), Some("7"));
+    assert_eq!(rows["good2"].as_deref(), Some("-2147483648"));
+    assert_eq!(rows["good3"], None, "JSON null binds NULL");
+    assert_eq!(rows["absent"], None, "an absent member binds NULL");
+    let mut dead_ids: Vec<&str> = dead.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    dead_ids.sort();
+    assert_eq!(dead_ids, ["bad0", "bad1", "bad2", "bad3", "bad4"]);
+    for e in &dead {
+        let error = e["error"].as_str().unwrap();
+        assert!(error.contains("column `n`") && error.contains("int"), "{error}");
+    }
+}
+
+#[test]
+fn a_frozen_then_killed_service_gives_every_id_one_outcome() {
+    let target = CqlTarget::start(&[(ENRICHED, String::new())]);
+    if !target.needs_test_node("a_frozen_then_killed_service_gives_every_id_one_outcome") {
+        return;
+    }
+    // INSERTs are slow, so many records are in the table but not yet committed when the
+    // service freezes; their deadline passes while it is frozen.
+    target.set_faults(Faults {
+        latency_ms: (5, 30),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sink_config(&target, 8);
+    cfg.pipeline = "timeout_ms = 300\n".into();
+    // Lookups take a while, so after the restart a restored record's spent deadline ends
+    // it (timeout) before a lookup could answer.
+    cfg.memory = "delay_ms = [20, 40]\n".into();
+    // Commits are rare: most records reach the table before their commit does.
+    cfg.checkpoint = "interval_ms = 5000\n".into();
+    let mut svc = Service::start_in(&cfg, dir.path());
+    let mut accepted = Vec::new();
+    for b in 0..20 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"id": format!("f{b}-{i}"), "user_id": format!("u{}", i % 50 + 1)}))
+            .collect();
+        accepted.extend(svc.post_all(&batch, 100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    svc.signal("STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    svc.kill9();
+    target.set_faults(Faults::default());
+    let svc = Service::start_in(&cfg, dir.path());
+    svc.wait_quiescent(Duration::from_secs(60));
+    let in_table = table_envelopes(&target);
+    let (_, dead) = svc.finish();
+    let mut outcomes: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for (id, e) in &in_table {
+        outcomes.entry(id).or_default().push(format!("table:{}", e["outcome"]));
+    }
+    for e in &dead {
+        outcomes
+            .entry(e["id"].as_str().unwrap())
+            .or_default()
+            .push(format!("dead:{}", e["outcome"]));
+    }
+    let timeouts = dead.iter().filter(|e| e["outcome"] == "timeout").count();
+    println!(
+        "accepted {}, in the table {}, dead-lettered {} ({timeouts} timeouts)",
+        accepted.len(),
+        in_table.len(),
+        dead.len()
+    );
+    for id in &accepted {
+        let o = outcomes.get(id.as_str()).cloned().unwrap_or_default();
+        assert_eq!(o.len(), 1, "{id} must have exactly one outcome, has {o:?}");
+    }
+    assert_eq!(outcomes.len(), accepted.len(), "nothing but accepted ids");
+}

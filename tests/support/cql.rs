@@ -104,6 +104,50 @@ impl CqlTarget {
     pub fn row_count(&self, table: &str) -> usize {
         self.node().row_count(table)
     }
+
+    /// Run a SELECT through the driver (test node or real node); each cell as text
+    /// (`None` for NULL).
+    pub fn select(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        self.runtime.block_on(async {
+            let session: Session = SessionBuilder::new()
+                .known_node(&self.addr)
+                .build()
+                .await
+                .expect("connect");
+            let result = session
+                .query_unpaged(query, &[])
+                .await
+                .expect("select")
+                .into_rows_result()
+                .expect("rows");
+            result
+                .rows::<scylla::value::Row>()
+                .expect("typed rows")
+                .map(|r| {
+                    r.expect("row")
+                        .columns
+                        .into_iter()
+                        .map(|c| {
+                            c.map(|v| match v {
+                                scylla::value::CqlValue::Text(t)
+                                | scylla::value::CqlValue::Ascii(t) => t,
+                                other => sluice::cql::values::to_json(&other).to_string(),
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// Skip a test that needs fault injection when running against a real node, visibly.
+    pub fn needs_test_node(&self, test: &str) -> bool {
+        if self.is_test_node() {
+            return true;
+        }
+        eprintln!("SKIP {test}: needs the CQL test node's fault injection (SLUICE_TEST_CQL is set)");
+        false
+    }
 }
 
 fn cql_type_to_bind(t: &str) -> Option<BindType> {

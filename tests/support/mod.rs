@@ -88,8 +88,8 @@ pub struct Config {
     pub output_webhook: String,
     /// TOML for `[dead_letter.webhook]`; when set, `dead_letter.kind = "webhook"`.
     pub dead_webhook: String,
-    /// `output.kind = "stdout"`: the service's stdout is appended to `out.jsonl` (the
-    /// listening line then comes on stderr).
+    /// `output.kind = "stdout"`: the service's stdout is appended to `out.jsonl` (or to
+    /// `output_path`, e.g. `/dev/full`); the listening line then comes on stderr.
     pub output_stdout: bool,
     /// Replaces `output.path` (e.g. `/dev/full`, a file that cannot be written).
     pub output_path: Option<String>,
@@ -201,11 +201,15 @@ impl Service {
             .env("RUST_LOG", "warn");
         let mut line = String::new();
         let child = if config.output_stdout {
+            let target = config
+                .output_path
+                .clone()
+                .map_or_else(|| dir.join("out.jsonl"), PathBuf::from);
             let out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join("out.jsonl"))
-                .expect("open out.jsonl");
+                .open(&target)
+                .expect("open the stdout file");
             let mut child = cmd
                 .stdout(Stdio::from(out))
                 .stderr(Stdio::piped())

@@ -1,18 +1,17 @@
-//! The file sink: buffered appends, fsync on a durable flush, truncation on restore.
+//! The file sink: one `write` per batch (a batch counts as delivered only once the file
+//! took all of it), fsync on a durable flush, truncation on restore.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use crate::sink::{Completion, Envelopes, Guarantee, Refusal, Rewind, Sink, SinkError};
 
-const BUFFER_BYTES: usize = 1 << 20;
-
-/// Appends NDJSON lines to a file; flushed by the emitter at least every
+/// Appends NDJSON lines to a file; made durable by the emitter at least every
 /// `checkpoint.interval_ms` and on shutdown.
 pub struct FileSink {
     path: String,
-    out: BufWriter<File>,
+    out: File,
     position: u64,
     done: Vec<Completion>,
     /// The last write or flush error, until a write succeeds again.
@@ -50,7 +49,7 @@ impl FileSink {
         let position = file.metadata().map_err(io)?.len();
         Ok(FileSink {
             path: path.to_string(),
-            out: BufWriter::with_capacity(BUFFER_BYTES, file),
+            out: file,
             position,
             done: Vec::new(),
             failing: None,
@@ -77,6 +76,12 @@ impl Sink for FileSink {
 
     fn submit(&mut self, batch: Envelopes) -> Result<(), Refusal> {
         if let Err(e) = self.out.write_all(batch.bytes()) {
+            // Part of the batch may be in the file: cut it away, so a retry never leaves a
+            // torn line behind.
+            if let Err(cut) = self.out.set_len(self.position) {
+                tracing::error!(sink = %self.describe(), error = %cut,
+                    "cannot cut a partly written batch back");
+            }
             let e = self.err(e);
             return Err(Refusal::Failed(batch, e));
         }
@@ -91,13 +96,16 @@ impl Sink for FileSink {
     }
 
     fn flush(&mut self, durable: bool) -> Result<(), SinkError> {
-        if let Err(e) = self.out.flush() {
-            return Err(self.err(e));
+        if !durable {
+            return Ok(());
         }
-        if durable && let Err(e) = self.out.get_ref().sync_data() {
-            return Err(self.err(e));
+        match self.out.sync_data() {
+            // A device or pipe named as the path (e.g. /dev/stdout) cannot be synced: there
+            // is nothing more to make durable.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            Err(e) => Err(self.err(e)),
+            Ok(()) => Ok(()),
         }
-        Ok(())
     }
 
     fn in_flight(&self) -> usize {
@@ -127,8 +135,7 @@ impl Rewind for FileSink {
     }
 
     fn truncate(&mut self, len: u64) -> Result<(), SinkError> {
-        self.flush(false)?;
-        let current = match self.out.get_ref().metadata() {
+        let current = match self.out.metadata() {
             Ok(m) => m.len(),
             Err(e) => return Err(self.err(e)),
         };
@@ -142,8 +149,7 @@ impl Rewind for FileSink {
         if current > len {
             tracing::info!(sink = %self.describe(), from = current, to = len,
                 "dropping output written after the last commit (it is re-emitted)");
-            let file = self.out.get_ref();
-            if let Err(e) = file.set_len(len).and_then(|_| file.sync_all()) {
+            if let Err(e) = self.out.set_len(len).and_then(|_| self.out.sync_all()) {
                 return Err(self.err(e));
             }
         }
