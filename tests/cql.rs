@@ -430,11 +430,17 @@ fn a_refused_insert_sends_the_envelope_to_the_dead_letter_with_the_reason() {
     for e in &dead {
         let id = e["id"].as_str().unwrap();
         assert!(refused.iter().any(|r| r == id), "{id} was not refused");
-        assert!(!in_table.contains_key(id), "{id} is in the table and the dead letter");
+        assert!(
+            !in_table.contains_key(id),
+            "{id} is in the table and the dead letter"
+        );
         assert_eq!(e["outcome"], "ok", "the outcome stays what it was: {e}");
         let error = e["error"].as_str().expect("error");
         assert!(error.contains("cql sink"), "{error}");
-        assert!(error.to_lowercase().contains("invalid"), "the driver's error: {error}");
+        assert!(
+            error.to_lowercase().contains("invalid"),
+            "the driver's error: {error}"
+        );
     }
     assert!(
         metrics.contains("sluice_sink_rejected_envelopes_total{sink=\"output\"} 100"),
@@ -461,7 +467,13 @@ fn a_value_that_cannot_bind_goes_to_the_dead_letter_not_null() {
         ),
         ..Config::default()
     });
-    let bad = [json!("abc"), json!(3.7), json!(99999999999u64), json!(true), json!({"a": 1})];
+    let bad = [
+        json!("abc"),
+        json!(3.7),
+        json!(99999999999u64),
+        json!(true),
+        json!({"a": 1}),
+    ];
     let good = [json!(5), json!("7"), json!(-2147483648i64), Value::Null];
     let mut records = Vec::new();
     for (i, n) in bad.iter().enumerate() {
@@ -490,7 +502,10 @@ fn a_value_that_cannot_bind_goes_to_the_dead_letter_not_null() {
     assert_eq!(dead_ids, ["bad0", "bad1", "bad2", "bad3", "bad4"]);
     for e in &dead {
         let error = e["error"].as_str().unwrap();
-        assert!(error.contains("column `n`") && error.contains("int"), "{error}");
+        assert!(
+            error.contains("column `n`") && error.contains("int"),
+            "{error}"
+        );
     }
 }
 
@@ -533,7 +548,10 @@ fn a_frozen_then_killed_service_gives_every_id_one_outcome() {
     let (_, dead) = svc.finish();
     let mut outcomes: std::collections::HashMap<&str, Vec<String>> = Default::default();
     for (id, e) in &in_table {
-        outcomes.entry(id).or_default().push(format!("table:{}", e["outcome"]));
+        outcomes
+            .entry(id)
+            .or_default()
+            .push(format!("table:{}", e["outcome"]));
     }
     for e in &dead {
         outcomes

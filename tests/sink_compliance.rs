@@ -223,7 +223,10 @@ fn wait_delivered(d: &dyn Destination, dir: &Path, ids: &[String], limit: Durati
 fn assert_guarantee(d: &dyn Destination, ids: &[String], got: &[Value]) {
     let mut copies: HashMap<&str, Vec<&Value>> = HashMap::new();
     for e in got {
-        copies.entry(e["id"].as_str().expect("id")).or_default().push(e);
+        copies
+            .entry(e["id"].as_str().expect("id"))
+            .or_default()
+            .push(e);
     }
     for id in ids {
         let c = copies
@@ -296,23 +299,43 @@ fn compliance(d: &dyn Destination) {
             ready.body
         );
         let status = svc.status();
-        assert_eq!(status["pending"], 200, "{}: kept pending: {status}", d.name());
+        assert_eq!(
+            status["pending"],
+            200,
+            "{}: kept pending: {status}",
+            d.name()
+        );
         assert!(
-            !svc.get("/metrics").body.contains("sluice_records_emitted_total{outcome=\"ok\"}"),
+            !svc.get("/metrics")
+                .body
+                .contains("sluice_records_emitted_total{outcome=\"ok\"}"),
             "{}: nothing counted emitted",
             d.name()
         );
         if d.heal() {
             svc.wait_quiescent(Duration::from_secs(30));
-            let got = wait_delivered(d, fdir.path(), &[ids.clone(), failing.clone()].concat(), Duration::from_secs(10));
+            let got = wait_delivered(
+                d,
+                fdir.path(),
+                &[ids.clone(), failing.clone()].concat(),
+                Duration::from_secs(10),
+            );
             let failing_copies: Vec<Value> = got
                 .into_iter()
                 .filter(|e| e["id"].as_str().is_some_and(|i| i.starts_with('f')))
                 .collect();
             assert_guarantee(d, &failing, &failing_copies);
-            assert_eq!(svc.get("/readyz").status, 200, "{}: healthy again", d.name());
+            assert_eq!(
+                svc.get("/readyz").status,
+                200,
+                "{}: healthy again",
+                d.name()
+            );
         } else {
-            println!("{}: a failed write cannot be healed here (/dev/full)", d.name());
+            println!(
+                "{}: a failed write cannot be healed here (/dev/full)",
+                d.name()
+            );
         }
         drop(svc);
     }

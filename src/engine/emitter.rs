@@ -87,6 +87,7 @@ struct Deciding {
 
 const OUTPUT: usize = 0;
 const DEAD: usize = 1;
+const ROLES: [Role; 2] = [Role::Output, Role::DeadLetter];
 /// How often envelopes the dead letter's destination refused are offered again.
 const REFUSED_RETRY: Duration = Duration::from_secs(1);
 
@@ -303,7 +304,15 @@ impl Emitter {
                         break;
                     }
                     Err(Refusal::Failed(batch, e)) => {
-                        tracing::error!(error = %e, envelopes = n, "sink write failed; will retry");
+                        if self
+                            .health
+                            .iter()
+                            .any(|h| h.starts_with(ROLES[route].as_str()))
+                        {
+                            tracing::debug!(error = %e, envelopes = n, "sink write failed again; will retry");
+                        } else {
+                            tracing::error!(error = %e, envelopes = n, "sink write failed; records stay pending and are retried");
+                        }
                         self.shared.metrics.sink_errors.inc();
                         self.waiting[route].push_front(batch);
                         break;
@@ -438,10 +447,18 @@ impl Emitter {
             ));
         }
         if problems != self.health {
-            if problems.is_empty() {
-                tracing::info!("sinks are healthy again");
-            } else {
-                tracing::warn!(problems = ?problems, "sink unhealthy");
+            // Log when which sinks are unhealthy changes, not each new error text.
+            let who = |p: &[String]| -> Vec<String> {
+                p.iter()
+                    .map(|l| l.split(':').next().unwrap_or("").to_string())
+                    .collect()
+            };
+            if who(&problems) != who(&self.health) {
+                if problems.is_empty() {
+                    tracing::info!("sinks are healthy again");
+                } else {
+                    tracing::warn!(problems = ?problems, "sink unhealthy");
+                }
             }
             *self.shared.sink_problems.lock() = problems.clone();
             self.health = problems;

@@ -145,7 +145,9 @@ impl CqlTarget {
         if self.is_test_node() {
             return true;
         }
-        eprintln!("SKIP {test}: needs the CQL test node's fault injection (SLUICE_TEST_CQL is set)");
+        eprintln!(
+            "SKIP {test}: needs the CQL test node's fault injection (SLUICE_TEST_CQL is set)"
+        );
         false
     }
 }

@@ -13,8 +13,15 @@ use serde_json::Value;
 pub enum Answer {
     /// This status (200 takes the batch), with an optional `Retry-After` in seconds.
     Status(u16, Option<u64>, &'static str),
-    /// Say nothing for this long, then 200 (the client has usually given up by then).
+    /// Say nothing for this long, then 200 (the client has usually given up by then); the
+    /// POST stays recorded with status 0 (not taken).
     Hang(Duration),
+    /// A slow receiver: wait this long, then 200. The POST is recorded as taken (200) only
+    /// once the wait is over (status 0 until then, or for good when the client went away
+    /// and the server dropped the request).
+    Slow(Duration),
+    /// Wait this long, then answer this status (recorded, like `Slow`, once answered).
+    Late(Duration, u16, &'static str),
 }
 
 impl Answer {
@@ -28,11 +35,13 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Post {
     pub at: Instant,
-    /// Status answered (0 for a hang).
+    /// Status answered (0 for a hang, or a slow answer not given yet).
     pub status: u16,
     pub idempotency_key: Option<String>,
     pub content_type: Option<String>,
     pub headers: HashMap<String, String>,
+    /// The body as received (NDJSON: one envelope per line, each line ended by `\n`).
+    pub body: String,
     pub envelopes: Vec<Value>,
 }
 
@@ -70,7 +79,8 @@ async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let envelopes: Vec<Value> = String::from_utf8_lossy(&body)
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let envelopes: Vec<Value> = text
         .lines()
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
@@ -82,16 +92,21 @@ async fn receive(
         .collect();
     let status = match &answer {
         Answer::Status(s, _, _) => *s,
-        Answer::Hang(_) => 0,
+        Answer::Hang(_) | Answer::Slow(_) | Answer::Late(..) => 0,
     };
-    script.lock().unwrap().posts.push(Post {
-        at: Instant::now(),
-        status,
-        idempotency_key: header("idempotency-key"),
-        content_type: header("content-type"),
-        headers,
-        envelopes,
-    });
+    let index = {
+        let mut s = script.lock().unwrap();
+        s.posts.push(Post {
+            at: Instant::now(),
+            status,
+            idempotency_key: header("idempotency-key"),
+            content_type: header("content-type"),
+            headers,
+            body: text,
+            envelopes,
+        });
+        s.posts.len() - 1
+    };
     match answer {
         Answer::Status(s, retry_after, body) => {
             let mut r =
@@ -104,6 +119,17 @@ async fn receive(
         Answer::Hang(d) => {
             tokio::time::sleep(d).await;
             HttpResponse::Ok().finish()
+        }
+        Answer::Slow(d) => {
+            tokio::time::sleep(d).await;
+            script.lock().unwrap().posts[index].status = 200;
+            HttpResponse::Ok().finish()
+        }
+        Answer::Late(d, s, body) => {
+            tokio::time::sleep(d).await;
+            script.lock().unwrap().posts[index].status = s;
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(s).expect("status"))
+                .body(body)
         }
     }
 }
@@ -167,6 +193,23 @@ impl Receiver {
             .filter(|p| (200..300).contains(&p.status))
             .flat_map(|p| p.envelopes)
             .collect()
+    }
+
+    /// Wait until the receiver saw at least `n` POSTs (or panic after `limit`); returns them.
+    pub fn wait_for_posts(&self, n: usize, limit: Duration) -> Vec<Post> {
+        let until = Instant::now() + limit;
+        loop {
+            let posts = self.posts();
+            if posts.len() >= n {
+                return posts;
+            }
+            assert!(
+                Instant::now() < until,
+                "the receiver saw {} POSTs of {n} after {limit:?}",
+                posts.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Wait until the receiver took envelopes with `n` distinct ids (or panic after `limit`).

@@ -203,8 +203,16 @@ async fn insert(
                 LookupError::Fatal(m) => return Err(format!("{describe}: {m}")),
                 _ => {
                     let message = format!("{describe}: INSERT failed, retrying: {e}");
-                    tracing::warn!(sink = %describe, error = %e, "insert failed; retrying");
-                    *board.failing.lock() = Some(message);
+                    {
+                        let mut failing = board.failing.lock();
+                        if failing.is_none() {
+                            // Once per failing spell; each retry is a debug line.
+                            tracing::warn!(sink = %describe, error = %e, "inserts fail; retrying until they succeed");
+                        } else {
+                            tracing::debug!(sink = %describe, error = %e, "insert failed; retrying");
+                        }
+                        *failing = Some(message);
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

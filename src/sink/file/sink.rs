@@ -78,7 +78,11 @@ impl Sink for FileSink {
         if let Err(e) = self.out.write_all(batch.bytes()) {
             // Part of the batch may be in the file: cut it away, so a retry never leaves a
             // torn line behind.
-            if let Err(cut) = self.out.set_len(self.position) {
+            let torn = self
+                .out
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() > self.position);
+            if torn && let Err(cut) = self.out.set_len(self.position) {
                 tracing::error!(sink = %self.describe(), error = %cut,
                     "cannot cut a partly written batch back");
             }

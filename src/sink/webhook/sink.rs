@@ -272,12 +272,21 @@ async fn deliver(batch: Envelopes, poster: &Poster, board: &Board) -> Completion
             Verdict::Retry(asked) => {
                 retry += 1;
                 let wait = policy::delay(retry, asked, poster.initial_backoff, poster.max_backoff);
-                tracing::warn!(sink = %board.describe, envelopes = batch.len(), retry,
-                    wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying");
-                *board.failing.lock() = Some(format!(
-                    "{}: POST {trouble}; retrying (retry {retry})",
-                    board.describe
-                ));
+                {
+                    let mut failing = board.failing.lock();
+                    if failing.is_none() {
+                        // Once per failing spell; each retry is a debug line.
+                        tracing::warn!(sink = %board.describe, envelopes = batch.len(),
+                            wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying until the receiver takes it");
+                    } else {
+                        tracing::debug!(sink = %board.describe, envelopes = batch.len(), retry,
+                            wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying");
+                    }
+                    *failing = Some(format!(
+                        "{}: POST {trouble}; retrying (retry {retry})",
+                        board.describe
+                    ));
+                }
                 if let Some(m) = &metrics {
                     m.webhook_retries.with_label_values(&label).inc();
                 }
