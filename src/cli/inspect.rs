@@ -23,6 +23,8 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         .map_err(|e| CliError::Runtime(format!("cannot read `{}`: {e}", dir.display())))?;
     let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let per_partition = state.pending_per_partition();
+    // Pending records whose envelope is fixed (sent again as they are after a restart).
+    let decided = state.pending.values().filter(|r| r.decided.is_some()).count();
     let mut staged: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
     for (p, _) in state.staged.keys() {
         *staged.entry(*p).or_default() += 1;
@@ -54,6 +56,7 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
             })).collect::<Vec<_>>(),
             "restore": report,
             "pending": state.pending.len(),
+            "decided": decided,
             "staged": state.staged.len(),
             "in_doubt": state.in_doubt.iter().map(|((p, from), (upto, node))| json!({
                 "partition": p, "from": from, "upto": upto, "node": node,
@@ -101,7 +104,8 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         );
     }
     println!(
-        "pending records: {} (plus {} held for other nodes' partitions)",
+        "pending records: {} ({decided} with their envelope fixed, sent again as is; plus {} \
+         held for other nodes' partitions)",
         state.pending.len(),
         state.staged.len()
     );

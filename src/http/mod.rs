@@ -301,7 +301,11 @@ async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, 
         Err(e) if e.starts_with("fenced") => Err(ApiError::Unavailable(format!(
             "checkpoint not taken: {e}; retry shortly"
         ))),
-        Err(e) => Err(ApiError::Internal(format!("checkpoint failed: {e}"))),
+        // A sink or the journal cannot be made durable now (disk full, I/O error): nothing
+        // was committed; the pending records are safe in the journal.
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "checkpoint not taken: {e}; retry once the sink or disk recovers"
+        ))),
     }
 }
 
