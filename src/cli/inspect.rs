@@ -24,7 +24,11 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
     let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let per_partition = state.pending_per_partition();
     // Pending records whose envelope is fixed (sent again as they are after a restart).
-    let decided = state.pending.values().filter(|r| r.decided.is_some()).count();
+    let decided = state
+        .pending
+        .values()
+        .filter(|r| r.decided.is_some())
+        .count();
     let mut staged: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
     for (p, _) in state.staged.keys() {
         *staged.entry(*p).or_default() += 1;

@@ -76,10 +76,19 @@ pub struct Flush;
 #[rtype(result = "()")]
 struct Wake;
 
+/// Envelopes waiting for their sink. `guard`: the (partition, epoch) they were rendered
+/// under, checked again right before the sink sees them (ownership may have moved while
+/// they waited); `None` for envelopes a sink already had (re-routed to the dead letter).
+struct Queued {
+    guard: Option<(u32, u64)>,
+    batch: Envelopes,
+}
+
 /// A batch whose envelopes are being journaled before an at-least-once sink sees them.
 struct Deciding {
     id: u64,
     route: usize,
+    guard: Option<(u32, u64)>,
     batch: Envelopes,
     /// Set when the journal answered.
     result: Option<Result<(), String>>,
@@ -101,12 +110,15 @@ pub struct Emitter {
     /// Batches held while this node is fenced (cluster), in arrival order.
     fenced: VecDeque<EmitBatch>,
     /// Per sink: envelopes waiting to be taken, in order.
-    waiting: [VecDeque<Envelopes>; 2],
+    waiting: [VecDeque<Queued>; 2],
     /// Envelopes being journaled before an at-least-once sink sees them, in order.
     deciding: VecDeque<Deciding>,
     next_decision: u64,
     /// Envelopes the dead letter's destination refused, and since when.
     refused: Option<(Envelopes, String, Instant)>,
+    /// Why the dead letter last refused, until it delivers again (keeps `/readyz` at 503
+    /// while refused envelopes are offered again).
+    refusing: Option<String>,
     /// Journaled records delivered since the last commit.
     uncommitted: Vec<(u32, u64)>,
     /// Sink positions of the last commit (nothing to commit while unchanged).
@@ -141,6 +153,7 @@ impl Emitter {
             deciding: VecDeque::new(),
             next_decision: 0,
             refused: None,
+            refusing: None,
             uncommitted: Vec::new(),
             committed_at: None,
             orphans: vec![0; partitions],
@@ -199,18 +212,24 @@ impl Emitter {
                 }
             }
             if let Some(stats) = self.shared.partitions.get(b.partition as usize) {
-                stats.emitted.fetch_add(b.replied, Ordering::AcqRel);
-                stats.held.fetch_sub(b.replied as usize, Ordering::AcqRel);
+                stats.delivered(b.replied);
             }
         }
+        let guard = Some((b.partition, b.epoch));
         for (route, batch) in [(OUTPUT, b.output), (DEAD, b.dead)] {
-            self.route(route, batch, ctx);
+            self.route(route, guard, batch, ctx);
         }
         None
     }
 
     /// Queue envelopes for sink `route`, journaling them first when it is at least once.
-    fn route(&mut self, route: usize, batch: Envelopes, ctx: &mut Context<Self>) {
+    fn route(
+        &mut self,
+        route: usize,
+        guard: Option<(u32, u64)>,
+        batch: Envelopes,
+        ctx: &mut Context<Self>,
+    ) {
         if batch.is_empty() {
             return;
         }
@@ -218,7 +237,7 @@ impl Emitter {
             && self.journal.is_some()
             && batch.items().iter().any(|i| i.journaled);
         if !decide {
-            self.waiting[route].push_back(batch);
+            self.waiting[route].push_back(Queued { guard, batch });
             return;
         }
         let id = self.next_decision;
@@ -226,6 +245,7 @@ impl Emitter {
         self.deciding.push_back(Deciding {
             id,
             route,
+            guard,
             batch,
             result: None,
         });
@@ -280,11 +300,40 @@ impl Emitter {
     fn pump(&mut self) {
         while let Some(Some(Ok(()))) = self.deciding.front().map(|d| d.result.clone()) {
             if let Some(d) = self.deciding.pop_front() {
-                self.waiting[d.route].push_back(d.batch);
+                self.waiting[d.route].push_back(Queued {
+                    guard: d.guard,
+                    batch: d.batch,
+                });
             }
         }
         for route in [OUTPUT, DEAD] {
-            while let Some(batch) = self.waiting[route].pop_front() {
+            while let Some(Queued { guard, batch }) = self.waiting[route].pop_front() {
+                if let Some((partition, epoch)) = guard {
+                    match self.shared.ownership.emit_check(partition, epoch) {
+                        EmitCheck::Yes => {}
+                        EmitCheck::Wait => {
+                            self.waiting[route].push_front(Queued { guard, batch });
+                            break;
+                        }
+                        EmitCheck::Stale => {
+                            // Moved while it waited: pending in the journal, the owner's now.
+                            tracing::warn!(
+                                partition,
+                                epoch,
+                                records = batch.len(),
+                                "refusing to write under a stale epoch"
+                            );
+                            self.shared
+                                .metrics
+                                .fencing_refusals
+                                .inc_by(batch.len() as u64);
+                            if let Some(stats) = self.shared.partitions.get(partition as usize) {
+                                stats.hand_off(batch.len() as u64);
+                            }
+                            continue;
+                        }
+                    }
+                }
                 let n = batch.len();
                 let counted: Vec<u32> = if self.sinks[route].guarantee() == Guarantee::AtLeastOnce {
                     batch.items().iter().map(|i| i.partition).collect()
@@ -300,7 +349,7 @@ impl Emitter {
                         }
                     }
                     Err(Refusal::Busy(batch)) => {
-                        self.waiting[route].push_front(batch);
+                        self.waiting[route].push_front(Queued { guard, batch });
                         break;
                     }
                     Err(Refusal::Failed(batch, e)) => {
@@ -314,7 +363,7 @@ impl Emitter {
                             tracing::error!(error = %e, envelopes = n, "sink write failed; records stay pending and are retried");
                         }
                         self.shared.metrics.sink_errors.inc();
-                        self.waiting[route].push_front(batch);
+                        self.waiting[route].push_front(Queued { guard, batch });
                         break;
                     }
                 }
@@ -336,6 +385,9 @@ impl Emitter {
         let at_least_once = self.sinks[route].guarantee() == Guarantee::AtLeastOnce;
         match c {
             Completion::Delivered(batch) => {
+                if route == DEAD && self.refused.is_none() {
+                    self.refusing = None;
+                }
                 let m = &self.shared.metrics;
                 let mut counts = [0u64; 4];
                 let mut per_partition: Vec<(u32, u64)> = Vec::new();
@@ -374,8 +426,7 @@ impl Emitter {
                 }
                 for (p, n) in per_partition {
                     if let Some(stats) = self.shared.partitions.get(p as usize) {
-                        stats.emitted.fetch_add(n, Ordering::AcqRel);
-                        stats.held.fetch_sub(n as usize, Ordering::AcqRel);
+                        stats.delivered(n);
                     }
                 }
             }
@@ -413,10 +464,14 @@ impl Emitter {
                             |buf| buf.extend_from_slice(&line),
                         );
                     }
-                    self.waiting[DEAD].push_back(dead);
+                    self.waiting[DEAD].push_back(Queued {
+                        guard: None,
+                        batch: dead,
+                    });
                 } else {
                     tracing::error!(envelopes = batch.len(), %reason,
                         "the dead letter refused envelopes; they stay pending and are offered again");
+                    self.refusing = Some(reason.clone());
                     match &mut self.refused {
                         Some((kept, _, _)) => kept.append(batch),
                         None => self.refused = Some((batch, reason, Instant::now())),
@@ -444,6 +499,10 @@ impl Emitter {
             problems.push(format!(
                 "dead_letter: {} envelope(s) refused ({reason}); kept pending",
                 batch.len()
+            ));
+        } else if let Some(reason) = &self.refusing {
+            problems.push(format!(
+                "dead_letter: refused envelopes ({reason}) are being offered again"
             ));
         }
         if problems != self.health {
@@ -490,7 +549,7 @@ impl Emitter {
             && since.elapsed() >= REFUSED_RETRY
             && let Some((batch, _, _)) = self.refused.take()
         {
-            self.waiting[DEAD].push_back(batch);
+            self.waiting[DEAD].push_back(Queued { guard: None, batch });
         }
         self.pump();
         let mut result: Result<(), String> = Ok(());
@@ -612,8 +671,8 @@ impl Handler<Reset> for Emitter {
             count(&b.dead);
         }
         for w in &mut self.waiting {
-            for b in w.drain(..) {
-                count(&b);
+            for q in w.drain(..) {
+                count(&q.batch);
             }
         }
         for d in self.deciding.drain(..) {

@@ -38,6 +38,17 @@ impl PartitionStats {
         self.handed.fetch_add(n, Ordering::AcqRel);
     }
 
+    /// `n` records reached their sink: no longer held. Saturating: a sink may still deliver
+    /// a record after it was handed off (at least once), which must not wrap the counter.
+    pub fn delivered(&self, n: u64) {
+        self.emitted.fetch_add(n, Ordering::AcqRel);
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(n as usize))
+            });
+    }
+
     /// Accepted but not yet terminal.
     pub fn pending(&self) -> u64 {
         let accepted = self.accepted.load(Ordering::Acquire);

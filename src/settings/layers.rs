@@ -57,7 +57,7 @@ pub fn load_from(
                     let mut keys = BTreeMap::new();
                     flatten(&table, "", &mut keys);
                     for key in keys.keys() {
-                        if !known.contains_key(key) {
+                        if !known.contains_key(key) && free_form(key).is_none() {
                             problems.push(format!("{origin}: unknown key `{key}`"));
                         }
                     }
@@ -78,7 +78,13 @@ pub fn load_from(
             .map(str::to_ascii_lowercase)
             .collect::<Vec<_>>()
             .join(".");
-        let Some(default) = known.get(&key) else {
+        // Header names cannot hold `-` in an env variable's name: `X_TENANT` means `x-tenant`.
+        let key = match free_form(&key) {
+            Some(table) => format!("{table}.{}", key[table.len() + 1..].replace('_', "-")),
+            None => key,
+        };
+        let text = toml::Value::String(String::new());
+        let Some(default) = known.get(&key).or(free_form(&key).map(|_| &text)) else {
             problems.push(format!("env {var}: unknown key `{key}`"));
             continue;
         };
@@ -113,6 +119,18 @@ pub fn load_from(
     } else {
         Err(LoadError { problems })
     }
+}
+
+/// Tables whose keys are the user's (header names): any key below them is allowed, with a
+/// string value (checked when the settings are deserialized and validated).
+const FREE_FORM: [&str; 2] = ["output.webhook.headers", "dead_letter.webhook.headers"];
+
+/// The free-form table `key` belongs to, if any.
+fn free_form(key: &str) -> Option<&'static str> {
+    FREE_FORM.into_iter().find(|t| {
+        key.strip_prefix(t)
+            .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+    })
 }
 
 /// Collect `section.key` → leaf value; arrays are leaves, tables recurse.
@@ -260,6 +278,39 @@ mod tests {
             err.problems.contains(
                 &"env SLUICE__PIPELINE__CAPACITYY: unknown key `pipeline.capacityy`".into()
             )
+        );
+    }
+
+    #[test]
+    fn webhook_headers_take_any_name_from_the_file_and_the_environment() {
+        let f = file(
+            "[output]\nkind = \"webhook\"\n[output.webhook]\nheaders = { Authorization = \"Bearer a\" }\n",
+        );
+        let s = load_from(
+            Some(f.path()),
+            env(&[("SLUICE__DEAD_LETTER__WEBHOOK__HEADERS__X_TENANT", "t1")]),
+        )
+        .unwrap();
+        let name = |m: &std::collections::BTreeMap<String, String>, v: &str| {
+            m.iter()
+                .find(|(_, value)| value.as_str() == v)
+                .map(|(k, _)| k.to_ascii_lowercase())
+        };
+        assert_eq!(
+            name(&s.output.webhook.headers, "Bearer a").as_deref(),
+            Some("authorization")
+        );
+        assert_eq!(
+            name(&s.dead_letter.webhook.headers, "t1").as_deref(),
+            Some("x-tenant")
+        );
+        // Only below `headers`: a typo beside it is still an unknown key.
+        let f = file("[output.webhook]\nheader = { A = \"b\" }\n");
+        let err = load_from(Some(f.path()), env(&[])).unwrap_err();
+        assert!(
+            err.problems[0].ends_with("unknown key `output.webhook.header.A`"),
+            "{:?}",
+            err.problems
         );
     }
 
