@@ -756,3 +756,52 @@ fn readyz_stays_503_while_a_refused_dead_letter_is_offered_again() {
         ready.first()
     );
 }
+
+#[test]
+fn https_receivers_are_reached_over_rustls_with_a_private_ca() {
+    let (r, pem) = Receiver::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    // Without the CA the certificate is not trusted: the batch is retried, never dropped.
+    let untrusted = Service::start(&Config {
+        output_webhook: format!(
+            "url = \"{}\"\nbatch_max_ms = 10\ninitial_backoff_ms = 20\nmax_backoff_ms = 50\n",
+            r.url
+        ),
+        ..Config::default()
+    });
+    let ids = untrusted.post_all(&records("t", 5), 5);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = untrusted.get("/readyz");
+        if ready.status == 503 || std::time::Instant::now() > until {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        ready.status, 503,
+        "an untrusted certificate makes the sink unhealthy"
+    );
+    assert_eq!(untrusted.status()["pending"], 5, "kept pending");
+    assert!(
+        r.posts().is_empty(),
+        "no request got through the TLS handshake"
+    );
+    drop(untrusted);
+    // With the CA: delivered over TLS.
+    let svc = Service::start(&Config {
+        output_webhook: format!(
+            "url = \"{}\"\nbatch_max_ms = 10\nca_file = \"{}\"\n",
+            r.url,
+            ca.display()
+        ),
+        ..Config::default()
+    });
+    let more = svc.post_all(&records("s", 20), 10);
+    svc.wait_quiescent(Duration::from_secs(10));
+    let taken = r.wait_for_ids(more.len(), Duration::from_secs(10));
+    assert_eq!(taken.len(), 20);
+    assert!(ids.iter().all(|i| i.starts_with('t')));
+}

@@ -137,6 +137,30 @@ async fn receive(
 impl Receiver {
     /// Start a receiver answering 200 to everything.
     pub fn start() -> Receiver {
+        Self::start_with(None)
+    }
+
+    /// Start a receiver serving HTTPS on `https://localhost:PORT/ingest` with a fresh
+    /// self-signed certificate; returns it and the certificate's PEM (a private CA to trust).
+    pub fn start_tls() -> (Receiver, String) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server certificate");
+        let mut r = Self::start_with(Some(config));
+        r.url = r.url.replace("http://127.0.0.1", "https://localhost");
+        (r, pem)
+    }
+
+    fn start_with(tls: Option<rustls::ServerConfig>) -> Receiver {
         let script = Arc::new(Mutex::new(Script::default()));
         let data = web::Data::from(script.clone());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -149,8 +173,11 @@ impl Receiver {
                         .default_service(web::to(receive))
                 })
                 .workers(2)
-                .shutdown_timeout(0)
-                .bind("127.0.0.1:0")
+                .shutdown_timeout(0);
+                let server = match tls {
+                    Some(config) => server.bind_rustls_0_23("127.0.0.1:0", config),
+                    None => server.bind("127.0.0.1:0"),
+                }
                 .expect("bind the receiver");
                 let addr = server.addrs()[0];
                 let server = server.run();

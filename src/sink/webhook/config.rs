@@ -24,6 +24,26 @@ pub struct WebhookSettings {
     pub max_backoff_ms: u64,
     /// Sent with every POST (e.g. `Authorization = "Bearer …"`).
     pub headers: BTreeMap<String, String>,
+    /// PEM file of extra root certificates to trust for `https://` (a private CA);
+    /// empty: the Mozilla roots only.
+    pub ca_file: String,
+}
+
+impl WebhookSettings {
+    /// The extra root certificates of `ca_file` (none when it is empty).
+    pub fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        if self.ca_file.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pem = std::fs::read(&self.ca_file)
+            .map_err(|e| format!("cannot read `{}`: {e}", self.ca_file))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("`{}` is not a PEM certificate bundle: {e}", self.ca_file))?;
+        if certs.is_empty() {
+            return Err(format!("`{}` holds no certificate", self.ca_file));
+        }
+        Ok(certs)
+    }
 }
 
 impl WebhookSettings {
@@ -55,6 +75,9 @@ impl WebhookSettings {
                 "{section}.max_backoff_ms: must be at least initial_backoff_ms ({})",
                 self.initial_backoff_ms
             ));
+        }
+        if let Err(e) = self.extra_roots() {
+            p.push(format!("{section}.ca_file: {e}"));
         }
         for (name, value) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {

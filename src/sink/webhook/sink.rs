@@ -87,7 +87,11 @@ impl WebhookSink {
                 HeaderValue::from_str(value).map_err(|e| fail(format!("header `{name}`: {e}")))?;
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        for root in s.extra_roots().map_err(fail)? {
+            client = client.add_root_certificate(root);
+        }
+        let client = client
             .timeout(Duration::from_millis(s.timeout_ms.max(1)))
             .connect_timeout(Duration::from_millis(s.timeout_ms.clamp(1, 10_000)))
             .redirect(reqwest::redirect::Policy::none())
