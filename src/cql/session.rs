@@ -7,8 +7,6 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::Consistency;
 
-use crate::lookup::LookupError;
-
 /// The driver's consistency level for a config name.
 pub fn consistency(s: &str) -> Result<Consistency, String> {
     Ok(match s.to_ascii_uppercase().as_str() {
@@ -27,12 +25,31 @@ pub fn consistency(s: &str) -> Result<Consistency, String> {
     })
 }
 
+/// A driver error, by what the caller should do about it. Shared by the CQL lookup (which
+/// maps it onto its own error kinds) and the CQL sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverError {
+    /// Timeouts on the cluster, overload, unavailable, broken connections: try again.
+    Retryable(String),
+    /// Syntax, invalid, unauthorized, unserializable: the same request fails again.
+    Fatal(String),
+    /// The driver's own client-side timeout fired.
+    Timeout(String),
+}
+
+impl DriverError {
+    /// Whether trying the same request again can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DriverError::Retryable(_))
+    }
+}
+
 /// Classify a driver error: retryable (timeouts, overload, unavailable, broken connections)
 /// or not (syntax, invalid, unauthorized).
-pub fn classify(message: String) -> LookupError {
+pub fn classify(message: String) -> DriverError {
     let m = message.to_ascii_lowercase();
     if m.contains("client timeout") {
-        return LookupError::Timeout(message);
+        return DriverError::Timeout(message);
     }
     // Transport trouble first: its messages can mention (de)serializing the frame.
     let transient = [
@@ -45,7 +62,7 @@ pub fn classify(message: String) -> LookupError {
         "no known",
     ];
     if transient.iter().any(|t| m.contains(t)) {
-        return LookupError::Retryable(message);
+        return DriverError::Retryable(message);
     }
     let fatal = [
         "syntax",
@@ -57,9 +74,9 @@ pub fn classify(message: String) -> LookupError {
         "already exists",
     ];
     if fatal.iter().any(|f| m.contains(f)) {
-        LookupError::Fatal(message)
+        DriverError::Fatal(message)
     } else {
-        LookupError::Retryable(message)
+        DriverError::Retryable(message)
     }
 }
 
@@ -113,7 +130,7 @@ mod tests {
         );
         assert!(matches!(
             classify("Request execution exceeded a client timeout of 200ms".into()),
-            LookupError::Timeout(_)
+            DriverError::Timeout(_)
         ));
         assert!(!classify("The submitted query has a syntax error".into()).is_retryable());
         assert!(!classify("The query is syntactically correct but invalid".into()).is_retryable());

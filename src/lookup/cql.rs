@@ -21,7 +21,7 @@ use scylla::value::{CqlValue, Row as CqlRow};
 use serde_json::{Map, Value};
 
 use super::{BoxFuture, Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
-use crate::cql::session::{classify, connect_session_as, consistency};
+use crate::cql::session::{DriverError, classify, connect_session_as, consistency};
 use crate::cql::values::{BindType, to_json};
 use crate::json::raw;
 use crate::pointer::Pointer;
@@ -210,7 +210,7 @@ impl Lookup for CqlLookup {
                     limit.as_millis()
                 )));
             };
-            let result = result.map_err(|e| classify(e.to_string()))?;
+            let result = result.map_err(|e| lookup_error(classify(e.to_string())))?;
             let rows = result
                 .into_rows_result()
                 .map_err(|e| LookupError::Fatal(format!("the query returns no rows: {e}")))?;
@@ -275,5 +275,14 @@ impl Drop for CqlLookup {
         if let Some(rt) = self._runtime.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
             rt.shutdown_background();
         }
+    }
+}
+
+/// A driver error as the retry policy sees it.
+fn lookup_error(e: DriverError) -> LookupError {
+    match e {
+        DriverError::Retryable(m) => LookupError::Retryable(m),
+        DriverError::Fatal(m) => LookupError::Fatal(m),
+        DriverError::Timeout(m) => LookupError::Timeout(m),
     }
 }

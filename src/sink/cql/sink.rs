@@ -17,10 +17,9 @@ use scylla::value::CqlValue;
 use serde_json::Value;
 
 use super::config::CqlSinkSettings;
-use crate::cql::session::{classify, connect_session, consistency};
+use crate::cql::session::{DriverError, classify, connect_session, consistency};
 use crate::cql::values::BindType;
 use crate::json::raw;
-use crate::lookup::LookupError;
 use crate::pointer::Pointer;
 use crate::sink::{Attach, Completion, Envelopes, Guarantee, Refusal, Sink, SinkError};
 
@@ -200,7 +199,7 @@ async fn insert(
                 return Ok(());
             }
             Err(e) => match classify(e.to_string()) {
-                LookupError::Fatal(m) => return Err(format!("{describe}: {m}")),
+                DriverError::Fatal(m) => return Err(format!("{describe}: {m}")),
                 _ => {
                     let message = format!("{describe}: INSERT failed, retrying: {e}");
                     {
