@@ -12,6 +12,7 @@
 //! sinks (CQL, webhook) run their I/O on a runtime of their own and wake the emitter when
 //! something completed ([`Waker`]).
 
+mod board;
 pub mod config;
 pub mod cql;
 pub mod file;
@@ -65,6 +66,20 @@ pub enum Completion {
     Delivered(Envelopes),
     /// The destination refused them for good; they go to the dead letter with `reason`.
     Rejected(Envelopes, String),
+}
+
+impl Completion {
+    /// How many envelopes it reports on.
+    pub fn len(&self) -> usize {
+        match self {
+            Completion::Delivered(b) | Completion::Rejected(b, _) => b.len(),
+        }
+    }
+
+    /// Reports on no envelope.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Why a sink did not take a batch; the emitter keeps it and offers it again.

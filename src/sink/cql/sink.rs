@@ -7,10 +7,8 @@
 //! reported once every INSERT of it finished, so "emitted" means "in the table".
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
@@ -21,6 +19,7 @@ use crate::cql::session::{DriverError, classify, connect_session, consistency};
 use crate::cql::values::BindType;
 use crate::json::raw;
 use crate::pointer::Pointer;
+use crate::sink::board::Board;
 use crate::sink::{Attach, Completion, Envelopes, Guarantee, Refusal, Sink, SinkError};
 
 /// One column's source: a pointer into the envelope (None = the whole envelope).
@@ -33,38 +32,21 @@ struct Column {
 /// Bound values of one envelope, or why they cannot be bound.
 type Bound = Result<Vec<Option<CqlValue>>, String>;
 
-/// What the sink's tasks share with the emitter's thread.
-#[derive(Default)]
-struct Board {
-    done: Mutex<Vec<Completion>>,
-    in_flight: AtomicUsize,
-    failing: Mutex<Option<String>>,
-    attach: Mutex<Option<Attach>>,
-}
-
-impl Board {
-    fn finish(&self, batch: Envelopes, results: Vec<Result<(), String>>) {
-        let n = batch.len();
-        let mut done = Vec::new();
-        if results.iter().all(|r| r.is_ok()) {
-            done.push(Completion::Delivered(batch));
-        } else {
-            done.push(Completion::Delivered(batch.select(|i| results[i].is_ok())));
-            for (i, r) in results.iter().enumerate() {
-                if let Err(reason) = r {
-                    done.push(Completion::Rejected(
-                        batch.select(|j| j == i),
-                        reason.clone(),
-                    ));
-                }
-            }
-        }
-        self.done.lock().extend(done);
-        self.in_flight.fetch_sub(n, Ordering::AcqRel);
-        if let Some(a) = self.attach.lock().as_ref() {
-            (a.waker)();
+/// What became of a batch, from the result of each of its INSERTs.
+fn completions(batch: Envelopes, results: &[Result<(), String>]) -> Vec<Completion> {
+    if results.iter().all(|r| r.is_ok()) {
+        return vec![Completion::Delivered(batch)];
+    }
+    let mut done = vec![Completion::Delivered(batch.select(|i| results[i].is_ok()))];
+    for (i, r) in results.iter().enumerate() {
+        if let Err(reason) = r {
+            done.push(Completion::Rejected(
+                batch.select(|j| j == i),
+                reason.clone(),
+            ));
         }
     }
+    done
 }
 
 /// See module docs.
@@ -191,26 +173,19 @@ async fn insert(
     loop {
         match session.execute_unpaged(statement, &values).await {
             Ok(_) => {
-                let mut failing = board.failing.lock();
-                if failing.is_some() {
+                if board.works() {
                     tracing::info!(sink = %describe, "inserts succeed again");
-                    *failing = None;
                 }
                 return Ok(());
             }
             Err(e) => match classify(e.to_string()) {
                 DriverError::Fatal(m) => return Err(format!("{describe}: {m}")),
                 _ => {
-                    let message = format!("{describe}: INSERT failed, retrying: {e}");
-                    {
-                        let mut failing = board.failing.lock();
-                        if failing.is_none() {
-                            // Once per failing spell; each retry is a debug line.
-                            tracing::warn!(sink = %describe, error = %e, "inserts fail; retrying until they succeed");
-                        } else {
-                            tracing::debug!(sink = %describe, error = %e, "insert failed; retrying");
-                        }
-                        *failing = Some(message);
+                    if board.failing(format!("{describe}: INSERT failed, retrying: {e}")) {
+                        // Once per failing spell; each retry is a debug line.
+                        tracing::warn!(sink = %describe, error = %e, "inserts fail; retrying until they succeed");
+                    } else {
+                        tracing::debug!(sink = %describe, error = %e, "insert failed; retrying");
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -230,7 +205,7 @@ impl Sink for CqlSink {
     }
 
     fn submit(&mut self, batch: Envelopes) -> Result<(), Refusal> {
-        let in_flight = self.board.in_flight.load(Ordering::Acquire);
+        let in_flight = self.board.in_flight();
         if in_flight > 0 && in_flight + batch.len() > self.max_in_flight {
             return Err(Refusal::Busy(batch));
         }
@@ -241,9 +216,7 @@ impl Sink for CqlSink {
         let bound: Vec<Bound> = (0..batch.len())
             .map(|i| self.values(batch.line(i)))
             .collect();
-        self.board
-            .in_flight
-            .fetch_add(batch.len(), Ordering::AcqRel);
+        self.board.took(batch.len());
         let (session, statement, permits, board, describe) = (
             self.session.clone(),
             self.insert.clone(),
@@ -262,13 +235,14 @@ impl Sink for CqlSink {
                 }
             });
             let results = futures_util::future::join_all(inserts).await;
-            board.finish(batch, results);
+            let n = batch.len();
+            board.report(completions(batch, &results), n);
         });
         Ok(())
     }
 
     fn completed(&mut self, out: &mut Vec<Completion>) {
-        out.append(&mut self.board.done.lock());
+        self.board.collect(out);
     }
 
     fn flush(&mut self, _durable: bool) -> Result<(), SinkError> {
@@ -278,24 +252,15 @@ impl Sink for CqlSink {
     }
 
     fn in_flight(&self) -> usize {
-        self.board.in_flight.load(Ordering::Acquire)
-            + self
-                .board
-                .done
-                .lock()
-                .iter()
-                .map(|c| match c {
-                    Completion::Delivered(b) | Completion::Rejected(b, _) => b.len(),
-                })
-                .sum::<usize>()
+        self.board.in_flight()
     }
 
     fn health(&self) -> Option<String> {
-        self.board.failing.lock().clone()
+        self.board.health()
     }
 
     fn attach(&mut self, attach: Attach) {
-        *self.board.attach.lock() = Some(attach);
+        self.board.attach(attach);
     }
 }
 

@@ -113,7 +113,7 @@ impl Sink for FileSink {
     }
 
     fn in_flight(&self) -> usize {
-        self.done.iter().map(completed_len).sum()
+        self.done.iter().map(Completion::len).sum()
     }
 
     fn health(&self) -> Option<String> {
@@ -124,12 +124,6 @@ impl Sink for FileSink {
 
     fn rewind(&mut self) -> Option<&mut dyn Rewind> {
         Some(self)
-    }
-}
-
-fn completed_len(c: &Completion) -> usize {
-    match c {
-        Completion::Delivered(b) | Completion::Rejected(b, _) => b.len(),
     }
 }
 

@@ -80,12 +80,7 @@ impl Sink for StdoutSink {
     }
 
     fn in_flight(&self) -> usize {
-        self.done
-            .iter()
-            .map(|c| match c {
-                Completion::Delivered(b) | Completion::Rejected(b, _) => b.len(),
-            })
-            .sum()
+        self.done.iter().map(Completion::len).sum()
     }
 
     fn health(&self) -> Option<String> {

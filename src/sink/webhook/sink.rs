@@ -8,47 +8,33 @@
 //! slow receiver turns into 429s at ingress.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::config::WebhookSettings;
 use super::policy::{self, Verdict};
 use crate::metrics::Metrics;
+use crate::sink::board::Board;
 use crate::sink::{Attach, Completion, Envelopes, Guarantee, Refusal, Role, Sink, SinkError};
 
-/// What the sink's tasks share with the emitter's thread.
-struct Board {
-    done: Mutex<Vec<Completion>>,
-    in_flight: AtomicUsize,
-    failing: Mutex<Option<String>>,
-    attach: Mutex<Option<Attach>>,
+/// What the sink's tasks share with the emitter's thread, and who the sink is.
+struct Hub {
+    board: Board,
     describe: String,
     role: &'static str,
 }
 
-impl Board {
+impl Hub {
     fn finish(&self, c: Completion) {
-        let n = match &c {
-            Completion::Delivered(b) | Completion::Rejected(b, _) => b.len(),
-        };
-        self.done.lock().push(c);
-        self.in_flight.fetch_sub(n, Ordering::AcqRel);
-        self.wake();
-    }
-
-    fn wake(&self) {
-        if let Some(a) = self.attach.lock().as_ref() {
-            (a.waker)();
-        }
+        let n = c.len();
+        self.board.report(vec![c], n);
     }
 
     fn metrics(&self) -> Option<Metrics> {
-        self.attach.lock().as_ref().map(|a| a.metrics.clone())
+        self.board.metrics()
     }
 }
 
@@ -65,7 +51,7 @@ struct Poster {
 pub struct WebhookSink {
     runtime: Option<tokio::runtime::Runtime>,
     batches: mpsc::UnboundedSender<Envelopes>,
-    board: Arc<Board>,
+    hub: Arc<Hub>,
     max_in_flight: usize,
 }
 
@@ -104,11 +90,8 @@ impl WebhookSink {
             .enable_all()
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let board = Arc::new(Board {
-            done: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
-            failing: Mutex::new(None),
-            attach: Mutex::new(None),
+        let hub = Arc::new(Hub {
+            board: Board::default(),
             describe,
             role: role.as_str(),
         });
@@ -128,12 +111,12 @@ impl WebhookSink {
             Duration::from_millis(s.batch_max_ms.max(1)),
             Arc::new(Semaphore::new(concurrency)),
             poster,
-            board.clone(),
+            hub.clone(),
         ));
         Ok(WebhookSink {
             runtime: Some(runtime),
             batches: tx,
-            board,
+            hub,
             // Every POST slot busy plus a full batch waiting for each: beyond that the
             // receiver is the bottleneck and records wait upstream.
             max_in_flight: batch_max * concurrency * 2,
@@ -148,7 +131,7 @@ async fn batcher(
     max_age: Duration,
     permits: Arc<Semaphore>,
     poster: Arc<Poster>,
-    board: Arc<Board>,
+    hub: Arc<Hub>,
 ) {
     let mut open = Envelopes::new();
     let mut oldest: Option<tokio::time::Instant> = None;
@@ -158,7 +141,7 @@ async fn batcher(
             Some(d) => tokio::select! {
                 b = rx.recv() => b,
                 _ = tokio::time::sleep_until(d) => {
-                    send(std::mem::take(&mut open), &permits, &poster, &board).await;
+                    send(std::mem::take(&mut open), &permits, &poster, &hub).await;
                     oldest = None;
                     continue;
                 }
@@ -174,7 +157,7 @@ async fn batcher(
         open.append(batch);
         while open.len() >= batch_max {
             let full = open.take_front(batch_max);
-            send(full, &permits, &poster, &board).await;
+            send(full, &permits, &poster, &hub).await;
         }
         if open.is_empty() {
             oldest = None;
@@ -183,32 +166,27 @@ async fn batcher(
 }
 
 /// Wait for a POST slot, then POST `batch` in a task of its own until it is settled.
-async fn send(
-    batch: Envelopes,
-    permits: &Arc<Semaphore>,
-    poster: &Arc<Poster>,
-    board: &Arc<Board>,
-) {
+async fn send(batch: Envelopes, permits: &Arc<Semaphore>, poster: &Arc<Poster>, hub: &Arc<Hub>) {
     if batch.is_empty() {
         return;
     }
     let Ok(permit) = permits.clone().acquire_owned().await else {
         return;
     };
-    let (poster, board) = (poster.clone(), board.clone());
+    let (poster, hub) = (poster.clone(), hub.clone());
     tokio::spawn(async move {
-        let c = deliver(batch, &poster, &board).await;
-        board.finish(c);
+        let c = deliver(batch, &poster, &hub).await;
+        hub.finish(c);
         drop(permit);
     });
 }
 
 /// POST one batch until the receiver takes it or refuses it for good.
-async fn deliver(batch: Envelopes, poster: &Poster, board: &Board) -> Completion {
-    let key = policy::idempotency_key(board.role, &batch);
+async fn deliver(batch: Envelopes, poster: &Poster, hub: &Hub) -> Completion {
+    let key = policy::idempotency_key(hub.role, &batch);
     let body = Bytes::copy_from_slice(batch.bytes());
-    let metrics = board.metrics();
-    let label = [board.role];
+    let metrics = hub.metrics();
+    let label = [hub.role];
     let mut retry = 0u32;
     loop {
         let started = Instant::now();
@@ -251,7 +229,7 @@ async fn deliver(batch: Envelopes, poster: &Poster, board: &Board) -> Completion
                 .with_label_values(&label)
                 .observe(started.elapsed().as_secs_f64());
             m.webhook_batches
-                .with_label_values(&[board.role, class.as_str()])
+                .with_label_values(&[hub.role, class.as_str()])
                 .inc();
         }
         match verdict {
@@ -261,35 +239,27 @@ async fn deliver(batch: Envelopes, poster: &Poster, board: &Board) -> Completion
                         .with_label_values(&label)
                         .inc_by(batch.len() as u64);
                 }
-                let mut failing = board.failing.lock();
-                if failing.is_some() {
-                    tracing::info!(sink = %board.describe, "the receiver takes batches again");
-                    *failing = None;
+                if hub.board.works() {
+                    tracing::info!(sink = %hub.describe, "the receiver takes batches again");
                 }
                 return Completion::Delivered(batch);
             }
             Verdict::Reject(reason) => {
-                tracing::warn!(sink = %board.describe, envelopes = batch.len(), %reason,
+                tracing::warn!(sink = %hub.describe, envelopes = batch.len(), %reason,
                     "the receiver refused a batch; it goes to the dead letter");
                 return Completion::Rejected(batch, reason);
             }
             Verdict::Retry(asked) => {
                 retry += 1;
                 let wait = policy::delay(retry, asked, poster.initial_backoff, poster.max_backoff);
-                {
-                    let mut failing = board.failing.lock();
-                    if failing.is_none() {
-                        // Once per failing spell; each retry is a debug line.
-                        tracing::warn!(sink = %board.describe, envelopes = batch.len(),
-                            wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying until the receiver takes it");
-                    } else {
-                        tracing::debug!(sink = %board.describe, envelopes = batch.len(), retry,
-                            wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying");
-                    }
-                    *failing = Some(format!(
-                        "{}: POST {trouble}; retrying (retry {retry})",
-                        board.describe
-                    ));
+                let problem = format!("{}: POST {trouble}; retrying", hub.describe);
+                if hub.board.failing(problem) {
+                    // Once per failing spell; each retry is a debug line.
+                    tracing::warn!(sink = %hub.describe, envelopes = batch.len(),
+                        wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying until the receiver takes it");
+                } else {
+                    tracing::debug!(sink = %hub.describe, envelopes = batch.len(), retry,
+                        wait_ms = wait.as_millis() as u64, "POST {trouble}; retrying");
                 }
                 if let Some(m) = &metrics {
                     m.webhook_retries.with_label_values(&label).inc();
@@ -302,7 +272,7 @@ async fn deliver(batch: Envelopes, poster: &Poster, board: &Board) -> Completion
 
 impl Sink for WebhookSink {
     fn describe(&self) -> String {
-        self.board.describe.clone()
+        self.hub.describe.clone()
     }
 
     fn guarantee(&self) -> Guarantee {
@@ -310,22 +280,22 @@ impl Sink for WebhookSink {
     }
 
     fn submit(&mut self, batch: Envelopes) -> Result<(), Refusal> {
-        let in_flight = self.board.in_flight.load(Ordering::Acquire);
+        let in_flight = self.hub.board.in_flight();
         if in_flight > 0 && in_flight + batch.len() > self.max_in_flight {
             return Err(Refusal::Busy(batch));
         }
         let n = batch.len();
-        self.board.in_flight.fetch_add(n, Ordering::AcqRel);
+        self.hub.board.took(n);
         if let Err(mpsc::error::SendError(batch)) = self.batches.send(batch) {
-            self.board.in_flight.fetch_sub(n, Ordering::AcqRel);
-            let e = SinkError::setup(&self.board.describe, "the sink stopped");
+            self.hub.board.gave_back(n);
+            let e = SinkError::setup(&self.hub.describe, "the sink stopped");
             return Err(Refusal::Failed(batch, e));
         }
         Ok(())
     }
 
     fn completed(&mut self, out: &mut Vec<Completion>) {
-        out.append(&mut self.board.done.lock());
+        self.hub.board.collect(out);
     }
 
     fn flush(&mut self, _durable: bool) -> Result<(), SinkError> {
@@ -335,15 +305,15 @@ impl Sink for WebhookSink {
     }
 
     fn in_flight(&self) -> usize {
-        self.board.in_flight.load(Ordering::Acquire)
+        self.hub.board.in_flight()
     }
 
     fn health(&self) -> Option<String> {
-        self.board.failing.lock().clone()
+        self.hub.board.health()
     }
 
     fn attach(&mut self, attach: Attach) {
-        *self.board.attach.lock() = Some(attach);
+        self.hub.board.attach(attach);
     }
 }
 
