@@ -7,4 +7,5 @@
 pub mod codec;
 pub mod files;
 pub mod journal;
+pub mod lock;
 pub mod state;

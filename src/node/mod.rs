@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cluster::controller::{Controller, JoinError};
-use crate::durability::journal;
+use crate::durability::{journal, lock};
 use crate::engine::Engine;
 use crate::engine::ownership::Ownership;
 use crate::http::{self, AppState};
@@ -69,21 +69,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let runtime = |e: String| NodeError::Runtime(e);
-    // CQL backends and sinks build their own driver runtime, which cannot start inside
-    // this one: build them on a blocking thread.
-    let (lookup, output, dead) = {
-        let s = settings.clone();
-        actix_rt::task::spawn_blocking(move || -> Result<_, NodeError> {
-            let lookup = crate::lookup::factory::build(&s)?;
-            let output =
-                sink::open(&s.output, sink::Role::Output).map_err(|e| runtime(e.to_string()))?;
-            let dead = sink::open(&s.dead_letter, sink::Role::DeadLetter)
-                .map_err(|e| runtime(e.to_string()))?;
-            Ok((lookup, output, dead))
-        })
-        .await
-        .map_err(|e| runtime(format!("building backends: {e}")))??
-    };
     let node = settings.node_id();
     let dir = PathBuf::from(&settings.checkpoint.dir);
     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -92,6 +77,28 @@ pub async fn run(
             dir.display()
         ))
     })?;
+    // Before any sink file is opened: a second instance on this directory stops here.
+    let _lock = lock::lock_dir(&dir, &node).map_err(|e| match e {
+        lock::LockError::Held { .. } => NodeError::Usage(vec![e.to_string()]),
+        lock::LockError::Io { .. } => runtime(e.to_string()),
+    })?;
+    // CQL backends and sinks build their own driver runtime, which cannot start inside
+    // this one: build them on a blocking thread.
+    let (lookup, output, dead) = {
+        let s = settings.clone();
+        actix_rt::task::spawn_blocking(move || -> Result<_, NodeError> {
+            let lookup = crate::lookup::factory::build(&s)?;
+            let sink_error = |e: sink::SinkError| match e {
+                sink::SinkError::InUse { .. } => NodeError::Usage(vec![e.to_string()]),
+                e => runtime(e.to_string()),
+            };
+            let output = sink::open(&s.output, sink::Role::Output).map_err(sink_error)?;
+            let dead = sink::open(&s.dead_letter, sink::Role::DeadLetter).map_err(sink_error)?;
+            Ok((lookup, output, dead))
+        })
+        .await
+        .map_err(|e| runtime(format!("building backends: {e}")))??
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| runtime(format!("listener: {e}")))?;

@@ -35,6 +35,9 @@ pub enum SinkError {
     },
     #[error("{sink}: {message}")]
     Setup { sink: String, message: String },
+    /// Another process writes the same file (it holds the file's lock).
+    #[error("{sink} is in use by another process; two sinks must not share a file")]
+    InUse { sink: String },
 }
 
 impl SinkError {

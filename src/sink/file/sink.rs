@@ -46,6 +46,16 @@ impl FileSink {
             .truncate(truncate)
             .open(path)
             .map_err(io)?;
+        // One writer per file, across processes (released when the process exits).
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SinkError::InUse {
+                    sink: format!("file sink `{path}`"),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         let position = file.metadata().map_err(io)?.len();
         Ok(FileSink {
             path: path.to_string(),

@@ -1,0 +1,101 @@
+//! Operating safety, black-box against the real binary: what an operator's mistake, a
+//! damaged data directory or a stream fault does (README "Operating").
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Config, Service, binary, read_lines};
+
+/// Run `sluice serve` on `config_text` in `dir` expecting it to exit on its own: (exit
+/// code, stderr).
+fn serve_expecting_exit(
+    dir: &std::path::Path,
+    name: &str,
+    config_text: &str,
+) -> (Option<i32>, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, config_text).unwrap();
+    let mut child = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("sluice did not exit: it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn records(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": format!("{prefix}{i}"), "user_id": format!("u{}", i % 50 + 1)}))
+        .collect()
+}
+
+#[test]
+fn a_second_instance_on_the_same_checkpoint_dir_exits_2_naming_the_holder() {
+    let first = Service::start(&Config::default());
+    let ids = first.post_all(&records("a", 200), 100);
+    first.wait_quiescent(Duration::from_secs(10));
+    // The same config (same checkpoint dir and sinks), another port.
+    let text = Config::default().render(&first.dir);
+    let (code, err) = serve_expecting_exit(&first.dir, "second.toml", &text);
+    assert_eq!(code, Some(2), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("in use"))
+        .unwrap_or_else(|| panic!("no line names the lock: {err}"));
+    assert!(line.contains("checkpoints"), "names the dir: {line}");
+    assert!(
+        line.contains(&format!("pid {}", first.pid().unwrap())),
+        "names the holder: {line}"
+    );
+    // The first instance is untouched: its output still holds every record.
+    assert_eq!(first.status()["pending"], 0);
+    let (out, dead) = first.finish();
+    support::assert_exactly_once(&ids, &out, &dead);
+}
+
+#[test]
+fn a_second_instance_writing_the_same_output_file_exits_2() {
+    let first = Service::start(&Config::default());
+    let ids = first.post_all(&records("b", 100), 100);
+    first.wait_quiescent(Duration::from_secs(10));
+    let other = tempfile::tempdir().unwrap();
+    // Its own checkpoint dir, but the first instance's output file.
+    let text = Config::default().render(other.path()).replace(
+        &other.path().join("out.jsonl").display().to_string(),
+        &first.dir.join("out.jsonl").display().to_string(),
+    );
+    let (code, err) = serve_expecting_exit(other.path(), "second.toml", &text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("out.jsonl") && l.contains("in use by another process")),
+        "{err}"
+    );
+    let (out, dead) = first.finish();
+    support::assert_exactly_once(&ids, &out, &dead);
+    assert_eq!(read_lines(&other.path().join("dead.jsonl")).len(), 0);
+}
