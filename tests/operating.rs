@@ -99,3 +99,36 @@ fn a_second_instance_writing_the_same_output_file_exits_2() {
     support::assert_exactly_once(&ids, &out, &dead);
     assert_eq!(read_lines(&other.path().join("dead.jsonl")).len(), 0);
 }
+
+#[test]
+fn changing_partitions_while_records_are_pending_is_refused_with_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Config {
+        pipeline: "partitions = 2\ntimeout_ms = 60000\n".into(),
+        memory: "delay_ms = [5000, 5000]\n".into(),
+        ..Config::default()
+    };
+    let mut svc = Service::start_in(&slow, dir.path());
+    let ids = svc.post_all(&records("p", 100), 100);
+    assert_eq!(svc.status()["pending"], 100);
+    svc.kill9();
+    let mut raised = Config {
+        pipeline: "partitions = 4\ntimeout_ms = 60000\n".into(),
+        ..Config::default()
+    };
+    let (code, err) = serve_expecting_exit(dir.path(), "raised.toml", &raised.render(dir.path()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("holds 100 pending record(s) written with pipeline.partitions = 2; with 4,"),
+        "{err}"
+    );
+    // Back to 2: everything drains, nothing lost; then 4 is fine.
+    raised.pipeline = "partitions = 2\n".into();
+    let svc = Service::start_in(&raised, dir.path());
+    svc.wait_quiescent(Duration::from_secs(20));
+    let (out, dead) = svc.finish();
+    support::assert_exactly_once(&ids, &out, &dead);
+    raised.pipeline = "partitions = 4\n".into();
+    let svc = Service::start_in(&raised, dir.path());
+    assert_eq!(svc.status()["pending"], 0);
+}

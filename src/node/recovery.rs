@@ -12,6 +12,7 @@ use super::NodeError;
 use crate::durability::state::State;
 use crate::durability::{files, journal};
 use crate::engine::Engine;
+use crate::engine::hash::partition_of;
 use crate::settings::Settings;
 
 /// What recovery produced: the state whose pending records still have to be re-issued.
@@ -41,19 +42,7 @@ pub async fn recover(
                     dir.display()
                 ))
             })?;
-    if let Some((p, _)) = state
-        .pending
-        .keys()
-        .chain(state.staged.keys())
-        .find(|(p, _)| u64::from(*p) >= settings.pipeline.partitions)
-    {
-        return Err(NodeError::Usage(vec![format!(
-            "pipeline.partitions: the checkpoint in `{}` holds records of partition {p}, but \
-             only {} partitions are configured; partitions cannot change while records are pending",
-            dir.display(),
-            settings.pipeline.partitions
-        )]));
-    }
+    check_partitions(&state, settings.pipeline.partitions as u32, &dir)?;
     if state.has_offsets {
         engine
             .truncate_sinks(state.output_offset, state.dead_letter_offset)
@@ -99,4 +88,42 @@ pub async fn recover(
         state,
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Pending (and staged) records were hashed with the partition count they were accepted
+/// under; with another count some keys would land in another partition while older records
+/// of theirs are still pending, and per-key order would break. Refuse, with the counts.
+fn check_partitions(
+    state: &State,
+    partitions: u32,
+    dir: &std::path::Path,
+) -> Result<(), NodeError> {
+    let records: Vec<&crate::record::Record> = state
+        .pending
+        .values()
+        .chain(state.staged.values())
+        .map(|r| r.as_ref())
+        .collect();
+    let moved = records
+        .iter()
+        .filter(|r| partition_of(&r.canonical, partitions) != r.partition)
+        .count();
+    if moved == 0 {
+        return Ok(());
+    }
+    let highest = records.iter().map(|r| r.partition).max().unwrap_or(0);
+    let earlier = (highest + 1..=65_536).find(|n| {
+        records
+            .iter()
+            .all(|r| partition_of(&r.canonical, *n) == r.partition)
+    });
+    let earlier = earlier.map_or("another value".to_string(), |n| n.to_string());
+    Err(NodeError::Usage(vec![format!(
+        "pipeline.partitions: the checkpoint in `{}` holds {} pending record(s) written with \
+         pipeline.partitions = {earlier}; with {partitions}, {moved} of them would belong to \
+         another partition and per-key order would break. Start with {earlier} until \
+         /v1/status shows pending 0, then change it",
+        dir.display(),
+        records.len(),
+    )]))
 }
