@@ -132,3 +132,116 @@ fn changing_partitions_while_records_are_pending_is_refused_with_the_counts() {
     let svc = Service::start_in(&raised, dir.path());
     assert_eq!(svc.status()["pending"], 0);
 }
+
+/// Wait until `/readyz` answers `status` (or panic); returns its body.
+fn wait_readyz(svc: &Service, status: u16) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = svc.get("/readyz");
+        if r.status == status {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < until,
+            "/readyz stayed {}: {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_file_moved_away_keeps_records_pending_until_sighup_reopens_it() {
+    let svc = Service::start(&Config::default());
+    let mut ids = svc.post_all(&records("r", 300), 100);
+    svc.wait_quiescent(Duration::from_secs(10));
+    let out = svc.dir.join("out.jsonl");
+    let rotated = svc.dir.join("out.1.jsonl");
+    std::fs::rename(&out, &rotated).unwrap();
+    // Written after the move: nowhere to go, so nothing is counted emitted.
+    ids.extend(svc.post_all(&records("s", 200), 100));
+    let body = wait_readyz(&svc, 503);
+    assert!(body.contains("output") && body.contains("moved"), "{body}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        svc.status()["pending"],
+        200,
+        "kept pending while the file is gone"
+    );
+    assert!(!out.exists(), "not recreated without SIGHUP");
+    svc.signal("HUP");
+    svc.wait_quiescent(Duration::from_secs(10));
+    wait_readyz(&svc, 200);
+    // Still alive and accepting after SIGHUP.
+    ids.extend(svc.post_all(&records("t", 100), 100));
+    svc.wait_quiescent(Duration::from_secs(10));
+    let first = read_lines(&rotated);
+    let (rest, dead) = svc.finish();
+    assert_eq!(
+        first.len(),
+        300,
+        "the rotated file keeps what was written before the move"
+    );
+    let all: Vec<Value> = first.into_iter().chain(rest).collect();
+    support::assert_exactly_once(&ids, &all, &dead);
+}
+
+#[test]
+fn a_file_replaced_by_a_new_one_is_reopened_at_once_and_a_crash_after_it_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Service::start_in(&Config::default(), dir.path());
+    let mut ids = svc.post_all(&records("a", 300), 100);
+    svc.wait_quiescent(Duration::from_secs(10));
+    let out = dir.path().join("out.jsonl");
+    let rotated = dir.path().join("out.1.jsonl");
+    // logrotate's `create`: move the file away and put an empty one in its place.
+    std::fs::rename(&out, &rotated).unwrap();
+    std::fs::write(&out, "").unwrap();
+    ids.extend(svc.post_all(&records("b", 300), 100));
+    svc.wait_quiescent(Duration::from_secs(10));
+    assert_eq!(
+        read_lines(&out).len(),
+        300,
+        "written to the new file without SIGHUP"
+    );
+    // More, then a crash: the restore must cut the new file, not mistake it for the old one.
+    ids.extend(svc.post_all(&records("c", 300), 100));
+    svc.kill9();
+    let svc = Service::start_in(&Config::default(), dir.path());
+    svc.wait_quiescent(Duration::from_secs(10));
+    let first = read_lines(&rotated);
+    let (rest, dead) = svc.finish();
+    assert_eq!(first.len(), 300);
+    let all: Vec<Value> = first.into_iter().chain(rest).collect();
+    support::assert_exactly_once(&ids, &all, &dead);
+}
+
+#[test]
+fn a_removed_output_directory_keeps_records_pending_until_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sinks");
+    let text = Config::default().render(dir.path()).replace(
+        &dir.path().join("out.jsonl").display().to_string(),
+        &sub.join("out.jsonl").display().to_string(),
+    );
+    let svc = Service::start_in_with_text(&Config::default(), dir.path(), &text);
+    let mut ids = svc.post_all(&records("a", 100), 100);
+    svc.wait_quiescent(Duration::from_secs(10));
+    let before = read_lines(&sub.join("out.jsonl"));
+    std::fs::remove_dir_all(&sub).unwrap();
+    ids.extend(svc.post_all(&records("b", 100), 100));
+    let body = wait_readyz(&svc, 503);
+    assert!(body.contains("output"), "{body}");
+    assert_eq!(svc.status()["pending"], 100);
+    svc.signal("HUP");
+    svc.wait_quiescent(Duration::from_secs(10));
+    wait_readyz(&svc, 200);
+    let after = read_lines(&sub.join("out.jsonl"));
+    let (_, dead) = svc.finish();
+    assert_eq!(before.len(), 100);
+    assert_eq!(after.len(), 100, "the recreated file holds what waited");
+    // The first 100 went with the removed directory: the operator removed them.
+    let waited: Vec<String> = ids[100..].to_vec();
+    support::assert_exactly_once(&waited, &after, &dead);
+}

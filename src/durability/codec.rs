@@ -69,6 +69,14 @@ pub enum Entry {
     },
     /// Cluster: from here on this node writes for `partition` under ownership `epoch`.
     Owned { partition: u32, epoch: u64 },
+    /// The file sinks' committed lengths (in later `Committed` entries) are of these files,
+    /// by (device, inode); `None` for a sink that is not a file. Written when the sinks are
+    /// opened and whenever one is reopened (rotation), so a restore never cuts a file that
+    /// replaced the committed one.
+    SinkFiles {
+        output: Option<(u64, u64)>,
+        dead_letter: Option<(u64, u64)>,
+    },
     /// The record's envelope is fixed (it is about to go to an at-least-once sink): from
     /// now on it is emitted as exactly this envelope.
     Decided {
@@ -105,6 +113,7 @@ const TAG_OWNED: u8 = 10;
 const TAG_STAGE_LEASE: u8 = 11;
 const TAG_IN_DOUBT: u8 = 12;
 const TAG_DECIDED: u8 = 13;
+const TAG_SINK_FILES: u8 = 14;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -223,6 +232,22 @@ pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
             put_u32(out, *partition);
             put_u64(out, *epoch);
         }
+        Entry::SinkFiles {
+            output,
+            dead_letter,
+        } => {
+            out.push(TAG_SINK_FILES);
+            for id in [output, dead_letter] {
+                match id {
+                    Some((dev, ino)) => {
+                        out.push(1);
+                        put_u64(out, *dev);
+                        put_u64(out, *ino);
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
         Entry::Decided {
             partition,
             seq,
@@ -324,6 +349,13 @@ impl<'a> Reader<'a> {
             },
         })
     }
+    fn file_id(&mut self) -> Result<Option<(u64, u64)>, FrameError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some((self.u64()?, self.u64()?))),
+            _ => Err(FrameError::Malformed("bad file identity")),
+        }
+    }
     fn decided(&mut self) -> Result<Decided, FrameError> {
         let dead_letter = match self.u8()? {
             0 => false,
@@ -413,6 +445,10 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
         TAG_OWNED => Entry::Owned {
             partition: r.u32()?,
             epoch: r.u64()?,
+        },
+        TAG_SINK_FILES => Entry::SinkFiles {
+            output: r.file_id()?,
+            dead_letter: r.file_id()?,
         },
         TAG_DECIDED => Entry::Decided {
             partition: r.u32()?,
@@ -542,6 +578,10 @@ mod tests {
                     envelope: r#"{"id":"r-8","outcome":"timeout"}"#.into(),
                 }),
             }),
+            Entry::SinkFiles {
+                output: Some((2049, 1234567)),
+                dead_letter: None,
+            },
             Entry::Decided {
                 partition: 1,
                 seq: 7,

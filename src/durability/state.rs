@@ -26,6 +26,10 @@ pub struct State {
     pub dead_letter_offset: u64,
     /// Whether any committed offsets were ever recorded (a fresh directory has none).
     pub has_offsets: bool,
+    /// The files the committed offsets are of, by (device, inode); `None`: not recorded
+    /// (older journals) or not a file sink.
+    pub output_file: Option<(u64, u64)>,
+    pub dead_letter_file: Option<(u64, u64)>,
     /// Cluster: records held for partitions owned elsewhere, keyed (partition, stage
     /// number), waiting to be forwarded in that order.
     pub staged: BTreeMap<(u32, u64), Arc<Record>>,
@@ -82,6 +86,13 @@ impl State {
                 self.has_offsets = true;
             }
             Entry::SeqLease { partition, upto } => self.bump(partition, upto),
+            Entry::SinkFiles {
+                output,
+                dead_letter,
+            } => {
+                self.output_file = output;
+                self.dead_letter_file = dead_letter;
+            }
             Entry::Decided {
                 partition,
                 seq,
@@ -201,6 +212,12 @@ impl State {
                 upto: *n,
             })
             .collect();
+        if self.output_file.is_some() || self.dead_letter_file.is_some() {
+            out.push(Entry::SinkFiles {
+                output: self.output_file,
+                dead_letter: self.dead_letter_file,
+            });
+        }
         if self.has_offsets {
             out.push(Entry::Committed {
                 marks: Vec::new(),

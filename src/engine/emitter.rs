@@ -97,6 +97,9 @@ struct Deciding {
 const OUTPUT: usize = 0;
 const DEAD: usize = 1;
 const ROLES: [Role; 2] = [Role::Output, Role::DeadLetter];
+
+/// (device, inode) of the output and dead-letter files (`None`: not a file sink).
+type FileIds = (Option<(u64, u64)>, Option<(u64, u64)>);
 /// How often envelopes the dead letter's destination refused are offered again.
 const REFUSED_RETRY: Duration = Duration::from_secs(1);
 
@@ -123,6 +126,11 @@ pub struct Emitter {
     uncommitted: Vec<(u32, u64)>,
     /// Sink positions of the last commit (nothing to commit while unchanged).
     committed_at: Option<(u64, u64)>,
+    /// The file identities last journaled (`SinkFiles`).
+    files_journaled: Option<FileIds>,
+    /// Per sink: its file was moved away; reopen it once what the old file holds is
+    /// committed.
+    reopen_due: [bool; 2],
     /// Per partition: envelopes still at an at-least-once sink when the node lost its
     /// lease; their completions are not counted again.
     orphans: Vec<u64>,
@@ -156,11 +164,47 @@ impl Emitter {
             refusing: None,
             uncommitted: Vec::new(),
             committed_at: None,
+            files_journaled: None,
+            reopen_due: [false; 2],
             orphans: vec![0; partitions],
             at_sinks: vec![0; partitions],
             wake_pending: Arc::new(AtomicBool::new(false)),
             health: Vec::new(),
         }
+    }
+
+    fn files(&mut self) -> FileIds {
+        let [o, d] = &mut self.sinks;
+        (
+            o.rewind().and_then(|r| r.identity()),
+            d.rewind().and_then(|r| r.identity()),
+        )
+    }
+
+    /// Sink `route`'s file was moved away (rotation): commit what the old file holds, then
+    /// open the path again (`create`: even when nothing is there — SIGHUP).
+    fn reopen(&mut self, route: usize, create: bool, ctx: &mut Context<Self>) {
+        if let Err(e) = self.flush(ctx) {
+            tracing::warn!(error = %e, "cannot commit before reopening a sink; will retry");
+            return;
+        }
+        let Some(r) = self.sinks[route].rewind() else {
+            return;
+        };
+        match r.reopen(create) {
+            Ok(reopened) => {
+                self.reopen_due[route] = false;
+                if reopened {
+                    // Commit the new file's identity and length before anything is written
+                    // to it.
+                    let _ = self.flush(ctx);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reopen the sink's file; records stay pending");
+            }
+        }
+        self.pump();
     }
 
     fn positions(&mut self) -> (u64, u64) {
@@ -353,6 +397,9 @@ impl Emitter {
                         break;
                     }
                     Err(Refusal::Failed(batch, e)) => {
+                        if self.sinks[route].rewind().is_some_and(|r| r.moved()) {
+                            self.reopen_due[route] = true;
+                        }
                         if self
                             .health
                             .iter()
@@ -564,10 +611,20 @@ impl Emitter {
         // Commit only what the sinks now hold durably: a restore truncates each file back
         // to the committed position and re-emits everything not committed.
         let at = self.positions();
+        let files = self.files();
         if result.is_ok()
-            && (self.committed_at != Some(at) || !self.uncommitted.is_empty())
+            && (self.committed_at != Some(at)
+                || !self.uncommitted.is_empty()
+                || self.files_journaled != Some(files))
             && let Some(j) = &self.journal
         {
+            if self.files_journaled != Some(files) {
+                j.write(vec![Entry::SinkFiles {
+                    output: files.0,
+                    dead_letter: files.1,
+                }]);
+                self.files_journaled = Some(files);
+            }
             j.write(vec![Entry::Committed {
                 marks: std::mem::take(&mut self.uncommitted),
                 output: at.0,
@@ -616,6 +673,11 @@ impl Actor for Emitter {
         ctx.run_interval(Duration::from_millis(20), |act, ctx| {
             act.release_fenced(ctx);
             act.pump();
+            for route in [OUTPUT, DEAD] {
+                if act.reopen_due[route] {
+                    act.reopen(route, false, ctx);
+                }
+            }
         });
     }
 
@@ -715,21 +777,51 @@ impl Handler<Reset> for Emitter {
 pub struct Truncate {
     pub output: u64,
     pub dead_letter: u64,
+    /// The files those lengths are of (`None`: not recorded, older journals).
+    pub output_file: Option<(u64, u64)>,
+    pub dead_letter_file: Option<(u64, u64)>,
 }
 
 impl Handler<Truncate> for Emitter {
     type Result = Result<(), String>;
 
     fn handle(&mut self, t: Truncate, _: &mut Self::Context) -> Self::Result {
-        let [o, d] = &mut self.sinks;
-        if let Some(r) = o.rewind() {
-            r.truncate(t.output).map_err(|e| e.to_string())?;
-        }
-        if let Some(r) = d.rewind() {
-            r.truncate(t.dead_letter).map_err(|e| e.to_string())?;
+        for (route, len, file) in [
+            (OUTPUT, t.output, t.output_file),
+            (DEAD, t.dead_letter, t.dead_letter_file),
+        ] {
+            let sink = &mut self.sinks[route];
+            let describe = sink.describe();
+            let Some(r) = sink.rewind() else { continue };
+            if file.is_some() && r.identity() != file {
+                // Not the file the length is of (rotated or replaced while stopped): never
+                // cut it. Envelopes written after the last commit may appear twice.
+                tracing::warn!(sink = %describe,
+                    "the file is not the one the journal committed (rotated or replaced since); left as it is");
+                continue;
+            }
+            r.truncate(len).map_err(|e| e.to_string())?;
         }
         self.committed_at = Some(self.positions());
         Ok(())
+    }
+}
+
+/// Reopen the file sinks (SIGHUP): commit what the open files hold, then open their paths
+/// again, creating them if they are gone — how log rotation hands over a fresh file.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reopen;
+
+impl Handler<Reopen> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, _: Reopen, ctx: &mut Self::Context) {
+        for route in [OUTPUT, DEAD] {
+            if self.sinks[route].rewind().is_some() {
+                self.reopen(route, true, ctx);
+            }
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use actix::prelude::*;
 use actix_rt::Arbiter;
 
 use self::admit::{Admitted, RecordRules};
-use self::emitter::{Emitter, Flush, Reset, Truncate};
+use self::emitter::{Emitter, Flush, Reopen, Reset, Truncate};
 use self::ingress::{
     Activate, Dormant, EvictPartition, Held, Import, ImportAck, ImportRefused, Ingress,
     IngressJournal, Overloaded, Refusal, Refused, Restage, Restore, Submit,
@@ -225,12 +225,14 @@ impl Engine {
         self.shared.ready.store(true, Ordering::Release);
     }
 
-    /// Cut the file sinks back to the lengths the journal committed.
-    pub async fn truncate_sinks(&self, output: u64, dead_letter: u64) -> Result<(), String> {
+    /// Cut the file sinks back to the lengths the journal committed (of the files it names).
+    pub async fn truncate_sinks(&self, state: &State) -> Result<(), String> {
         self.emitter
             .send(Truncate {
-                output,
-                dead_letter,
+                output: state.output_offset,
+                dead_letter: state.dead_letter_offset,
+                output_file: state.output_file,
+                dead_letter_file: state.dead_letter_file,
             })
             .await
             .map_err(|_| "the emitter is gone".to_string())?
@@ -406,6 +408,11 @@ impl Engine {
             .await
             .map_err(|_| SubmitError::Stopped)??;
         rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Reopen the file sinks (SIGHUP, log rotation).
+    pub fn reopen_sinks(&self) {
+        self.emitter.do_send(Reopen);
     }
 
     /// Flush the sinks now.

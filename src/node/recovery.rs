@@ -45,7 +45,7 @@ pub async fn recover(
     check_partitions(&state, settings.pipeline.partitions as u32, &dir)?;
     if state.has_offsets {
         engine
-            .truncate_sinks(state.output_offset, state.dead_letter_offset)
+            .truncate_sinks(&state)
             .await
             .map_err(|e| NodeError::Runtime(format!("cannot restore the sinks: {e}")))?;
     }

@@ -113,6 +113,14 @@ pub trait Rewind {
     /// Cut back to `len` bytes: what was written after the last commit is dropped and
     /// emitted again.
     fn truncate(&mut self, len: u64) -> Result<(), SinkError>;
+    /// (device, inode) of the open file: the journal records which file its committed
+    /// length is of.
+    fn identity(&self) -> Option<(u64, u64)>;
+    /// The path no longer names the open file (moved away, replaced, removed).
+    fn moved(&self) -> bool;
+    /// Open the file the path names now (creating it when `create`); `Ok(false)` when
+    /// nothing changed or there is nothing to open.
+    fn reopen(&mut self, create: bool) -> Result<bool, SinkError>;
 }
 
 /// An envelope destination; see module docs.

@@ -192,8 +192,14 @@ impl Service {
 
     /// Start `sluice serve` in `dir` (kept by the caller: restarts reuse it).
     pub fn start_in(config: &Config, dir: &Path) -> Service {
+        Service::start_in_with_text(config, dir, &config.render(dir))
+    }
+
+    /// [`Service::start_in`] with the config file's text given (e.g. `config.render(dir)`
+    /// edited); `config` still says how stdout is wired.
+    pub fn start_in_with_text(config: &Config, dir: &Path, text: &str) -> Service {
         let path = dir.join("sluice.toml");
-        std::fs::write(&path, config.render(dir)).expect("write config");
+        std::fs::write(&path, text).expect("write config");
         let mut cmd = Command::new(binary());
         cmd.args(["serve", "--config"])
             .arg(&path)

@@ -1,8 +1,15 @@
 //! The file sink: one `write` per batch (a batch counts as delivered only once the file
 //! took all of it), fsync on a durable flush, truncation on restore.
+//!
+//! Before each write it checks that its path still names the file it has open (by device
+//! and inode): a file moved away (log rotation), replaced or removed is never written to
+//! unseen. The batch is refused (the records stay pending, the sink unhealthy) and the
+//! emitter commits what the old file holds and reopens the path (`Rewind::reopen`) — at
+//! once when a new file is there, on SIGHUP otherwise.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::sink::{Completion, Envelopes, Guarantee, Refusal, Rewind, Sink, SinkError};
@@ -16,6 +23,14 @@ pub struct FileSink {
     done: Vec<Completion>,
     /// The last write or flush error, until a write succeeds again.
     failing: Option<String>,
+    /// (device, inode) of the open file.
+    id: (u64, u64),
+    /// The path no longer names the open file.
+    moved: bool,
+}
+
+fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
 }
 
 impl FileSink {
@@ -56,14 +71,24 @@ impl FileSink {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        let position = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
         Ok(FileSink {
             path: path.to_string(),
             out: file,
-            position,
+            position: meta.len(),
             done: Vec::new(),
             failing: None,
+            id: id_of(&meta),
+            moved: false,
         })
+    }
+
+    /// Whether the path still names the open file (a device such as `/dev/full` always does).
+    fn path_is_ours(&self) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => id_of(&m) == self.id,
+            Err(_) => false,
+        }
     }
 
     fn err(&mut self, source: std::io::Error) -> SinkError {
@@ -85,6 +110,16 @@ impl Sink for FileSink {
     }
 
     fn submit(&mut self, batch: Envelopes) -> Result<(), Refusal> {
+        if self.moved || !self.path_is_ours() {
+            self.moved = true;
+            let e = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the file was moved, replaced or removed; records stay pending until the path \
+                 is there again (reopened at once when a new file appears, or on SIGHUP)",
+            );
+            let e = self.err(e);
+            return Err(Refusal::Failed(batch, e));
+        }
         if let Err(e) = self.out.write_all(batch.bytes()) {
             // Part of the batch may be in the file: cut it away, so a retry never leaves a
             // torn line behind.
@@ -140,6 +175,31 @@ impl Sink for FileSink {
 impl Rewind for FileSink {
     fn position(&self) -> u64 {
         self.position
+    }
+
+    fn identity(&self) -> Option<(u64, u64)> {
+        Some(self.id)
+    }
+
+    fn moved(&self) -> bool {
+        self.moved
+    }
+
+    fn reopen(&mut self, create: bool) -> Result<bool, SinkError> {
+        if self.path_is_ours() {
+            self.moved = false;
+            return Ok(false);
+        }
+        if !create && std::fs::metadata(&self.path).is_err() {
+            return Ok(false);
+        }
+        let fresh = FileSink::open(&self.path)?;
+        tracing::info!(sink = %self.describe(), old_length = self.position,
+            new_length = fresh.position, "reopened the file (rotated or replaced)");
+        let done = std::mem::take(&mut self.done);
+        *self = fresh;
+        self.done = done;
+        Ok(true)
     }
 
     fn truncate(&mut self, len: u64) -> Result<(), SinkError> {
