@@ -241,3 +241,281 @@ fn enrich_with_a_missing_input_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// A config for a service in `dir`: `[server]` binds an ephemeral port (plus `server`),
+/// `[lookup.memory]` reads the sample table unless `memory` sets `table`, then `rest`.
+fn config_text(server: &str, memory: &str, rest: &str) -> String {
+    let table = if memory.contains("table") {
+        String::new()
+    } else {
+        format!("table = \"{}\"\n", sample_table().display())
+    };
+    format!(
+        "[server]\nbind = \"127.0.0.1:0\"\n{server}\n[lookup.memory]\n{table}{memory}\n{rest}\n"
+    )
+}
+
+/// `sluice check-config --config NAME` in `dir` with `text` as the file.
+fn check_config(dir: &std::path::Path, name: &str, text: &str) -> (i32, String, String) {
+    std::fs::write(dir.join(name), text).unwrap();
+    run(&["check-config", "--config", name], &[], None, dir)
+}
+
+/// `sluice serve --config NAME` in `dir`, expected to exit on its own: (exit code, stderr);
+/// a service still running after 20 s is killed and `None` is its code.
+fn serve_exit(dir: &std::path::Path, name: &str, text: &str) -> (Option<i32>, String) {
+    use std::io::Read;
+    std::fs::write(dir.join(name), text).unwrap();
+    let mut child = Command::new(binary())
+        .args(["serve", "--config", name])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
+#[test]
+fn two_file_sinks_on_one_file_are_refused_however_spelled() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let real = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("data/out.jsonl");
+    std::os::unix::fs::symlink(&real, dir.path().join("link.jsonl")).unwrap();
+    let abs = real.display().to_string();
+    let same = format!(
+        "sluice: output.path and dead_letter.path are the same file `{abs}`: each file sink needs \
+         a file of its own (on a restart one would cut away the other's records)"
+    );
+    for other in [
+        "data/out.jsonl",
+        "./data/out.jsonl",
+        abs.as_str(),
+        "link.jsonl",
+        "data/../data/out.jsonl",
+    ] {
+        let text = config_text(
+            "",
+            "",
+            &format!(
+                "[output]\npath = \"data/out.jsonl\"\n[dead_letter]\npath = \"{other}\"\n\
+                 [checkpoint]\ndir = \"ck\"\n"
+            ),
+        );
+        let (code, out, err) = check_config(dir.path(), "same.toml", &text);
+        assert_eq!(code, 2, "{other}: {err}");
+        assert!(out.is_empty(), "{other}");
+        assert_eq!(
+            err.lines().collect::<Vec<_>>(),
+            vec![same.as_str()],
+            "{other}"
+        );
+    }
+
+    // serve refuses it alike, before any sink is opened: what the file holds stays.
+    std::fs::write(&real, "{\"id\":\"acknowledged\"}\n").unwrap();
+    let text = config_text(
+        "",
+        "",
+        "[output]\npath = \"./data/out.jsonl\"\n[dead_letter]\npath = \"link.jsonl\"\n\
+         [checkpoint]\ndir = \"ck\"\n",
+    );
+    let (code, err) = serve_exit(dir.path(), "serve.toml", &text);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().collect::<Vec<_>>(), vec![same.as_str()]);
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        "{\"id\":\"acknowledged\"}\n"
+    );
+
+    // A sink's file inside the checkpoint directory.
+    let text = config_text(
+        "",
+        "",
+        "[output]\npath = \"./data/ck/out.jsonl\"\n[checkpoint]\ndir = \"data/ck\"\n",
+    );
+    let (code, _, err) = check_config(dir.path(), "inside.toml", &text);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        vec![format!(
+            "sluice: output.path: `./data/ck/out.jsonl` is inside checkpoint.dir `{}`; a sink's \
+             file must be outside the checkpoint directory",
+            real.parent().unwrap().join("ck").display()
+        )]
+    );
+
+    // Only file sinks have files: a stdout output beside a file dead letter is fine.
+    let text = config_text(
+        "",
+        "",
+        "[output]\nkind = \"stdout\"\npath = \"data/out.jsonl\"\n\
+         [dead_letter]\npath = \"data/out.jsonl\"\n",
+    );
+    let (code, _, err) = check_config(dir.path(), "stdout.toml", &text);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn check_config_runs_the_validation_serve_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("folder")).unwrap();
+    std::fs::write(d.join("plain"), "").unwrap();
+    std::fs::write(
+        d.join("bad.jsonl"),
+        "{\"user_id\":\"u1\",\"name\":\"Ada\"}\n{\"user_id\":\"u2\",\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("nokey.jsonl"), "{\"name\":\"Ada\"}\n").unwrap();
+    let cases = [
+        (
+            config_text("", "table = \"folder\"\n", ""),
+            "lookup.memory.table: `folder` is a directory, not a JSONL file",
+        ),
+        (
+            config_text("", "table = \"bad.jsonl\"\n", ""),
+            "lookup.memory.table: `bad.jsonl` line 2: invalid JSON at column",
+        ),
+        (
+            config_text("", "table = \"nokey.jsonl\"\n", ""),
+            "lookup.memory.table: `nokey.jsonl` line 1: no `user_id` column",
+        ),
+        (
+            config_text("", "", "[checkpoint]\ndir = \"\"\n"),
+            "checkpoint.dir: must not be empty",
+        ),
+        (
+            config_text("", "", "[checkpoint]\ndir = \"plain\"\n"),
+            "checkpoint.dir: `plain` is not a directory",
+        ),
+        (
+            config_text("", "", "[output]\npath = \"folder\"\n"),
+            "output.path: `folder` is a directory, not a file",
+        ),
+        (
+            config_text("", "", "[dead_letter]\npath = \"folder\"\n"),
+            "dead_letter.path: `folder` is a directory, not a file",
+        ),
+        (
+            config_text("workers = 600\n", "", ""),
+            "server.workers: must be at most 512 (0 = one per core), got 600",
+        ),
+    ];
+    for (text, want) in &cases {
+        let (code, out, err) = check_config(d, "case.toml", text);
+        assert_eq!(code, 2, "check-config, {want}: {err}");
+        assert!(out.is_empty());
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].starts_with(&format!("sluice: {want}")), "{err}");
+        let (code, serve_err) = serve_exit(d, "case.toml", text);
+        assert_eq!(code, Some(2), "serve, {want}: {serve_err}");
+        assert_eq!(serve_err, err, "serve and check-config say the same");
+    }
+
+    // Every problem at once, one line each.
+    let text = config_text(
+        "workers = 600\n",
+        "table = \"bad.jsonl\"\n",
+        "[output]\npath = \"folder\"\n[checkpoint]\ndir = \"plain\"\n[retry]\nmax_attempts = 0\n",
+    );
+    let (code, _, err) = check_config(d, "all.toml", &text);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    for key in [
+        "server.workers",
+        "retry.max_attempts",
+        "checkpoint.dir",
+        "output.path",
+        "lookup.memory.table",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("sluice: {key}: "))),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[test]
+fn values_are_not_coerced_and_enum_errors_name_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        "",
+        "",
+        "[pipeline]\npartitions = 1.5\ncapacity = inf\nbacklog = true\nmode = \"fifo\"\n\
+         on_timeout = \"drop\"\n\
+         [retry]\non = [\"error\", \"never\"]\nmultiplier = 2\n\
+         [lookup]\nbackend = \"redis\"\non_miss = \"skip\"\n\
+         [output]\nkind = \"s3\"\n[dead_letter]\nkind = \"kafka\"\n\
+         [checkpoint]\nack = \"maybe\"\n",
+    );
+    let (code, out, err) = check_config(dir.path(), "types.toml", &text);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    let mut lines: Vec<&str> = err.lines().collect();
+    lines.sort_unstable();
+    let mut want = vec![
+        "sluice: types.toml: pipeline.partitions: expected an integer, got 1.5",
+        "sluice: types.toml: pipeline.capacity: expected an integer, got inf",
+        "sluice: types.toml: pipeline.backlog: expected an integer, got true",
+        "sluice: types.toml: pipeline.mode: \"fifo\" is not one of ordered, unordered, key_ordered",
+        "sluice: types.toml: pipeline.on_timeout: \"drop\" is not one of dead_letter, pass_through",
+        "sluice: types.toml: retry.on: \"never\" is not one of error, timeout, miss",
+        "sluice: types.toml: lookup.backend: \"redis\" is not one of memory, cql",
+        "sluice: types.toml: lookup.on_miss: \"skip\" is not one of emit, dead_letter",
+        "sluice: types.toml: output.kind: \"s3\" is not one of file, stdout, cql, webhook",
+        "sluice: types.toml: dead_letter.kind: \"kafka\" is not one of file, stdout, cql, webhook",
+        "sluice: types.toml: checkpoint.ack: \"maybe\" is not one of durable, received",
+    ];
+    want.sort_unstable();
+    assert_eq!(lines, want);
+
+    // From the environment too: parsed as the key's type, checked against its names.
+    let (code, _, err) = run(
+        &["check-config"],
+        &[
+            ("SLUICE__PIPELINE__PARTITIONS", "1.5"),
+            ("SLUICE__PIPELINE__MODE", "fifo"),
+            (
+                "SLUICE__LOOKUP__MEMORY__TABLE",
+                sample_table().to_str().unwrap(),
+            ),
+        ],
+        None,
+        dir.path(),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        vec![
+            "sluice: env SLUICE__PIPELINE__MODE: \"fifo\" is not one of ordered, unordered, key_ordered",
+            "sluice: env SLUICE__PIPELINE__PARTITIONS: expected an integer, got `1.5`",
+        ]
+    );
+}

@@ -5,7 +5,7 @@ mod enrich;
 mod inspect;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -125,9 +125,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster {
             action: ClusterCommand::Status { config },
         } => cluster::status(settings::load(config.as_deref())?),
-        Command::Serve { config } => serve::run(settings::load(config.as_deref())?),
+        Command::Serve { config } => serve::run(checked_settings(config.as_deref())?),
         Command::CheckConfig { config } => {
-            let s = settings::load(config.as_deref())?;
+            let s = checked_settings(config.as_deref())?;
             print!("{}", s.to_toml());
             Ok(())
         }
@@ -146,6 +146,34 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 progress: !no_progress,
             },
         ),
+    }
+}
+
+/// The one validation `serve` and `check-config` both run, so a config `check-config`
+/// passes is one `serve` starts with: layers, keys, types and enum names
+/// ([`settings::parse`]), then every value check ([`settings::validate`]: ranges, pointers,
+/// the checkpoint directory and the sinks' files), then what building the lookup would
+/// refuse ([`crate::lookup::factory::check`]: the memory table is loaded; nothing is
+/// connected to). Every problem comes back, one line each, naming the key (exit 2).
+pub fn checked_settings(path: Option<&Path>) -> Result<Settings, CliError> {
+    let s = settings::parse(path)?;
+    let mut problems = settings::validate(&s);
+    // Loading the table would report a missing file, an empty key column or a bad pointer
+    // again: it is loaded when those are fine.
+    let reported = ["table", "key_column", "delay_field", "fail_field"]
+        .iter()
+        .any(|k| {
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("lookup.memory.{k}:")))
+        });
+    if !reported {
+        problems.extend(crate::lookup::factory::check(&s));
+    }
+    if problems.is_empty() {
+        Ok(s)
+    } else {
+        Err(CliError::Usage(problems))
     }
 }
 

@@ -14,6 +14,22 @@ pub enum BuildError {
     Connect(String),
 }
 
+/// What [`build`] would refuse in the configuration, without connecting anywhere: for
+/// `backend = "memory"` the table is loaded (and dropped), so an unreadable or malformed
+/// table, or a row without the key column, is reported (one line, naming the key and the
+/// line). A CQL backend is not contacted: its settings are checked by
+/// `settings::validate`, reaching it is a runtime matter.
+pub fn check(settings: &crate::settings::Settings) -> Vec<String> {
+    use crate::settings::Backend;
+    match settings.lookup.backend {
+        Backend::Memory => match super::memory::MemoryTable::load(&settings.lookup.memory) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.to_string()],
+        },
+        Backend::Cql => Vec::new(),
+    }
+}
+
 /// Build the backend `settings.lookup` selects.
 pub fn build(
     settings: &crate::settings::Settings,

@@ -25,6 +25,8 @@ pub enum TableError {
         path: String,
         source: std::io::Error,
     },
+    #[error("lookup.memory.table: `{path}` is a directory, not a JSONL file")]
+    Directory { path: String },
     #[error("lookup.memory.table: `{path}` line {line}: {message}")]
     Line {
         path: String,
@@ -56,6 +58,10 @@ impl MemoryTable {
             path: path.clone(),
             source,
         })?;
+        // A directory opens on Unix; reading it would fail with a less telling message.
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(TableError::Directory { path });
+        }
         let mut rows = HashMap::default();
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.map_err(|source| TableError::Io {
@@ -70,8 +76,7 @@ impl MemoryTable {
                 line: i + 1,
                 message,
             };
-            let value: Value =
-                serde_json::from_str(&line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            let value: Value = serde_json::from_str(&line).map_err(|e| bad(json_error(&e)))?;
             let Value::Object(mut row) = value else {
                 return Err(bad("a row must be a JSON object".into()));
             };
@@ -169,6 +174,15 @@ impl MemoryTable {
     }
 }
 
+/// serde_json's message without its "at line 1 column N" (the line is the table's):
+/// "invalid JSON at column N: …".
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    format!("invalid JSON at column {}: {message}", e.column())
+}
+
 impl Lookup for MemoryTable {
     fn start(&self, req: &LookupRequest<'_>) -> Pending {
         let result: LookupResult = match self.fails(req) {
@@ -260,6 +274,22 @@ mod tests {
         let (_f, m) = settings_for("{\"name\":\"x\"}\n");
         let e = MemoryTable::load(&m).err().unwrap().to_string();
         assert!(e.contains("no `user_id` column"), "{e}");
+        let (_f, m) = settings_for("{\"user_id\":\"u1\"}\n\n{\"user_id\": \"u2\",}\n");
+        let e = MemoryTable::load(&m).err().unwrap().to_string();
+        assert!(
+            e.starts_with("lookup.memory.table: ") && e.contains("line 3: invalid JSON at column"),
+            "{e}"
+        );
+        assert!(!e.contains("line 1"), "only the table's line number: {e}");
+    }
+
+    #[test]
+    fn a_directory_is_not_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Settings::defaults().lookup.memory;
+        m.table = dir.path().display().to_string();
+        let e = MemoryTable::load(&m).err().unwrap().to_string();
+        assert!(e.ends_with("is a directory, not a JSONL file"), "{e}");
     }
 
     #[test]

@@ -1,21 +1,38 @@
 //! Layering: embedded defaults < `--config FILE` < `SLUICE__SECTION__KEY` env vars.
 //!
-//! The `config` crate merges the layers and deserializes; before that, every key of the
-//! file and of the environment is checked against the keys of the embedded defaults so
-//! an unknown key is reported with where it came from, and env values are parsed by the
-//! type of the default they replace (so `SLUICE__PIPELINE__CAPACITY=abc` says "integer").
+//! The `config` crate merges the layers and deserializes. Before that, every key of the
+//! file and of the environment is checked against the embedded defaults, which are the
+//! schema: a key is known when the defaults have it, and its value must have the type of
+//! the default (integers are non-negative integers, floats may be written as integers,
+//! strings, booleans, arrays of the default's element type, tables). Env values are parsed
+//! by that type (so `SLUICE__PIPELINE__CAPACITY=abc` says "integer"). Enum-valued keys are
+//! checked against their names. Nothing is coerced (`partitions = 1.5` is an error, not 2),
+//! and every such problem is reported, one line each, before any value check runs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use config::{Config, File, FileFormat};
 
-use super::{Settings, validate};
+use super::{Ack, Backend, Mode, OnMiss, OnTimeout, RetryOn, Settings, SinkKind, validate};
 
 /// The documented defaults, embedded so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../../config/sluice.toml");
 
 const ENV_PREFIX: &str = "SLUICE__";
+
+/// Keys whose (string) values name an enum variant, and the names allowed; for an array
+/// (`retry.on`) each item must be one of them.
+const ENUMS: [(&str, &[&str]); 8] = [
+    ("pipeline.mode", Mode::NAMES),
+    ("pipeline.on_timeout", OnTimeout::NAMES),
+    ("retry.on", RetryOn::NAMES),
+    ("lookup.backend", Backend::NAMES),
+    ("lookup.on_miss", OnMiss::NAMES),
+    ("output.kind", SinkKind::NAMES),
+    ("dead_letter.kind", SinkKind::NAMES),
+    ("checkpoint.ack", Ack::NAMES),
+];
 
 /// Every problem found while loading, one line each, in the order found.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +49,26 @@ pub fn load(path: Option<&Path>) -> Result<Settings, LoadError> {
 
 /// Load from an optional file and the given environment (tests pass their own), then validate.
 pub fn load_from(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, LoadError> {
+    let settings = parse_from(path, env)?;
+    let problems = validate(&settings);
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(LoadError { problems })
+    }
+}
+
+/// Layer an optional file and the process environment over the defaults, checking keys,
+/// types and enum names, without the value checks of [`validate`].
+pub fn parse(path: Option<&Path>) -> Result<Settings, LoadError> {
+    parse_from(path, std::env::vars())
+}
+
+/// [`parse`] with the given environment.
+pub fn parse_from(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, LoadError> {
@@ -54,13 +91,7 @@ pub fn load_from(
                     e.to_string().replace('\n', " ")
                 )),
                 Ok(table) => {
-                    let mut keys = BTreeMap::new();
-                    flatten(&table, "", &mut keys);
-                    for key in keys.keys() {
-                        if !known.contains_key(key) && free_form(key).is_none() {
-                            problems.push(format!("{origin}: unknown key `{key}`"));
-                        }
-                    }
+                    check_file(&table, &defaults, "", &origin, &mut problems);
                     builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
                 }
             },
@@ -88,22 +119,35 @@ pub fn load_from(
             problems.push(format!("env {var}: unknown key `{key}`"));
             continue;
         };
-        match parse_env_value(default, &raw) {
-            Ok(value) => match builder.set_override(key.as_str(), value) {
-                Ok(b) => builder = b,
-                Err(e) => {
-                    problems.push(format!("env {var}: {e}"));
-                    return Err(LoadError { problems });
-                }
-            },
-            Err(msg) => problems.push(format!("env {var}: {msg}, got `{raw}`")),
+        let value = match parse_env_value(default, &raw) {
+            Ok(value) => value,
+            Err(msg) => {
+                problems.push(format!("env {var}: {msg}, got `{raw}`"));
+                continue;
+            }
+        };
+        if let Some(expected) = type_mismatch(default, &value) {
+            problems.push(format!("env {var}: expected {expected}, got `{raw}`"));
+            continue;
+        }
+        let bad = not_allowed(&key, &value);
+        if !bad.is_empty() {
+            problems.extend(bad.into_iter().map(|m| format!("env {var}: {m}")));
+            continue;
+        }
+        match builder.set_override(key.as_str(), toml_to_config(&value)) {
+            Ok(b) => builder = b,
+            Err(e) => {
+                problems.push(format!("env {var}: {e}"));
+                return Err(LoadError { problems });
+            }
         }
     }
 
     if !problems.is_empty() {
         return Err(LoadError { problems });
     }
-    let settings: Settings = builder
+    builder
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| LoadError {
@@ -112,17 +156,11 @@ pub fn load_from(
                 path.map(|p| p.display().to_string())
                     .unwrap_or_else(|| "config".into())
             )],
-        })?;
-    let problems = validate(&settings);
-    if problems.is_empty() {
-        Ok(settings)
-    } else {
-        Err(LoadError { problems })
-    }
+        })
 }
 
 /// Tables whose keys are the user's (header names): any key below them is allowed, with a
-/// string value (checked when the settings are deserialized and validated).
+/// string value.
 const FREE_FORM: [&str; 2] = ["output.webhook.headers", "dead_letter.webhook.headers"];
 
 /// The free-form table `key` belongs to, if any.
@@ -133,14 +171,136 @@ fn free_form(key: &str) -> Option<&'static str> {
     })
 }
 
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// Check a file's table against the defaults' table at `prefix`: unknown keys, types,
+/// enum names. Every problem is pushed, prefixed with `origin`.
+fn check_file(
+    file: &toml::Table,
+    defaults: &toml::Table,
+    prefix: &str,
+    origin: &str,
+    problems: &mut Vec<String>,
+) {
+    for (k, value) in file {
+        let key = join(prefix, k);
+        if FREE_FORM.contains(&prefix) {
+            if !value.is_str() {
+                problems.push(format!(
+                    "{origin}: {key}: expected a string, got {}",
+                    show(value)
+                ));
+            }
+            continue;
+        }
+        match (defaults.get(k), value) {
+            (None, toml::Value::Table(t)) if !t.is_empty() => {
+                let mut keys = BTreeMap::new();
+                flatten(t, &key, &mut keys);
+                problems.extend(
+                    keys.keys()
+                        .map(|key| format!("{origin}: unknown key `{key}`")),
+                );
+            }
+            (None, _) => problems.push(format!("{origin}: unknown key `{key}`")),
+            (Some(toml::Value::Table(d)), toml::Value::Table(t)) => {
+                check_file(t, d, &key, origin, problems)
+            }
+            (Some(default), value) => {
+                if let Some(expected) = type_mismatch(default, value) {
+                    problems.push(format!(
+                        "{origin}: {key}: expected {expected}, got {}",
+                        show(value)
+                    ));
+                } else {
+                    problems.extend(
+                        not_allowed(&key, value)
+                            .into_iter()
+                            .map(|m| format!("{origin}: {key}: {m}")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What `value` should have been when it does not have the type of `default` (see the
+/// module docs), e.g. "an integer"; `None` when it fits.
+fn type_mismatch(default: &toml::Value, value: &toml::Value) -> Option<String> {
+    use toml::Value as V;
+    let expected = match (default, value) {
+        (V::Integer(_), V::Integer(i)) if *i >= 0 => return None,
+        (V::Integer(_), V::Integer(_)) => "a non-negative integer",
+        (V::Integer(_), _) => "an integer",
+        (V::Float(_), V::Integer(_) | V::Float(_)) => return None,
+        (V::Float(_), _) => "a number",
+        (V::String(_), V::String(_)) => return None,
+        (V::String(_), _) => "a string",
+        (V::Boolean(_), V::Boolean(_)) => return None,
+        (V::Boolean(_), _) => "true or false",
+        (V::Table(_), V::Table(_)) => return None,
+        (V::Table(_), _) => "a table",
+        (V::Array(items), value) => {
+            // An empty default (`server.auth_tokens = []`) holds strings.
+            let elem = items.first().cloned().unwrap_or(V::String(String::new()));
+            if let V::Array(values) = value
+                && values.iter().all(|v| type_mismatch(&elem, v).is_none())
+            {
+                return None;
+            }
+            return Some(format!(
+                "an array of {}",
+                match elem {
+                    V::Integer(_) => "non-negative integers",
+                    V::Float(_) => "numbers",
+                    V::Boolean(_) => "booleans",
+                    V::String(_) => "strings",
+                    _ => "values",
+                }
+            ));
+        }
+        (V::Datetime(_), V::Datetime(_)) => return None,
+        (V::Datetime(_), _) => "a date-time",
+    };
+    Some(expected.to_string())
+}
+
+/// For an enum-valued key: one line per value (or array item) that is not one of its names.
+fn not_allowed(key: &str, value: &toml::Value) -> Vec<String> {
+    let Some((_, names)) = ENUMS.iter().find(|(k, _)| *k == key) else {
+        return Vec::new();
+    };
+    let items = match value {
+        toml::Value::Array(items) => items.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    items
+        .iter()
+        .filter(|v| v.as_str().is_some_and(|s| !names.contains(&s)))
+        .map(|v| format!("{} is not one of {}", show(v), names.join(", ")))
+        .collect()
+}
+
+/// A value as TOML writes it (strings quoted), shortened when long.
+fn show(value: &toml::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
 /// Collect `section.key` → leaf value; arrays are leaves, tables recurse.
 fn flatten(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, toml::Value>) {
     for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let key = join(prefix, k);
         match v {
             toml::Value::Table(t) => flatten(t, &key, out),
             other => {
@@ -151,21 +311,21 @@ fn flatten(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, toml::V
 }
 
 /// Parse an env value by the type of the default it overrides.
-fn parse_env_value(default: &toml::Value, raw: &str) -> Result<config::Value, String> {
+fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     let raw = raw.trim();
     Ok(match default {
-        toml::Value::Integer(_) => raw
-            .parse::<i64>()
-            .map_err(|_| "expected an integer".to_string())?
-            .into(),
-        toml::Value::Float(_) => raw
-            .parse::<f64>()
-            .map_err(|_| "expected a number".to_string())?
-            .into(),
-        toml::Value::Boolean(_) => raw
-            .parse::<bool>()
-            .map_err(|_| "expected true or false".to_string())?
-            .into(),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.parse::<i64>()
+                .map_err(|_| "expected an integer".to_string())?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.parse::<f64>()
+                .map_err(|_| "expected a number".to_string())?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            raw.parse::<bool>()
+                .map_err(|_| "expected true or false".to_string())?,
+        ),
         toml::Value::Array(items) => {
             let elem = items.first();
             let parts: Vec<toml::Value> = if raw.starts_with('[') {
@@ -189,9 +349,9 @@ fn parse_env_value(default: &toml::Value, raw: &str) -> Result<config::Value, St
                     })
                     .collect::<Result<_, _>>()?
             };
-            config::Value::from(parts.iter().map(toml_to_config).collect::<Vec<_>>())
+            toml::Value::Array(parts)
         }
-        _ => raw.to_string().into(),
+        _ => toml::Value::String(raw.to_string()),
     })
 }
 
@@ -357,5 +517,141 @@ mod tests {
         let f = file("[pipeline]\ncapacity = 0\npartitions = 0\nkey = \"user_id\"\n");
         let err = load_from(Some(f.path()), env(&[])).unwrap_err();
         assert_eq!(err.problems.len(), 3, "{:?}", err.problems);
+    }
+
+    #[test]
+    fn file_values_of_the_wrong_type_are_errors_naming_key_value_and_type() {
+        let f = file(
+            "[server]\nauth_tokens = [1]\n\
+             [pipeline]\npartitions = 1.5\ncapacity = inf\nbacklog = true\ntimeout_ms = -5\nkey = 5\n\
+             [retry]\njitter = \"x\"\n\
+             [lookup.memory]\ndelay_ms = [1.5, 2]\n\
+             [cluster]\nenabled = 1\n",
+        );
+        let err = load_from(Some(f.path()), env(&[])).unwrap_err();
+        let o = f.path().display().to_string();
+        let want: Vec<String> = [
+            "server.auth_tokens: expected an array of strings, got [1]",
+            "pipeline.partitions: expected an integer, got 1.5",
+            "pipeline.capacity: expected an integer, got inf",
+            "pipeline.backlog: expected an integer, got true",
+            "pipeline.timeout_ms: expected a non-negative integer, got -5",
+            "pipeline.key: expected a string, got 5",
+            "retry.jitter: expected a number, got \"x\"",
+            "lookup.memory.delay_ms: expected an array of non-negative integers, got [1.5, 2]",
+            "cluster.enabled: expected true or false, got 1",
+        ]
+        .iter()
+        .map(|m| format!("{o}: {m}"))
+        .collect();
+        let mut got = err.problems.clone();
+        got.sort();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(got, sorted);
+    }
+
+    #[test]
+    fn tables_are_tables_and_headers_hold_strings() {
+        let f = file(
+            "pipeline = 5\n[output.webhook]\nheaders = { A = 5, B = \"ok\" }\n\
+             [dead_letter.webhook]\nheaders = \"x\"\n",
+        );
+        let err = load_from(Some(f.path()), env(&[])).unwrap_err();
+        let o = f.path().display().to_string();
+        let mut got = err.problems.clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                format!("{o}: dead_letter.webhook.headers: expected a table, got \"x\""),
+                format!("{o}: output.webhook.headers.A: expected a string, got 5"),
+                format!("{o}: pipeline: expected a table, got 5"),
+            ]
+        );
+    }
+
+    #[test]
+    fn floats_may_be_written_as_integers() {
+        let f = file("[retry]\nmultiplier = 3\n[lookup.memory]\nfail_ratio = 1\n");
+        let s = load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(s.retry.multiplier, 3.0);
+        assert_eq!(s.lookup.memory.fail_ratio, 1.0);
+    }
+
+    #[test]
+    fn enum_values_are_named_with_their_choices_all_together() {
+        let f = file(
+            "[pipeline]\nmode = \"fifo\"\non_timeout = \"drop\"\n\
+             [retry]\non = [\"error\", \"sometimes\"]\n\
+             [lookup]\nbackend = \"redis\"\non_miss = \"skip\"\n\
+             [output]\nkind = \"s3\"\n[dead_letter]\nkind = \"kafka\"\n\
+             [checkpoint]\nack = \"maybe\"\n",
+        );
+        let err = load_from(Some(f.path()), env(&[])).unwrap_err();
+        let o = f.path().display().to_string();
+        let want: Vec<String> = [
+            "pipeline.mode: \"fifo\" is not one of ordered, unordered, key_ordered",
+            "pipeline.on_timeout: \"drop\" is not one of dead_letter, pass_through",
+            "retry.on: \"sometimes\" is not one of error, timeout, miss",
+            "lookup.backend: \"redis\" is not one of memory, cql",
+            "lookup.on_miss: \"skip\" is not one of emit, dead_letter",
+            "output.kind: \"s3\" is not one of file, stdout, cql, webhook",
+            "dead_letter.kind: \"kafka\" is not one of file, stdout, cql, webhook",
+            "checkpoint.ack: \"maybe\" is not one of durable, received",
+        ]
+        .iter()
+        .map(|m| format!("{o}: {m}"))
+        .collect();
+        let mut got = err.problems.clone();
+        got.sort();
+        let mut sorted = want;
+        sorted.sort();
+        assert_eq!(got, sorted);
+    }
+
+    #[test]
+    fn every_enum_name_loads_as_itself() {
+        for (key, names) in ENUMS {
+            let var = format!("SLUICE__{}", key.replace('.', "__").to_ascii_uppercase());
+            for name in names {
+                let s = parse_from(None, env(&[(&var, name)]))
+                    .unwrap_or_else(|e| panic!("{key} = {name}: {e}"));
+                let rendered: toml::Table = toml::from_str(&s.to_toml()).unwrap();
+                let (section, leaf) = key.split_once('.').unwrap();
+                let value = &rendered[section][leaf];
+                let got = match value {
+                    toml::Value::Array(items) => items[0].as_str(),
+                    v => v.as_str(),
+                };
+                assert_eq!(got, Some(*name), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_values_are_checked_by_type_and_name() {
+        let err = load_from(
+            None,
+            env(&[
+                ("SLUICE__PIPELINE__MODE", "fifo"),
+                ("SLUICE__PIPELINE__CAPACITY", "-1"),
+                ("SLUICE__RETRY__ON", "[1]"),
+                ("SLUICE__LOOKUP__MEMORY__DELAY_MS", "[1.5, 2]"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "env SLUICE__LOOKUP__MEMORY__DELAY_MS: expected an array of non-negative integers, got `[1.5, 2]`"
+                    .to_string(),
+                "env SLUICE__PIPELINE__CAPACITY: expected a non-negative integer, got `-1`"
+                    .to_string(),
+                "env SLUICE__PIPELINE__MODE: \"fifo\" is not one of ordered, unordered, key_ordered"
+                    .to_string(),
+                "env SLUICE__RETRY__ON: expected an array of strings, got `[1]`".to_string(),
+            ]
+        );
     }
 }

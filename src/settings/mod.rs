@@ -5,12 +5,13 @@
 //! single source of defaults, so a key is "known" exactly when it appears there.
 
 mod layers;
+mod paths;
 mod validate;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::sink::config::{CqlSinkSettings, SinkKind, SinkSettings, WebhookSettings};
-pub use layers::{DEFAULT_TOML, LoadError, load, load_from};
+pub use layers::{DEFAULT_TOML, LoadError, load, load_from, parse, parse_from};
 pub use validate::validate;
 
 /// The whole effective configuration.
@@ -71,6 +72,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The names accepted in the config (`pipeline.mode`), as serde spells them.
+    pub const NAMES: &'static [&'static str] = &["ordered", "unordered", "key_ordered"];
+
     /// The name used in config and `/v1/status`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -87,6 +91,11 @@ impl Mode {
 pub enum OnTimeout {
     DeadLetter,
     PassThrough,
+}
+
+impl OnTimeout {
+    /// The names accepted in the config (`pipeline.on_timeout`), as serde spells them.
+    pub const NAMES: &'static [&'static str] = &["dead_letter", "pass_through"];
 }
 
 /// `[pipeline]`: partitions, ordering, capacity and the per-record deadline.
@@ -113,6 +122,11 @@ pub enum RetryOn {
     Miss,
 }
 
+impl RetryOn {
+    /// The names accepted in the config (items of `retry.on`), as serde spells them.
+    pub const NAMES: &'static [&'static str] = &["error", "timeout", "miss"];
+}
+
 /// `[retry]`: the jittered exponential backoff schedule.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -133,12 +147,22 @@ pub enum Backend {
     Cql,
 }
 
+impl Backend {
+    /// The names accepted in the config (`lookup.backend`), as serde spells them.
+    pub const NAMES: &'static [&'static str] = &["memory", "cql"];
+}
+
 /// What happens to a record whose lookup found nothing.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMiss {
     Emit,
     DeadLetter,
+}
+
+impl OnMiss {
+    /// The names accepted in the config (`lookup.on_miss`), as serde spells them.
+    pub const NAMES: &'static [&'static str] = &["emit", "dead_letter"];
 }
 
 /// `[lookup]`: which backend, where the result goes.
@@ -195,6 +219,11 @@ pub struct CqlLookup {
 pub enum Ack {
     Durable,
     Received,
+}
+
+impl Ack {
+    /// The names accepted in the config (`checkpoint.ack`), as serde spells them.
+    pub const NAMES: &'static [&'static str] = &["durable", "received"];
 }
 
 /// `[checkpoint]`.

@@ -1,7 +1,15 @@
-//! Value checks that types alone cannot express: ranges, pointers, readable files.
+//! Value checks that types alone cannot express: ranges, pointers, readable files, where
+//! the sinks' files and the checkpoint directory are.
 
-use super::{Backend, Settings};
+use std::path::{Path, PathBuf};
+
+use super::paths::{existing_ancestor, resolve, same_file};
+use super::{Backend, Settings, SinkKind};
 use crate::pointer::Pointer;
+use crate::sink::cql::config::consistency_problem;
+
+/// Most HTTP worker threads: actix-web panics above this.
+pub const MAX_WORKERS: u64 = 512;
 
 /// Every problem with the settings, one line each naming the key; empty when valid.
 pub fn validate(s: &Settings) -> Vec<String> {
@@ -28,6 +36,13 @@ pub fn validate(s: &Settings) -> Vec<String> {
     need(
         s.server.max_records_per_request >= 1,
         "server.max_records_per_request: must be at least 1".into(),
+    );
+    need(
+        s.server.workers <= MAX_WORKERS,
+        format!(
+            "server.workers: must be at most {MAX_WORKERS} (0 = one per core), got {}",
+            s.server.workers
+        ),
     );
     need(
         s.server.auth_tokens.iter().all(|t| !t.trim().is_empty()),
@@ -187,21 +202,9 @@ pub fn validate(s: &Settings) -> Vec<String> {
                     need(false, format!("lookup.cql.binds: {e}"));
                 }
             }
-            need(
-                [
-                    "ANY",
-                    "ONE",
-                    "TWO",
-                    "THREE",
-                    "QUORUM",
-                    "ALL",
-                    "LOCAL_QUORUM",
-                    "EACH_QUORUM",
-                    "LOCAL_ONE",
-                ]
-                .contains(&c.consistency.to_ascii_uppercase().as_str()),
-                format!("lookup.cql.consistency: unknown level `{}`", c.consistency),
-            );
+            if let Some(problem) = consistency_problem("lookup.cql.consistency", &c.consistency) {
+                need(false, problem);
+            }
         }
     }
 
@@ -214,5 +217,205 @@ pub fn validate(s: &Settings) -> Vec<String> {
         s.checkpoint.interval_ms >= 1,
         "checkpoint.interval_ms: must be at least 1".into(),
     );
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    p.extend(file_problems(s, &base));
     p
+}
+
+/// The checkpoint directory and the file sinks' files, with relative paths resolved against
+/// `base` (the working directory): each must be creatable as what it is (a directory, a
+/// file), no two file sinks may write one file however it is spelled, and no sink file may
+/// be in (or be) the checkpoint directory.
+fn file_problems(s: &Settings, base: &Path) -> Vec<String> {
+    let mut p = Vec::new();
+    let checkpoint = if s.checkpoint.dir.trim().is_empty() {
+        p.push("checkpoint.dir: must not be empty".to_string());
+        None
+    } else {
+        let dir = resolve(base, Path::new(&s.checkpoint.dir));
+        match existing_ancestor(&dir) {
+            Some(a) if a == dir && !dir.is_dir() => p.push(format!(
+                "checkpoint.dir: `{}` is not a directory",
+                s.checkpoint.dir
+            )),
+            Some(a) if !a.is_dir() => p.push(format!(
+                "checkpoint.dir: cannot create `{}`: `{}` is not a directory",
+                s.checkpoint.dir,
+                a.display()
+            )),
+            _ => {}
+        }
+        Some(dir)
+    };
+
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for (section, sink) in [("output", &s.output), ("dead_letter", &s.dead_letter)] {
+        // An empty path is reported by the sink's own checks.
+        if sink.kind != SinkKind::File || sink.path.is_empty() {
+            continue;
+        }
+        let key = format!("{section}.path");
+        let file = resolve(base, Path::new(&sink.path));
+        match existing_ancestor(&file) {
+            Some(a) if a == file && file.is_dir() => {
+                p.push(format!("{key}: `{}` is a directory, not a file", sink.path))
+            }
+            Some(a) if a != file && !a.is_dir() => p.push(format!(
+                "{key}: cannot create `{}`: `{}` is not a directory",
+                sink.path,
+                a.display()
+            )),
+            _ if sink.path.ends_with('/') => p.push(format!(
+                "{key}: `{}` names a directory, not a file",
+                sink.path
+            )),
+            _ => {}
+        }
+        if let Some(dir) = &checkpoint {
+            if file == *dir {
+                p.push(format!(
+                    "{key}: `{}` is checkpoint.dir `{}`; a sink's file must be outside the checkpoint directory",
+                    sink.path,
+                    dir.display()
+                ));
+            } else if file.starts_with(dir) {
+                p.push(format!(
+                    "{key}: `{}` is inside checkpoint.dir `{}`; a sink's file must be outside the checkpoint directory",
+                    sink.path,
+                    dir.display()
+                ));
+            } else if dir.starts_with(&file) {
+                p.push(format!(
+                    "checkpoint.dir: `{}` is inside {key} `{}`",
+                    s.checkpoint.dir,
+                    file.display()
+                ));
+            }
+        }
+        files.push((key, file));
+    }
+    if let [(a, fa), (b, fb)] = files.as_slice()
+        && same_file(fa, fb)
+    {
+        p.push(format!(
+            "{a} and {b} are the same file `{}`: each file sink needs a file of its own \
+             (on a restart one would cut away the other's records)",
+            fa.display()
+        ));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defaults with the sinks and the checkpoint directory set as given.
+    fn with(output: &str, dead: &str, checkpoint: &str) -> Settings {
+        let mut s = Settings::defaults();
+        s.output.path = output.into();
+        s.dead_letter.path = dead.into();
+        s.checkpoint.dir = checkpoint.into();
+        s
+    }
+
+    #[test]
+    fn two_file_sinks_on_one_file_are_refused_however_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let real = std::fs::canonicalize(base).unwrap().join("data/out.jsonl");
+        let abs = real.display().to_string();
+        for other in ["./data/out.jsonl", "data/../data/out.jsonl", abs.as_str()] {
+            let p = file_problems(&with("data/out.jsonl", other, "ck"), base);
+            assert_eq!(
+                p,
+                vec![format!(
+                    "output.path and dead_letter.path are the same file `{abs}`: each file sink \
+                     needs a file of its own (on a restart one would cut away the other's records)"
+                )],
+                "{other}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            std::fs::create_dir(base.join("data")).unwrap();
+            std::os::unix::fs::symlink(&real, base.join("link.jsonl")).unwrap();
+            let p = file_problems(&with("data/out.jsonl", "link.jsonl", "ck"), base);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains(&abs), "{p:?}");
+        }
+        // Different files, or a sink that is not a file: fine.
+        assert!(file_problems(&with("data/out.jsonl", "data/dead.jsonl", "ck"), base).is_empty());
+        let mut s = with("data/out.jsonl", "data/out.jsonl", "ck");
+        s.dead_letter.kind = SinkKind::Stdout;
+        assert!(file_problems(&s, base).is_empty());
+    }
+
+    #[test]
+    fn a_sink_file_in_the_checkpoint_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let ck = std::fs::canonicalize(base).unwrap().join("data");
+        let p = file_problems(&with("./data/out.jsonl", "dead.jsonl", "data/"), base);
+        assert_eq!(
+            p,
+            vec![format!(
+                "output.path: `./data/out.jsonl` is inside checkpoint.dir `{}`; a sink's file \
+                 must be outside the checkpoint directory",
+                ck.display()
+            )]
+        );
+        let p = file_problems(&with("out.jsonl", "data", "./data"), base);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("dead_letter.path: `data` is checkpoint.dir"));
+        // A sibling whose name starts like the directory is outside it.
+        assert!(file_problems(&with("data2/out.jsonl", "dead.jsonl", "data"), base).is_empty());
+    }
+
+    #[test]
+    fn the_checkpoint_dir_and_sink_files_must_be_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::write(base.join("plain"), "").unwrap();
+        std::fs::create_dir(base.join("folder")).unwrap();
+        let p = file_problems(&with("folder", "plain/dead.jsonl", "plain"), base);
+        let plain = std::fs::canonicalize(base.join("plain")).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                "checkpoint.dir: `plain` is not a directory".to_string(),
+                "output.path: `folder` is a directory, not a file".to_string(),
+                format!(
+                    "dead_letter.path: cannot create `plain/dead.jsonl`: `{}` is not a directory",
+                    plain.display()
+                ),
+                format!(
+                    "dead_letter.path: `plain/dead.jsonl` is inside checkpoint.dir `{}`; a sink's \
+                     file must be outside the checkpoint directory",
+                    plain.display()
+                ),
+            ]
+        );
+        let p = file_problems(&with("out/", "dead.jsonl", ""), base);
+        assert_eq!(
+            p,
+            vec![
+                "checkpoint.dir: must not be empty".to_string(),
+                "output.path: `out/` names a directory, not a file".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn workers_are_capped() {
+        let mut s = Settings::defaults();
+        s.server.workers = MAX_WORKERS + 1;
+        let p = validate(&s);
+        assert!(
+            p.contains(&"server.workers: must be at most 512 (0 = one per core), got 513".into()),
+            "{p:?}"
+        );
+        s.server.workers = MAX_WORKERS;
+        assert!(!validate(&s).iter().any(|p| p.starts_with("server.workers")));
+    }
 }

@@ -16,6 +16,12 @@ pub enum SinkKind {
     Webhook,
 }
 
+impl SinkKind {
+    /// The names accepted in the config (`output.kind`, `dead_letter.kind`), as serde spells
+    /// them.
+    pub const NAMES: &'static [&'static str] = &["file", "stdout", "cql", "webhook"];
+}
+
 /// `[output]` / `[dead_letter]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

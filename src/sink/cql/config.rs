@@ -4,6 +4,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::pointer::Pointer;
 
+/// The consistency levels a config may name (any case), as `cql::session::consistency`
+/// knows them.
+pub const CONSISTENCY_LEVELS: [&str; 9] = [
+    "ANY",
+    "ONE",
+    "TWO",
+    "THREE",
+    "QUORUM",
+    "ALL",
+    "LOCAL_QUORUM",
+    "EACH_QUORUM",
+    "LOCAL_ONE",
+];
+
+/// The problem with a consistency level set at `key`, if it is not one of
+/// [`CONSISTENCY_LEVELS`].
+pub fn consistency_problem(key: &str, level: &str) -> Option<String> {
+    (!CONSISTENCY_LEVELS.contains(&level.to_ascii_uppercase().as_str())).then(|| {
+        format!(
+            "{key}: \"{level}\" is not one of {}",
+            CONSISTENCY_LEVELS.join(", ")
+        )
+    })
+}
+
 /// See module docs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -41,9 +66,34 @@ impl CqlSinkSettings {
                 p.push(format!("{section}.values: {e}"));
             }
         }
+        p.extend(consistency_problem(
+            &format!("{section}.consistency"),
+            &self.consistency,
+        ));
         if self.concurrency < 1 {
             p.push(format!("{section}.concurrency: must be at least 1"));
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_names_are_checked_in_any_case() {
+        for level in CONSISTENCY_LEVELS {
+            assert!(crate::cql::session::consistency(level).is_ok(), "{level}");
+            assert_eq!(consistency_problem("k", &level.to_ascii_lowercase()), None);
+        }
+        assert_eq!(
+            consistency_problem("output.cql.consistency", "most"),
+            Some(
+                "output.cql.consistency: \"most\" is not one of ANY, ONE, TWO, THREE, QUORUM, \
+                 ALL, LOCAL_QUORUM, EACH_QUORUM, LOCAL_ONE"
+                    .into()
+            )
+        );
     }
 }
