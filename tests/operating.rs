@@ -245,3 +245,115 @@ fn a_removed_output_directory_keeps_records_pending_until_sighup() {
     let waited: Vec<String> = ids[100..].to_vec();
     support::assert_exactly_once(&waited, &after, &dead);
 }
+
+#[test]
+fn stdout_carries_envelopes_only_and_a_closed_pipe_keeps_records_pending() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        output_stdout: true,
+        ..Config::default()
+    };
+    let text = config
+        .render(dir.path())
+        .replace("shutdown_grace_ms = 20000", "shutdown_grace_ms = 1000");
+    std::fs::write(dir.path().join("s.toml"), text).unwrap();
+    let mut child = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("s.toml"))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    let mut seen = String::new();
+    while !banner.contains("listening on") {
+        banner.clear();
+        let n = stderr.read_line(&mut banner).unwrap();
+        seen.push_str(&banner);
+        assert!(n > 0, "no listening line on stderr: {seen}");
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let base = banner
+        .trim()
+        .strip_prefix("sluice listening on ")
+        .unwrap()
+        .to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| {
+        let mut r = agent.get(format!("{base}{path}")).call().unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let post = |recs: &[Value]| {
+        agent
+            .post(format!("{base}/v1/records"))
+            .header("content-type", "application/json")
+            .send(serde_json::to_vec(recs).unwrap().as_slice())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while get("/readyz").0 != 200 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(post(&records("a", 5)), 202);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..5 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not an envelope: {line:?}: {e}"));
+        assert!(v["id"].as_str().unwrap().starts_with('a'));
+    }
+    // The reader goes away (`sluice serve | head -5`).
+    drop(stdout);
+    assert_eq!(post(&records("b", 5)), 202);
+    let until = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (code, body) = get("/readyz");
+        if code == 503 {
+            break body;
+        }
+        assert!(Instant::now() < until, "/readyz stayed {code}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(body.contains("stdout"), "{body}");
+    let status: Value = serde_json::from_str(&get("/v1/status").1).unwrap();
+    assert_eq!(
+        status["pending"], 5,
+        "nothing counted emitted that went nowhere: {status}"
+    );
+    let metrics = get("/metrics").1;
+    assert!(
+        metrics.contains("sluice_records_emitted_total{outcome=\"ok\"} 5"),
+        "only the first 5"
+    );
+    // SIGTERM: the grace runs out with 5 pending (kept in the checkpoint); a clean exit.
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}

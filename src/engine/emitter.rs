@@ -599,20 +599,30 @@ impl Emitter {
             self.waiting[DEAD].push_back(Queued { guard: None, batch });
         }
         self.pump();
-        let mut result: Result<(), String> = Ok(());
+        let mut synced = true;
         let durable = self.journal.is_some();
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.flush(durable) {
+        for route in [OUTPUT, DEAD] {
+            if let Err(e) = self.sinks[route].flush(durable) {
                 self.shared.metrics.sink_errors.inc();
-                tracing::error!(error = %e, "sink flush failed; will retry");
-                result = Err(e.to_string());
+                if self
+                    .health
+                    .iter()
+                    .any(|h| h.starts_with(ROLES[route].as_str()))
+                {
+                    tracing::debug!(error = %e, "sink flush failed again");
+                } else {
+                    tracing::error!(error = %e, "sink flush failed; nothing is committed until it succeeds");
+                }
+                synced = false;
             }
         }
         // Commit only what the sinks now hold durably: a restore truncates each file back
-        // to the committed position and re-emits everything not committed.
+        // to the committed position and re-emits everything not committed. A sink that
+        // cannot be synced commits nothing (its records stay pending in the journal), but
+        // that is no reason to fail a checkpoint: the sink's health says what is wrong.
         let at = self.positions();
         let files = self.files();
-        if result.is_ok()
+        if synced
             && (self.committed_at != Some(at)
                 || !self.uncommitted.is_empty()
                 || self.files_journaled != Some(files))
@@ -632,9 +642,9 @@ impl Emitter {
             }]);
             self.committed_at = Some(at);
         }
-        // Batches still waiting for a failing sink are no reason to fail: their records are
-        // pending in the journal (and in the snapshot a checkpoint takes next).
-        result
+        // Batches still waiting for a failing sink are no reason to fail either: their
+        // records are pending in the journal (and in the snapshot a checkpoint takes next).
+        Ok(())
     }
 
     /// Write batches held while fenced, in order, as far as the lease allows.
