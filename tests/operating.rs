@@ -357,3 +357,32 @@ fn stdout_carries_envelopes_only_and_a_closed_pipe_keeps_records_pending() {
     };
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn an_output_file_cut_mid_line_before_a_restart_never_glues_two_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_in(&Config::default(), dir.path());
+    svc.post_all(&records("a", 50), 50);
+    svc.wait_quiescent(Duration::from_secs(10));
+    drop(svc.finish());
+    let out = dir.path().join("out.jsonl");
+    let len = std::fs::metadata(&out).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&out)
+        .unwrap()
+        .set_len(len - 30)
+        .unwrap();
+    let svc = Service::start_in(&Config::default(), dir.path());
+    let more = svc.post_all(&records("b", 50), 50);
+    svc.wait_quiescent(Duration::from_secs(10));
+    // Every line parses (read_lines panics on a glued or torn line).
+    let (lines, _) = svc.finish();
+    assert_eq!(
+        lines.len(),
+        49 + 50,
+        "the torn envelope is gone, the rest intact"
+    );
+    let ids: Vec<&str> = lines.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(more.iter().all(|m| ids.contains(&m.as_str())));
+}

@@ -55,6 +55,7 @@ impl FileSink {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let file = OpenOptions::new()
+            .read(true)
             .create(true)
             .append(!truncate)
             .write(true)
@@ -208,10 +209,23 @@ impl Rewind for FileSink {
             Err(e) => return Err(self.err(e)),
         };
         if current < len {
-            // Shorter than what was committed: someone else changed the file. Never pad it.
-            tracing::warn!(sink = %self.describe(), current, committed = len,
-                "file is shorter than its committed length; leaving it as it is");
-            self.position = current;
+            // Shorter than what was committed: someone else cut the file. Never pad it, and
+            // never write onto a torn last line: cut the fragment back to the last newline.
+            let keep = match last_line_end(&self.out, current) {
+                Ok(k) => k,
+                Err(e) => return Err(self.err(e)),
+            };
+            if keep < current
+                && let Err(e) = self.out.set_len(keep).and_then(|_| self.out.sync_all())
+            {
+                return Err(self.err(e));
+            }
+            tracing::error!(sink = %self.describe(), committed = len, found = current,
+                missing_bytes = len - keep, torn_fragment_bytes = current - keep,
+                "the file is shorter than its committed length: {} committed byte(s) are missing \
+                 (cut by something else than sluice); a torn last line was removed; appending after it",
+                len - keep);
+            self.position = keep;
             return Ok(());
         }
         if current > len {
@@ -224,4 +238,21 @@ impl Rewind for FileSink {
         self.position = len;
         Ok(())
     }
+}
+
+/// The length of `file`'s first `len` bytes up to and including its last newline.
+fn last_line_end(file: &File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }

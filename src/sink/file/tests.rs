@@ -47,3 +47,35 @@ fn appends_creates_directories_reports_delivery_and_rewinds() {
     );
     assert_eq!(s.health(), None);
 }
+
+#[test]
+fn a_file_cut_mid_line_is_never_appended_onto() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let p = path.to_str().unwrap();
+    let mut s = FileSink::open(p).unwrap();
+    s.submit(batch(&["{\"x\":1}", "{\"x\":2}"])).unwrap();
+    s.flush(true).unwrap();
+    assert_eq!(s.rewind().unwrap().position(), 16);
+    drop(s);
+    // Someone cuts the file in the middle of the second line.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(12)
+        .unwrap();
+    let mut s = FileSink::open(p).unwrap();
+    s.rewind().unwrap().truncate(16).unwrap();
+    assert_eq!(
+        s.rewind().unwrap().position(),
+        8,
+        "back to the last whole line"
+    );
+    s.submit(batch(&["{\"x\":3}"])).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"x\":1}\n{\"x\":3}\n",
+        "no line glued to a fragment"
+    );
+}
