@@ -66,6 +66,18 @@ impl ReplySlot {
             self.collector.finish();
         }
     }
+
+    /// True once nobody waits for this record's envelope any more: the request's client went
+    /// away (the HTTP handler, and with it the receiver, was dropped) or it was answered
+    /// otherwise. A partition may then end the record early instead of holding an in-flight
+    /// slot for an answer nobody reads.
+    pub fn is_abandoned(&self) -> bool {
+        self.collector
+            .done
+            .lock()
+            .as_ref()
+            .is_none_or(|tx| tx.is_closed())
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +96,18 @@ mod tests {
         assert!(rx.try_recv().is_err());
         c.slot(1).deliver(json(1));
         assert_eq!(rx.try_recv().unwrap(), vec![json(0), json(1), json(2)]);
+    }
+
+    #[test]
+    fn a_slot_knows_when_its_request_is_gone() {
+        let (c, rx) = Collector::new(2);
+        let (a, b) = (c.slot(0), c.slot(1));
+        assert!(!a.is_abandoned());
+        drop(rx);
+        assert!(a.is_abandoned() && b.is_abandoned());
+        // Delivering to an abandoned request is harmless.
+        a.deliver(json(0));
+        b.deliver(json(1));
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The REST API (README "REST API") on actix-web. Handlers only translate HTTP to engine calls;
 //! every failure leaves through [`problem::ApiError`].
+//!
+//! Slow and odd clients are bounded here: the request head must arrive within
+//! [`HEAD_TIMEOUT`], the body within [`BODY_TIMEOUT`] with no pause over [`BODY_IDLE_TIMEOUT`]
+//! (408), at most [`MAX_CONNECTIONS`] connections are open (fewer when the process may open
+//! fewer files), and a client that closes its connection has its handler dropped at once.
 
 pub mod body;
 pub mod cluster;
@@ -7,18 +12,39 @@ pub mod problem;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, Service, ServiceResponse};
+use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use futures_util::StreamExt;
+use actix_web::{
+    App, FromRequest, Handler, HttpRequest, HttpResponse, HttpServer, Resource, Responder, web,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde_json::json;
+use tokio::sync::watch;
 
 use self::body::{format_of, parse_records};
 use self::problem::ApiError;
 use crate::engine::{Engine, SubmitError};
 use crate::settings::Settings;
+
+/// How long a client may take to send a request's head (request line and headers); actix
+/// answers a bare 408 and closes the connection after that.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request body must arrive completely within this long from the end of its head (408).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body may pause at most this long between two pieces (408).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this long.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// At most this many client connections are open at once (more wait in the listen queue).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// File descriptors kept free of connections for the journal, sinks and backends.
+pub const FD_RESERVE: usize = 256;
+/// After the shutdown grace, open connections get this long to finish (then dropped).
+pub const STOP_TIMEOUT_SECS: u64 = 1;
 
 /// What every handler shares.
 pub struct AppState {
@@ -28,13 +54,115 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Node name for `/v1/status`.
     pub node: String,
+    /// Turns `true` when the shutdown grace is over: requests still waiting for records
+    /// (`/v1/enrich`) answer 503 at once instead of holding the stop up.
+    pub grace_over: watch::Receiver<bool>,
 }
 
 type Data = web::Data<AppState>;
 
+/// The connection limits [`serve`] applies (logged once at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections per worker (actix counts them per worker).
+    pub per_worker: usize,
+    /// `per_worker` × workers: the most connections open at once.
+    pub total: usize,
+}
+
+impl Limits {
+    /// At most [`MAX_CONNECTIONS`], and never more than the open-file limit minus
+    /// [`FD_RESERVE`] (`nofile`: the soft `RLIMIT_NOFILE`, when known).
+    pub fn new(workers: usize, nofile: Option<usize>) -> Limits {
+        let workers = workers.max(1);
+        let cap = nofile.map_or(MAX_CONNECTIONS, |n| {
+            MAX_CONNECTIONS.min(n.saturating_sub(FD_RESERVE))
+        });
+        let per_worker = (cap / workers).max(1);
+        Limits {
+            per_worker,
+            total: per_worker * workers,
+        }
+    }
+}
+
+/// The soft limit on open files from `/proc/self/limits` (Linux; `None` elsewhere or when
+/// unlimited).
+fn open_file_limit() -> Option<usize> {
+    parse_open_file_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+fn parse_open_file_limit(limits: &str) -> Option<usize> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+/// A resource answering `GET` and `HEAD` with `handler` (405 with `Allow` otherwise).
+fn readable<F, Args>(path: &'static str, handler: F) -> Resource
+where
+    F: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|req: HttpRequest| async move {
+            method_not_allowed(&req, "GET, HEAD")
+        }))
+}
+
+/// A resource answering `POST` with `handler` (405 with `Allow` otherwise).
+fn postable<F, Args>(path: &'static str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|req: HttpRequest| async move {
+            method_not_allowed(&req, "POST")
+        }))
+}
+
+fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        detail: format!(
+            "{} does not accept {}; it accepts {allow}",
+            req.path(),
+            req.method()
+        ),
+        allow,
+    })
+}
+
 /// Serve the API on an already bound listener (the caller chose the port and printed it).
 pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Result<Server> {
     let workers = state.settings.http_workers();
+    let limits = Limits::new(workers, open_file_limit());
+    tracing::info!(
+        max_connections = limits.total,
+        per_worker = limits.per_worker,
+        workers,
+        head_timeout_ms = HEAD_TIMEOUT.as_millis() as u64,
+        body_timeout_ms = BODY_TIMEOUT.as_millis() as u64,
+        body_idle_timeout_ms = BODY_IDLE_TIMEOUT.as_millis() as u64,
+        keep_alive_ms = KEEP_ALIVE.as_millis() as u64,
+        max_body_bytes = state.settings.server.max_body_bytes,
+        "HTTP limits: at most {} connections open ({} per worker; more wait in the listen \
+         queue); request head within {} s, body within {} s with no pause over {} s (else \
+         408); idle keep-alive connections closed after {} s",
+        limits.total,
+        limits.per_worker,
+        HEAD_TIMEOUT.as_secs(),
+        BODY_TIMEOUT.as_secs(),
+        BODY_IDLE_TIMEOUT.as_secs(),
+        KEEP_ALIVE.as_secs(),
+    );
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -58,20 +186,26 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
                     Ok(res)
                 }
             })
-            .route("/v1/records", web::post().to(post_records))
-            .route("/v1/enrich", web::post().to(post_enrich))
-            .route("/v1/status", web::get().to(get_status))
-            .route("/v1/checkpoint", web::post().to(post_checkpoint))
-            .route("/v1/cluster", web::get().to(cluster::get_cluster))
-            .route("/internal/v1/import", web::post().to(cluster::post_import))
-            .route("/metrics", web::get().to(get_metrics))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
+            .service(postable("/v1/records", post_records))
+            .service(postable("/v1/enrich", post_enrich))
+            .service(readable("/v1/status", get_status))
+            .service(postable("/v1/checkpoint", post_checkpoint))
+            .service(readable("/v1/cluster", cluster::get_cluster))
+            .service(postable("/internal/v1/import", cluster::post_import))
+            .service(readable("/metrics", get_metrics))
+            .service(readable("/healthz", healthz))
+            .service(readable("/readyz", readyz))
             .default_service(web::to(not_found))
     })
     .workers(workers)
+    .max_connections(limits.per_worker)
+    .client_request_timeout(HEAD_TIMEOUT)
+    .keep_alive(KEEP_ALIVE)
+    // A client that closes its connection is gone: drop its handler (and what it waits
+    // for) at once instead of when the answer cannot be written.
+    .h1_allow_half_closed(false)
     .disable_signals()
-    .shutdown_timeout(5)
+    .shutdown_timeout(STOP_TIMEOUT_SECS)
     .listen(listener)?;
     Ok(server.run())
 }
@@ -117,36 +251,101 @@ fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Read the body up to `server.max_body_bytes`, refusing early on Content-Length.
+/// Refuse any `Content-Encoding` but `identity`: the body would be parsed as it came.
+fn check_encoding(req: &HttpRequest) -> Result<(), ApiError> {
+    for value in req.headers().get_all(header::CONTENT_ENCODING) {
+        let text = value.to_str().map_err(|_| {
+            ApiError::UnsupportedEncoding(
+                "the Content-Encoding header is not readable; send the body uncompressed".into(),
+            )
+        })?;
+        for coding in text.split(',').map(str::trim) {
+            if !coding.is_empty() && !coding.eq_ignore_ascii_case("identity") {
+                return Err(ApiError::UnsupportedEncoding(format!(
+                    "Content-Encoding `{coding}` is not supported: send the body uncompressed \
+                     (identity)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read the body up to `server.max_body_bytes`, refusing early on Content-Length and on a
+/// content coding, within [`BODY_TIMEOUT`] and without pauses over [`BODY_IDLE_TIMEOUT`].
 pub(crate) async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: u64,
 ) -> Result<Vec<u8>, ApiError> {
-    let too_large = |size: String| {
-        ApiError::PayloadTooLarge(format!(
-            "the body is {size} bytes; the limit is {limit} (server.max_body_bytes)"
-        ))
-    };
-    if let Some(len) = req
+    check_encoding(req)?;
+    let length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = length
         && len > limit
     {
-        return Err(too_large(len.to_string()));
+        return Err(too_large(len.to_string(), limit));
     }
+    collect_body(payload, length, limit, BODY_IDLE_TIMEOUT, BODY_TIMEOUT).await
+}
+
+fn too_large(size: String, limit: u64) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "the body is {size} bytes; the limit is {limit} (server.max_body_bytes)"
+    ))
+}
+
+/// Gather a body stream of `length` bytes (when declared) up to `limit`; a stream that
+/// pauses longer than `idle`, or is not complete after `total`, is a 408.
+async fn collect_body<S>(
+    mut stream: S,
+    length: Option<u64>,
+    limit: u64,
+    idle: Duration,
+    total: Duration,
+) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    let started = tokio::time::Instant::now();
+    let deadline = started + total;
     let mut buf = Vec::new();
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let now = tokio::time::Instant::now();
+        let wait = idle.min(deadline.saturating_duration_since(now));
+        let Ok(next) = tokio::time::timeout(wait, stream.next()).await else {
+            let got = match length {
+                Some(n) => format!("{} of {n} bytes", buf.len()),
+                None => format!("{} bytes", buf.len()),
+            };
+            return Err(ApiError::RequestTimeout(
+                if tokio::time::Instant::now() >= deadline {
+                    format!(
+                        "the body was not complete {} s after the headers ({got} received); \
+                         send it faster or in smaller requests",
+                        total.as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "no part of the body arrived for {} s ({got} received)",
+                        idle.as_secs_f64()
+                    )
+                },
+            ));
+        };
+        let Some(chunk) = next else {
+            return Ok(buf);
+        };
         let chunk =
             chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
         if buf.len() as u64 + chunk.len() as u64 > limit {
-            return Err(too_large(format!("more than {limit}")));
+            return Err(too_large(format!("more than {limit}"), limit));
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf)
 }
 
 /// Everything `/v1/records` and `/v1/enrich` share: auth, readiness, body, validation.
@@ -233,11 +432,30 @@ async fn post_enrich(
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
-    let results = if state.engine.shared().ownership.is_clustered() {
-        cluster::enrich_across(&req, &state, records).await?
-    } else {
-        state.engine.enrich(records).await.map_err(submit_error)?
+    let n = records.len();
+    // Dropped with the handler when the client goes away: say so (the records themselves
+    // end at their outcome or deadline; their envelopes then go nowhere).
+    let mut waiting = WaitGuard {
+        records: n,
+        done: false,
     };
+    let enrich = async {
+        if state.engine.shared().ownership.is_clustered() {
+            cluster::enrich_across(&req, &state, records).await
+        } else {
+            state.engine.enrich(records).await.map_err(submit_error)
+        }
+    };
+    let mut grace_over = state.grace_over.clone();
+    let answer = tokio::select! {
+        r = enrich => r,
+        _ = grace_over.wait_for(|over| *over) => Err(ApiError::Unavailable(format!(
+            "the node is shutting down and its grace period (server.shutdown_grace_ms) is \
+             over: {n} record(s) were not enriched; retry on another node"
+        ))),
+    };
+    waiting.done = true;
+    let results = answer?;
     let mut body = Vec::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
     body.extend_from_slice(b"{\"results\":[");
     for (i, r) in results.iter().enumerate() {
@@ -250,6 +468,23 @@ async fn post_enrich(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
+}
+
+/// Logs a `/v1/enrich` request whose client went away before its answer.
+struct WaitGuard {
+    records: usize,
+    done: bool,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::debug!(
+                records = self.records,
+                "/v1/enrich: the client went away before its answer"
+            );
+        }
+    }
 }
 
 async fn get_status(state: Data) -> HttpResponse {
@@ -372,20 +607,125 @@ async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let known = [
-        "/v1/records",
-        "/v1/enrich",
-        "/v1/status",
-        "/v1/checkpoint",
-        "/v1/cluster",
-        "/internal/v1/import",
-        "/metrics",
-        "/healthz",
-        "/readyz",
-    ];
-    Err(if known.contains(&req.path()) {
-        ApiError::MethodNotAllowed(format!("{} does not accept {}", req.path(), req.method()))
-    } else {
-        ApiError::NotFound(format!("no resource at {}", req.path()))
-    })
+    Err(ApiError::NotFound(format!("no resource at {}", req.path())))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+    use futures_util::stream;
+
+    use super::*;
+
+    fn chunk(b: &'static [u8]) -> Result<Bytes, PayloadError> {
+        Ok(Bytes::from_static(b))
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn a_whole_body_is_gathered() {
+        let s = stream::iter(vec![chunk(b"[1,"), chunk(b"2]")]);
+        let body = collect_body(s, Some(5), 100, 50 * MS, 500 * MS).await;
+        assert_eq!(body.unwrap(), b"[1,2]");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_a_408_naming_what_arrived() {
+        let s = stream::iter(vec![chunk(b"[1,")]).chain(stream::pending());
+        let started = std::time::Instant::now();
+        let e = collect_body(s, Some(10), 100, 50 * MS, 5000 * MS)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(matches!(e, ApiError::RequestTimeout(_)), "{e:?}");
+        assert!(e.to_string().contains("3 of 10 bytes"), "{e}");
+        assert!(e.to_string().contains("no part of the body arrived"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_trickling_body_is_a_408_at_the_total_limit() {
+        // A byte every 10 ms never pauses long enough for the idle limit.
+        let s = Box::pin(stream::unfold((), |_| async {
+            tokio::time::sleep(10 * MS).await;
+            Some((chunk(b"x"), ()))
+        }));
+        let started = std::time::Instant::now();
+        let e = collect_body(s, None, 1 << 20, 100 * MS, 200 * MS)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() >= 200 * MS);
+        assert!(matches!(e, ApiError::RequestTimeout(_)), "{e:?}");
+        assert!(e.to_string().contains("not complete"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_413() {
+        let s = stream::iter(vec![chunk(b"12345"), chunk(b"678")]);
+        let e = collect_body(s, None, 6, 50 * MS, 500 * MS)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::PayloadTooLarge(_)), "{e:?}");
+    }
+
+    #[test]
+    fn only_the_identity_coding_is_taken() {
+        let with = |v: &str| {
+            check_encoding(
+                &TestRequest::default()
+                    .insert_header((header::CONTENT_ENCODING, v))
+                    .to_http_request(),
+            )
+        };
+        assert!(check_encoding(&TestRequest::default().to_http_request()).is_ok());
+        assert!(with("identity").is_ok());
+        assert!(with("Identity, identity").is_ok());
+        for coding in ["gzip", "br", "identity, deflate"] {
+            let e = with(coding).unwrap_err();
+            assert!(matches!(e, ApiError::UnsupportedEncoding(_)), "{coding}");
+        }
+        assert!(
+            with("identity, zstd")
+                .unwrap_err()
+                .to_string()
+                .contains("`zstd`")
+        );
+    }
+
+    #[test]
+    fn connections_are_capped_by_the_constant_and_the_open_file_limit() {
+        assert_eq!(
+            Limits::new(4, None),
+            Limits {
+                per_worker: MAX_CONNECTIONS / 4,
+                total: MAX_CONNECTIONS
+            }
+        );
+        assert_eq!(Limits::new(4, Some(1 << 20)).total, MAX_CONNECTIONS);
+        // 1024 files: 256 kept for the node, 768 over 3 workers.
+        assert_eq!(
+            Limits::new(3, Some(1024)),
+            Limits {
+                per_worker: 256,
+                total: 768
+            }
+        );
+        // Never zero, never more than a worker's share rounded down.
+        assert_eq!(Limits::new(2, Some(100)).per_worker, 1);
+        assert_eq!(Limits::new(0, None).total, MAX_CONNECTIONS);
+        assert_eq!(Limits::new(3, None).total, MAX_CONNECTIONS / 3 * 3);
+    }
+
+    #[test]
+    fn the_open_file_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            20000                524288               files     \n";
+        assert_eq!(parse_open_file_limit(limits), Some(20000));
+        assert_eq!(
+            parse_open_file_limit("Max open files  unlimited  unlimited  files\n"),
+            None
+        );
+        assert_eq!(parse_open_file_limit(""), None);
+    }
 }

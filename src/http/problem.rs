@@ -19,12 +19,20 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// The path exists but not for this method; `allow` lists the methods it takes (the
+    /// `Allow` header).
+    #[error("{detail}")]
+    MethodNotAllowed { detail: String, allow: &'static str },
+    /// The body did not arrive in time (`server` body timeouts): the connection is closed.
     #[error("{0}")]
-    MethodNotAllowed(String),
+    RequestTimeout(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A `Content-Encoding` other than `identity`: 415 with `Accept-Encoding: identity`.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     #[error("{detail}")]
     InvalidRecords {
         detail: String,
@@ -64,11 +72,16 @@ impl ApiError {
             ApiError::BadRequest(_) => ("malformed-body", "Malformed request body"),
             ApiError::Unauthorized => ("unauthorized", "Unauthorized"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
-            ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
+            ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
+            ApiError::RequestTimeout(_) => ("request-timeout", "Request body too slow"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType(_) => {
                 ("unsupported-media-type", "Unsupported media type")
             }
+            ApiError::UnsupportedEncoding(_) => (
+                "unsupported-content-encoding",
+                "Unsupported content encoding",
+            ),
             ApiError::InvalidRecords { .. } => ("invalid-records", "Invalid records"),
             ApiError::Overloaded { .. } => ("overloaded", "Backlog full, nothing accepted"),
             ApiError::Conflict(..) => ("not-owner", "Not the partition's owner at that epoch"),
@@ -85,9 +98,12 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::InvalidRecords { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
@@ -132,6 +148,18 @@ impl ResponseError for ApiError {
             }
             ApiError::Conflict(_, upto) => {
                 resp.insert_header((crate::engine::forwarder::H_IMPORTED_UPTO, upto.to_string()));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                resp.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::RequestTimeout(_) => {
+                // The rest of the body may still come: this connection cannot carry another
+                // request (RFC 9110 15.5.9).
+                resp.force_close();
+            }
+            ApiError::UnsupportedEncoding(_) => {
+                // RFC 9110 12.5.3: a 415 about a content coding names the ones accepted.
+                resp.insert_header((header::ACCEPT_ENCODING, "identity"));
             }
             _ => {}
         }

@@ -122,11 +122,14 @@ pub async fn run(
         )
         .map_err(|e| runtime(e.to_string()))?,
     );
+    // Set once the shutdown grace is over: requests still waiting for records answer 503.
+    let (grace_over_tx, grace_over) = tokio::sync::watch::channel(false);
     let server = http::serve(
         AppState {
             engine: engine.clone(),
             settings: settings.clone(),
             node: node.clone(),
+            grace_over,
         },
         listener,
     )
@@ -173,6 +176,9 @@ pub async fn run(
             "grace period over with records still pending (they are in the checkpoint)"
         );
     }
+    // `/v1/enrich` requests still waiting answer 503 now, so the HTTP stop below (which
+    // gives open connections `http::STOP_TIMEOUT_SECS`) finds them answered.
+    let _ = grace_over_tx.send(true);
     let result = match engine.checkpoint().await {
         Ok(Some(info)) => {
             tracing::info!(
