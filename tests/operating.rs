@@ -386,3 +386,39 @@ fn an_output_file_cut_mid_line_before_a_restart_never_glues_two_envelopes() {
     let ids: Vec<&str> = lines.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert!(more.iter().all(|m| ids.contains(&m.as_str())));
 }
+
+#[test]
+fn max_attempts_holds_across_kill_9_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        pipeline: "timeout_ms = 60000\n".into(),
+        retry: "max_attempts = 3\ninitial_backoff_ms = 40\nmax_backoff_ms = 80\njitter = 0.0\n"
+            .into(),
+        memory: "fail_field = \"/_sim/fail_attempts\"\ndelay_ms = [5, 15]\n".into(),
+        ..Config::default()
+    };
+    let recs: Vec<Value> = (0..400)
+        .map(|i| json!({"id": format!("f{i}"), "user_id": "u1", "_sim": {"fail_attempts": 10}}))
+        .collect();
+    let mut svc = Service::start_in(&cfg, dir.path());
+    let ids = svc.post_all(&recs, 100);
+    for cycle in 0..6 {
+        std::thread::sleep(Duration::from_millis(30 + 17 * cycle));
+        svc.kill9();
+        svc = Service::start_in(&cfg, dir.path());
+    }
+    svc.wait_quiescent(Duration::from_secs(60));
+    let (out, dead) = svc.finish();
+    support::assert_exactly_once(&ids, &out, &dead);
+    let over: Vec<&Value> = dead
+        .iter()
+        .filter(|e| e["attempts"].as_u64().unwrap() > 3)
+        .collect();
+    assert!(
+        over.is_empty(),
+        "{} records made more than 3 attempts, e.g. {}",
+        over.len(),
+        over[0]
+    );
+    assert!(dead.iter().all(|e| e["outcome"] == "failed"));
+}

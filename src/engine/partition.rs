@@ -48,6 +48,11 @@ struct RetryNow {
     seq: u64,
 }
 
+/// These attempts are journaled (durably): issue their lookups now.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Issue(Vec<(u64, u32)>);
+
 /// Cluster: from now on this partition writes under ownership `epoch` (sent by the
 /// ingress before the first records of a new tenure).
 #[derive(Message)]
@@ -136,6 +141,10 @@ pub struct Partition {
     /// Restored records whose envelope was fixed before the crash: sent again as they are,
     /// without a lookup, with the next batch.
     decided: Vec<(u64, Job)>,
+    /// Attempts (seq, attempt number) begun during this wake-up whose journal entries must
+    /// be durable before their lookups are issued: an attempt counts once it may have been
+    /// made, so `retry.max_attempts` holds across crashes.
+    to_issue: Vec<(u64, u32)>,
 }
 
 impl Partition {
@@ -159,6 +168,7 @@ impl Partition {
             journal_buf: Vec::new(),
             epoch: 0,
             decided: Vec::new(),
+            to_issue: Vec::new(),
         }
     }
 
@@ -245,17 +255,43 @@ impl Partition {
     }
 
     fn start_attempt(&mut self, seq: u64) {
+        let max = self.cfg.policy.max_attempts();
         let Some(job) = self.queue.waiting_item_mut(seq) else {
             return;
         };
+        if job.rec.attempts >= max {
+            // Restored with every attempt already begun before the restart (their answers
+            // were lost with it): the limit holds, the record ends here.
+            let outcome = Outcome::failed(format!(
+                "retry.max_attempts ({max}) reached: the answer of the last attempt was lost in a restart"
+            ));
+            let _ = self.queue.complete(seq, outcome);
+            return;
+        }
         job.rec.attempts += 1;
         let attempt = job.rec.attempts;
-        if attempt > 1 && job.journaled && self.cfg.journal.is_some() {
-            self.journal_buf.push(Entry::Attempted {
-                partition: self.cfg.id,
-                seq,
-                attempts: attempt,
-            });
+        if job.journaled && self.cfg.journal.is_some() {
+            // The first attempt is recorded by `Started` (already in the buffer).
+            if attempt > 1 {
+                self.journal_buf.push(Entry::Attempted {
+                    partition: self.cfg.id,
+                    seq,
+                    attempts: attempt,
+                });
+            }
+            self.to_issue.push((seq, attempt));
+            return;
+        }
+        self.issue(seq, attempt);
+    }
+
+    /// Start the lookup of attempt `attempt` of `seq` (if the record still waits for it).
+    fn issue(&mut self, seq: u64, attempt: u32) {
+        let Some(job) = self.queue.waiting_item_mut(seq) else {
+            return;
+        };
+        if job.rec.attempts != attempt {
+            return;
         }
         let pending = self.lookup.start(&LookupRequest {
             key: &job.rec.canonical,
@@ -475,11 +511,22 @@ impl Partition {
 
     /// Send the journal entries gathered during this wake-up as one write.
     fn flush_journal(&mut self) {
-        if !self.journal_buf.is_empty()
-            && let Some(j) = &self.cfg.journal
-        {
-            j.write(std::mem::take(&mut self.journal_buf));
+        let Some(j) = &self.cfg.journal else {
+            return;
+        };
+        if self.to_issue.is_empty() {
+            if !self.journal_buf.is_empty() {
+                j.write(std::mem::take(&mut self.journal_buf));
+            }
+            return;
         }
+        // Attempts begun: issue them once their entries are durable (one group commit).
+        let rx = j.write_durable(std::mem::take(&mut self.journal_buf));
+        let issue = std::mem::take(&mut self.to_issue);
+        let Some(me) = self.me.clone() else { return };
+        actix_rt::spawn(async move {
+            loop_until_durable(rx, &me, issue).await;
+        });
     }
 
     fn publish(&self) {
@@ -571,6 +618,64 @@ impl Handler<AttemptDone> for Partition {
 
     fn handle(&mut self, msg: AttemptDone, _: &mut Self::Context) {
         self.on_attempt(msg.seq, msg.attempt, msg.end, msg.elapsed);
+        self.settle();
+    }
+}
+
+/// Wait for the journal; on success issue the attempts, on failure journal them again a
+/// little later (never issue an attempt the journal does not hold; the deadline still ends
+/// the record).
+async fn loop_until_durable(
+    rx: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    me: &Addr<Partition>,
+    issue: Vec<(u64, u32)>,
+) {
+    match rx.await {
+        Ok(Ok(())) => me.do_send(Issue(issue)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, attempts = issue.len(),
+                "cannot journal attempts before issuing them; will retry");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            me.do_send(Rejournal(issue));
+        }
+        Err(_) => {}
+    }
+}
+
+/// Journal these attempts again (the journal failed the first time).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Rejournal(Vec<(u64, u32)>);
+
+impl Handler<Rejournal> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rejournal, _: &mut Self::Context) {
+        for (seq, attempt) in msg.0 {
+            let Some(job) = self.queue.waiting_item_mut(seq) else {
+                continue;
+            };
+            if job.rec.attempts != attempt {
+                continue;
+            }
+            self.journal_buf.push(Entry::Attempted {
+                partition: self.cfg.id,
+                seq,
+                attempts: attempt,
+            });
+            self.to_issue.push((seq, attempt));
+        }
+        self.settle();
+    }
+}
+
+impl Handler<Issue> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: Issue, _: &mut Self::Context) {
+        for (seq, attempt) in msg.0 {
+            self.issue(seq, attempt);
+        }
         self.settle();
     }
 }
