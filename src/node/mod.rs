@@ -156,6 +156,7 @@ pub async fn run(
         None
     };
     engine.set_ready();
+    reopen_on_sighup(Arc::downgrade(&engine));
     tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
         partitions = settings.pipeline.partitions, reissued,
         restore_ms = recovered.millis, "serving");
@@ -198,4 +199,25 @@ pub async fn run(
     }
     tracing::info!("stopped");
     result
+}
+
+/// SIGHUP reopens the file sinks (log rotation) instead of ending the process. Holds the
+/// engine weakly: the graceful stop must remain its last owner.
+fn reopen_on_sighup(engine: std::sync::Weak<Engine>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                actix_rt::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let Some(engine) = engine.upgrade() else { break };
+                        tracing::info!("SIGHUP: reopening the file sinks");
+                        engine.reopen_sinks();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
 }
