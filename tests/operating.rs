@@ -422,3 +422,169 @@ fn max_attempts_holds_across_kill_9_cycles() {
     );
     assert!(dead.iter().all(|e| e["outcome"] == "failed"));
 }
+
+/// A crashed checkpoint directory (no snapshot, three journal segments from three starts)
+/// and, in a copy, one with a snapshot taken before the last crash; every record pending.
+fn crashed_dirs() -> (tempfile::TempDir, Config, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        pipeline: "timeout_ms = 600000\n".into(),
+        memory: "delay_ms = [60000, 60000]\n".into(),
+        checkpoint: "interval_ms = 600000\n".into(),
+        ..Config::default()
+    };
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let mut svc = Service::start_in(&cfg, dir.path());
+        ids.extend(svc.post_all(&records(&format!("c{round}-"), 50), 50));
+        svc.kill9();
+    }
+    (dir, cfg, ids)
+}
+
+fn copy_dir(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    let ok = Command::new("cp")
+        .args([
+            "-a",
+            &format!("{}/.", from.display()),
+            &to.path().display().to_string(),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    to
+}
+
+fn inspect(dir: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(["inspect", "--checkpoint-dir"])
+        .arg(dir.join("checkpoints"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn segment(dir: &std::path::Path, n: u64) -> std::path::PathBuf {
+    dir.join("checkpoints").join(format!("journal-{n:020}.log"))
+}
+
+#[test]
+fn a_missing_piece_of_the_journal_chain_is_refused_and_named() {
+    let (crashed, cfg, _) = crashed_dirs();
+    assert!(
+        segment(crashed.path(), 2).exists(),
+        "three starts, three segments"
+    );
+    let (code, text) = inspect(crashed.path());
+    assert_eq!(code, Some(0), "the whole chain inspects clean: {text}");
+    for (name, lost, expect) in [
+        ("newest segment deleted", 2u64, "missing between 0 and 2"),
+        ("a gap in the middle", 1, "journal-00000000000000000001.log"),
+        ("the first segment deleted", 0, "no snapshot is left"),
+    ] {
+        let d = copy_dir(crashed.path());
+        std::fs::remove_file(segment(d.path(), lost)).unwrap();
+        let (code, err) = serve_expecting_exit(d.path(), "again.toml", &cfg.render(d.path()));
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(
+            err.contains("is damaged") && err.contains(expect),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains("accept_loss"),
+            "{name}: says how to go on: {err}"
+        );
+        let (code, text) = inspect(d.path());
+        assert_eq!(code, Some(1), "{name}: inspect exits non-zero: {text}");
+        assert!(
+            text.contains("DAMAGED") && text.contains(expect),
+            "{name}: {text}"
+        );
+    }
+    let d = copy_dir(crashed.path());
+    std::fs::remove_file(d.path().join("checkpoints/MANIFEST")).unwrap();
+    let (code, err) = serve_expecting_exit(d.path(), "again.toml", &cfg.render(d.path()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("MANIFEST is missing"), "{err}");
+}
+
+#[test]
+fn deleted_or_corrupt_snapshots_are_refused_and_an_accepted_loss_never_reuses_a_seq() {
+    let (crashed, cfg, _) = crashed_dirs();
+    // A snapshot (which prunes the segments before it), then more records and a crash.
+    let mut svc = Service::start_in(&cfg, crashed.path());
+    assert_eq!(svc.post_json("/v1/checkpoint", &[]).status, 200);
+    let after = svc.post_all(&records("late-", 50), 50);
+    svc.kill9();
+    let snaps: Vec<std::path::PathBuf> = std::fs::read_dir(crashed.path().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    assert!(!snaps.is_empty());
+    for (name, damage) in [
+        ("every snapshot deleted", false),
+        ("every snapshot bit-flipped", true),
+    ] {
+        let d = copy_dir(crashed.path());
+        for s in &snaps {
+            let p = d.path().join("checkpoints").join(s.file_name().unwrap());
+            if damage {
+                let mut b = std::fs::read(&p).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0x40;
+                std::fs::write(&p, b).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+        let (code, err) = serve_expecting_exit(d.path(), "again.toml", &cfg.render(d.path()));
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(err.contains("no snapshot"), "{name}: {err}");
+        assert_eq!(inspect(d.path()).0, Some(1), "{name}");
+    }
+    // Accepting the loss: it starts, what survived is processed, and no seq is reused.
+    let d = copy_dir(crashed.path());
+    for s in &snaps {
+        std::fs::remove_file(d.path().join("checkpoints").join(s.file_name().unwrap())).unwrap();
+    }
+    let mut accept = Config {
+        checkpoint: "interval_ms = 50\non_damage = \"accept_loss\"\n".into(),
+        ..Config::default()
+    };
+    let svc = Service::start_in(&accept, d.path());
+    let fresh = svc.post_all(&records("new-", 50), 50);
+    svc.wait_quiescent(Duration::from_secs(20));
+    let (out, _) = svc.finish();
+    let mut seen = std::collections::HashSet::new();
+    for e in &out {
+        let key = (e["partition"].as_u64().unwrap(), e["seq"].as_u64().unwrap());
+        assert!(seen.insert(key), "seq reused: {key:?}");
+    }
+    let new_seqs: Vec<u64> = out
+        .iter()
+        .filter(|e| e["id"].as_str().unwrap().starts_with("new-"))
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(new_seqs.len(), fresh.len());
+    assert!(
+        new_seqs.iter().all(|s| *s >= 1 << 32),
+        "seqs jumped past the loss: {new_seqs:?}"
+    );
+    // The records after the snapshot survived (their segment is whole).
+    let ids: Vec<&str> = out.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(after.iter().all(|a| ids.contains(&a.as_str())));
+    // A restart after the accepted loss finds a whole chain again.
+    accept.checkpoint = "interval_ms = 50\n".into();
+    let svc = Service::start_in(&accept, d.path());
+    assert_eq!(svc.status()["pending"], 0);
+}

@@ -21,6 +21,7 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         .map_err(|e| CliError::Runtime(format!("cannot list `{}`: {e}", dir.display())))?;
     let (state, next_segment, report) = files::restore(dir)
         .map_err(|e| CliError::Runtime(format!("cannot read `{}`: {e}", dir.display())))?;
+    let damage = report.damage.clone();
     let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let per_partition = state.pending_per_partition();
     // Pending records whose envelope is fixed (sent again as they are after a restart).
@@ -70,7 +71,7 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
             "next_segment": next_segment,
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Ok(());
+        return damaged(dir, &damage);
     }
     println!("checkpoint directory {}", dir.display());
     println!("snapshots ({}):", snapshots.len());
@@ -133,5 +134,20 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         "committed sink lengths: output {} bytes, dead letter {} bytes",
         state.output_offset, state.dead_letter_offset
     );
-    Ok(())
+    for d in &damage {
+        println!("DAMAGED: {d}");
+    }
+    damaged(dir, &damage)
+}
+
+/// A damaged directory is an error (exit 1): scripts and probes must not read "fine".
+fn damaged(dir: &std::path::Path, damage: &[String]) -> Result<(), CliError> {
+    if damage.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Runtime(format!(
+        "checkpoint directory `{}` is damaged: {}",
+        dir.display(),
+        damage.join("; ")
+    )))
 }

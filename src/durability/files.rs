@@ -7,15 +7,22 @@
 //!   `MAGIC | version u32 | frames… | "END!" | frame count u64 | crc32c u32` (the CRC
 //!   covers everything before it).
 //!
+//! - `MANIFEST`: the newest segment number and every partition's seq lease when it was
+//!   opened (JSON, replaced atomically each time a segment is opened). It makes the chain
+//!   self-describing: a deleted newest segment, a gap, or missing snapshots are found.
+//!
 //! Restore loads the newest valid snapshot (falling back to older ones), then replays every
 //! later segment frame by frame, stopping at a torn or corrupt tail — reported, never
-//! trusted.
+//! trusted. A missing piece of the chain (a segment between the snapshot used and the
+//! newest one the manifest names, or the manifest itself) is reported as damage: the node
+//! refuses to start unless the operator accepts the loss.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::codec;
 use super::state::State;
@@ -62,6 +69,42 @@ pub fn list(dir: &Path) -> io::Result<(Vec<u64>, Vec<u64>)> {
     segments.sort_unstable();
     snapshots.sort_unstable();
     Ok((segments, snapshots))
+}
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "MANIFEST";
+
+/// What the chain must hold (see module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The newest segment ever opened.
+    pub newest_segment: u64,
+    /// Per partition: no seq at or above this had been leased when it was opened.
+    pub next_seq: BTreeMap<u32, u64>,
+}
+
+/// Replace the manifest atomically (temp file, fsync, rename, fsync the directory).
+pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
+    let tmp = dir.join("MANIFEST.tmp");
+    let text = serde_json::to_vec(m).map_err(io::Error::other)?;
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(MANIFEST))?;
+    sync_dir(dir)
+}
+
+/// The manifest, `Ok(None)` when there is none.
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, String> {
+    match fs::read(dir.join(MANIFEST)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{MANIFEST} is unreadable: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {MANIFEST}: {e}")),
+    }
 }
 
 /// fsync a directory so a rename or a new file in it survives a crash.
@@ -155,6 +198,11 @@ pub struct RestoreReport {
     pub skipped_snapshots: Vec<(String, String)>,
     /// Segments replayed.
     pub segments: Vec<SegmentReport>,
+    /// Missing pieces of the chain, one line each (empty: the chain is whole).
+    pub damage: Vec<String>,
+    /// The manifest (seq leases survive an accepted loss through it).
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
 }
 
 /// One replayed segment.
@@ -174,7 +222,8 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
     let (segments, snapshots) = list(dir)?;
     let mut report = RestoreReport::default();
     let mut state = State::default();
-    let mut start = segments.first().copied().unwrap_or(0);
+    // Without a usable snapshot the journal must go back to its first segment (0).
+    let mut start = 0;
     for n in snapshots.iter().rev() {
         let path = snapshot_path(dir, *n);
         let name = path
@@ -230,14 +279,68 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
             skipped_bytes: skipped,
         });
     }
+    report.damage = chain_damage(dir, &segments, &snapshots, start, &mut report.manifest);
     let next = segments
         .last()
         .copied()
         .into_iter()
         .chain(snapshots.last().copied())
+        .chain(report.manifest.as_ref().map(|m| m.newest_segment))
         .max()
         .map_or(0, |n| n + 1);
     Ok((state, next, report))
+}
+
+/// What is missing from the chain the state was restored from (segments `start..=newest`).
+fn chain_damage(
+    dir: &Path,
+    segments: &[u64],
+    snapshots: &[u64],
+    start: u64,
+    manifest: &mut Option<Manifest>,
+) -> Vec<String> {
+    let mut damage = Vec::new();
+    match read_manifest(dir) {
+        Err(e) => damage.push(e),
+        Ok(None) if !segments.is_empty() || !snapshots.is_empty() => damage.push(format!(
+            "{MANIFEST} is missing: which journal segments should be here cannot be checked"
+        )),
+        Ok(m) => *manifest = m,
+    }
+    let newest = manifest
+        .as_ref()
+        .map(|m| m.newest_segment)
+        .into_iter()
+        .chain(segments.last().copied())
+        .max();
+    let Some(newest) = newest else {
+        return damage;
+    };
+    let missing: Vec<u64> = (start..=newest)
+        .filter(|n| segments.binary_search(n).is_err())
+        .collect();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|n| format!("journal-{n:020}.log"))
+            .collect();
+        let why = if start == 0 && snapshots.is_empty() {
+            " (no snapshot is left, so the journal must go back to its first segment)"
+        } else if start == 0 {
+            " (no snapshot is usable, so the journal must go back to its first segment)"
+        } else {
+            ""
+        };
+        damage.push(format!(
+            "{} journal segment(s) missing between {} and {newest}: {}{}{why}",
+            missing.len(),
+            start,
+            names.join(", "),
+            if missing.len() > 5 { ", …" } else { "" },
+        ));
+    }
+    damage
 }
 
 /// Open segment `n` for appending (created).

@@ -128,6 +128,14 @@ impl JournalHandle {
     }
 }
 
+/// The manifest naming segment `newest` as the newest, with the state's seq leases.
+fn manifest(newest: u64, state: &State) -> files::Manifest {
+    files::Manifest {
+        newest_segment: newest,
+        next_seq: state.next_seq.clone(),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -201,6 +209,8 @@ impl Writer {
         let next = self.segment + 1;
         self.file = files::open_segment(&self.dir, next)
             .map_err(|e| format!("cannot open journal segment {next}: {e}"))?;
+        files::write_manifest(&self.dir, &manifest(next, &self.state))
+            .map_err(|e| format!("cannot write the manifest: {e}"))?;
         self.segment = next;
         self.segment_len = 0;
         Ok(())
@@ -297,6 +307,7 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::fs::create_dir_all(&dir)?;
     let file = files::open_segment(&dir, next_segment)?;
+    files::write_manifest(&dir, &manifest(next_segment, &state))?;
     let busy = Arc::new(AtomicBool::new(false));
     let (snap_tx, snap_rx) = std::sync::mpsc::sync_channel(4);
     {

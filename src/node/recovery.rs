@@ -13,7 +13,7 @@ use crate::durability::state::State;
 use crate::durability::{files, journal};
 use crate::engine::Engine;
 use crate::engine::hash::partition_of;
-use crate::settings::Settings;
+use crate::settings::{OnDamage, Settings};
 
 /// What recovery produced: the state whose pending records still have to be re-issued.
 pub struct Recovered {
@@ -32,7 +32,7 @@ pub async fn recover(
 ) -> Result<Recovered, NodeError> {
     let started = Instant::now();
     let read_dir = dir.clone();
-    let (state, next_segment, report) =
+    let (mut state, next_segment, report) =
         actix_rt::task::spawn_blocking(move || files::restore(&read_dir))
             .await
             .map_err(|e| NodeError::Runtime(format!("restore failed: {e}")))?
@@ -42,6 +42,7 @@ pub async fn recover(
                     dir.display()
                 ))
             })?;
+    let accepted_loss = check_chain(&mut state, &report, settings, &dir)?;
     check_partitions(&state, settings.pipeline.partitions as u32, &dir)?;
     if state.has_offsets {
         engine
@@ -61,6 +62,14 @@ pub async fn recover(
         engine.shared().last_checkpoint.clone(),
     )
     .map_err(|e| NodeError::Runtime(format!("cannot start the journal: {e}")))?;
+    if accepted_loss {
+        // A whole chain from here on: a crash before the next periodic snapshot must not
+        // find the same gap again.
+        journal
+            .checkpoint()
+            .await
+            .map_err(|e| NodeError::Runtime(format!("cannot snapshot after the loss: {e}")))?;
+    }
     if !has_offsets {
         // A fresh directory: commit the sinks' current lengths before anything is emitted,
         // so a crash before the first regular commit truncates back to exactly here.
@@ -126,4 +135,58 @@ fn check_partitions(
         dir.display(),
         records.len(),
     )]))
+}
+
+/// A missing piece of the journal chain: refuse to start (exit 2) naming it, or — with
+/// `checkpoint.on_damage = "accept_loss"` — go on from what is left, with every partition's
+/// seqs moved 2^32 above anything the manifest or the state knew (so none is reused).
+/// True when a loss was accepted.
+fn check_chain(
+    state: &mut State,
+    report: &files::RestoreReport,
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> Result<bool, NodeError> {
+    if report.damage.is_empty() {
+        return Ok(false);
+    }
+    if settings.checkpoint.on_damage == OnDamage::Refuse {
+        let mut lines: Vec<String> = report
+            .damage
+            .iter()
+            .map(|d| format!("checkpoint.dir `{}` is damaged: {d}", dir.display()))
+            .collect();
+        lines.push(format!(
+            "checkpoint.on_damage: records in the missing pieces would be lost; to start from \
+             what is left set checkpoint.on_damage = \"accept_loss\" (or \
+             SLUICE__CHECKPOINT__ON_DAMAGE=accept_loss); `sluice inspect --checkpoint-dir {}` \
+             shows the details",
+            dir.display()
+        ));
+        return Err(NodeError::Usage(lines));
+    }
+    const JUMP: u64 = 1 << 32;
+    let leased = report
+        .manifest
+        .as_ref()
+        .map(|m| m.next_seq.clone())
+        .unwrap_or_default();
+    let partitions: std::collections::BTreeSet<u32> = leased
+        .keys()
+        .chain(state.next_seq.keys())
+        .copied()
+        .chain(0..settings.pipeline.partitions as u32)
+        .collect();
+    for p in partitions {
+        let known = state
+            .next_seq_of(p)
+            .max(leased.get(&p).copied().unwrap_or(0));
+        state.next_seq.insert(p, known.saturating_add(JUMP));
+    }
+    for d in &report.damage {
+        tracing::error!(dir = %dir.display(), damage = %d,
+            "starting from a damaged checkpoint directory (checkpoint.on_damage = accept_loss): \
+             records in the missing pieces are lost; seqs jump by 2^32");
+    }
+    Ok(true)
 }

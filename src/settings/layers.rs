@@ -14,7 +14,9 @@ use std::path::Path;
 
 use config::{Config, File, FileFormat};
 
-use super::{Ack, Backend, Mode, OnMiss, OnTimeout, RetryOn, Settings, SinkKind, validate};
+use super::{
+    Ack, Backend, Mode, OnDamage, OnMiss, OnTimeout, RetryOn, Settings, SinkKind, validate,
+};
 
 /// The documented defaults, embedded so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../../config/sluice.toml");
@@ -23,7 +25,7 @@ const ENV_PREFIX: &str = "SLUICE__";
 
 /// Keys whose (string) values name an enum variant, and the names allowed; for an array
 /// (`retry.on`) each item must be one of them.
-const ENUMS: [(&str, &[&str]); 8] = [
+const ENUMS: [(&str, &[&str]); 9] = [
     ("pipeline.mode", Mode::NAMES),
     ("pipeline.on_timeout", OnTimeout::NAMES),
     ("retry.on", RetryOn::NAMES),
@@ -32,6 +34,7 @@ const ENUMS: [(&str, &[&str]); 8] = [
     ("output.kind", SinkKind::NAMES),
     ("dead_letter.kind", SinkKind::NAMES),
     ("checkpoint.ack", Ack::NAMES),
+    ("checkpoint.on_damage", OnDamage::NAMES),
 ];
 
 /// Every problem found while loading, one line each, in the order found.

@@ -226,6 +226,21 @@ impl Ack {
     pub const NAMES: &'static [&'static str] = &["durable", "received"];
 }
 
+/// What to do when the checkpoint directory is missing a piece of its chain.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDamage {
+    /// Refuse to start (exit 2), naming what is missing.
+    Refuse,
+    /// Start from what is left (the missing records are lost); seqs jump so none is reused.
+    AcceptLoss,
+}
+
+impl OnDamage {
+    /// The names accepted in the config (`checkpoint.on_damage`).
+    pub const NAMES: &'static [&'static str] = &["refuse", "accept_loss"];
+}
+
 /// `[checkpoint]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +248,7 @@ pub struct Checkpoint {
     pub dir: String,
     pub interval_ms: u64,
     pub ack: Ack,
+    pub on_damage: OnDamage,
 }
 
 impl Settings {
