@@ -211,7 +211,9 @@ fn reopen_on_sighup(engine: std::sync::Weak<Engine>) {
             Ok(mut hup) => {
                 actix_rt::spawn(async move {
                     while hup.recv().await.is_some() {
-                        let Some(engine) = engine.upgrade() else { break };
+                        let Some(engine) = engine.upgrade() else {
+                            break;
+                        };
                         tracing::info!("SIGHUP: reopening the file sinks");
                         engine.reopen_sinks();
                     }
