@@ -633,6 +633,39 @@ mod tests {
     }
 
     #[test]
+    fn every_key_serde_restricts_to_names_is_listed_in_enums() {
+        // A string (or array of strings) key whose type is an enum but that ENUMS misses
+        // would reach serde with any value and fail there, in serde's words.
+        let defaults: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let mut known = BTreeMap::new();
+        flatten(&defaults, "", &mut known);
+        for (key, default) in &known {
+            let raw = match default {
+                toml::Value::String(_) => "no-such-name",
+                toml::Value::Array(_)
+                    if type_mismatch(default, &toml::Value::Array(vec!["x".into()])).is_none() =>
+                {
+                    "[\"no-such-name\"]"
+                }
+                _ => continue,
+            };
+            let var = format!("SLUICE__{}", key.replace('.', "__").to_ascii_uppercase());
+            if let Err(e) = parse_from(None, env(&[(&var, raw)])) {
+                assert!(
+                    ENUMS.iter().any(|(k, _)| k == key)
+                        && e.problems
+                            == vec![format!(
+                                "env {var}: \"no-such-name\" is not one of {}",
+                                ENUMS.iter().find(|(k, _)| k == key).unwrap().1.join(", ")
+                            )],
+                    "{key}: {:?}",
+                    e.problems
+                );
+            }
+        }
+    }
+
+    #[test]
     fn env_values_are_checked_by_type_and_name() {
         let err = load_from(
             None,
