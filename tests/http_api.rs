@@ -30,7 +30,10 @@ fn array_and_ndjson_bodies_are_accepted_and_enriched() {
     let ids = r.json()["ids"].clone();
     assert_eq!(ids[0], "n-0");
     let generated = ids[1].as_str().unwrap().to_string();
-    assert!(generated.starts_with('p'), "generated id {generated}");
+    assert!(
+        generated.starts_with("sluice:p"),
+        "generated id {generated}"
+    );
 
     let r = svc.post_json("/v1/records", &[]);
     assert_eq!(r.json(), json!({"accepted": 0, "ids": []}));

@@ -588,3 +588,38 @@ fn deleted_or_corrupt_snapshots_are_refused_and_an_accepted_loss_never_reuses_a_
     let svc = Service::start_in(&accept, d.path());
     assert_eq!(svc.status()["pending"], 0);
 }
+
+#[test]
+fn ids_come_back_exactly_as_sent_and_generated_ids_cannot_collide() {
+    let svc = Service::start(&Config::default());
+    // A client id shaped like a generated one is refused, so the two can never meet.
+    let r = svc.post_json(
+        "/v1/records",
+        &[json!({"id": "sluice:p0-1", "user_id": "u1"})],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("reserved"), "{}", r.body);
+    // A number keeps every digit; 5 and "5" stay two ids; a generated id has the prefix.
+    let body = br#"[{"id": 18446744073709551617, "user_id": "u1"},
+                   {"id": 5, "user_id": "u2"}, {"id": "5", "user_id": "u3"},
+                   {"id": "p0-1", "user_id": "u4"}, {"user_id": "u5"}]"#;
+    let r = svc.post_as("/v1/records", Some("application/json"), None, body);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(
+        r.body
+            .starts_with(r#"{"accepted":5,"ids":[18446744073709551617,5,"5","p0-1","sluice:p"#),
+        "{}",
+        r.body
+    );
+    svc.wait_quiescent(Duration::from_secs(10));
+    let text = std::fs::read_to_string(svc.dir.join("out.jsonl")).unwrap();
+    for needle in [
+        r#"{"id":18446744073709551617,"#,
+        r#"{"id":5,"#,
+        r#"{"id":"5","#,
+        r#"{"id":"p0-1","#,
+        r#"{"id":"sluice:p"#,
+    ] {
+        assert_eq!(text.matches(needle).count(), 1, "{needle} once in\n{text}");
+    }
+}

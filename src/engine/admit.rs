@@ -24,6 +24,9 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Generated ids start with this; a client id may not (so the two can never collide).
+pub const GENERATED_ID_PREFIX: &str = "sluice:";
+
 /// A record that passed validation, routed to its partition: the service's one record
 /// type, with its id still empty when the client gave none (the ingress generates it).
 pub type Admitted = Record;
@@ -117,10 +120,25 @@ impl RecordRules {
                 }
             },
         };
+        // The id is kept as its JSON text, exactly as sent: `5` and `"5"` stay different ids
+        // and a number keeps every digit (README "The envelope").
         let id = match find(&top, self.id.tokens()).map(|v| (v, serde_json::from_str::<Value>(v))) {
             None | Some((_, Ok(Value::Null))) => None,
-            Some((_, Ok(Value::String(s)))) if !s.is_empty() => Some(Arc::<str>::from(s)),
-            Some((_, Ok(Value::Number(n)))) => Some(Arc::<str>::from(n.to_string())),
+            Some((_, Ok(Value::String(s)))) if s.starts_with(GENERATED_ID_PREFIX) => {
+                errors.push(err(
+                    self.id.as_str(),
+                    format!(
+                        "ids starting with `{GENERATED_ID_PREFIX}` are reserved for the ids sluice generates"
+                    ),
+                ));
+                None
+            }
+            Some((v, Ok(Value::String(s)))) if !s.is_empty() => Some(Arc::<str>::from(v.trim())),
+            Some((v, Ok(Value::Number(_)))) => Some(Arc::<str>::from(v.trim())),
+            // Valid JSON beyond f64's range (`1e400`): still a number, kept as written.
+            Some((v, Err(_))) if raw::type_name(v) == "a number" => {
+                Some(Arc::<str>::from(v.trim()))
+            }
             Some((v, _)) => {
                 let got = if v.trim() == "\"\"" {
                     "an empty string"
@@ -215,7 +233,7 @@ mod tests {
         let a = rules()
             .admit(0, raw(r#"{"id": "r-1", "user_id": "u1"}"#))
             .unwrap();
-        assert_eq!(&*a.id, "r-1");
+        assert_eq!(&*a.id, "\"r-1\"");
         assert_eq!(&*a.canonical, "u1");
         assert_eq!(&*a.key, "\"u1\"");
         assert!(a.splice);
@@ -224,6 +242,15 @@ mod tests {
             .admit(0, raw(r#"{"id": 7, "user_id": 42, "enrichment": 1}"#))
             .unwrap();
         assert_eq!(&*b.id, "7");
+        // Kept exactly as sent: every digit, and a number is not a string.
+        let c = rules()
+            .admit(0, raw(r#"{"id": 18446744073709551617, "user_id": 1}"#))
+            .unwrap();
+        assert_eq!(&*c.id, "18446744073709551617");
+        let e = rules()
+            .admit(0, raw(r#"{"id": "sluice:p0-1", "user_id": 1}"#))
+            .unwrap_err();
+        assert!(e[0].message.contains("reserved"), "{}", e[0].message);
         assert_eq!(&*b.canonical, "42");
         assert!(!b.splice, "an existing member is replaced by the slow path");
     }

@@ -768,7 +768,7 @@ impl Handler<Submit> for Ingress {
                 // A generated id must be unique in the cluster: name this node and the stage.
                 let mut r = a;
                 if r.id.is_empty() {
-                    r.id = Arc::from(format!("{}-p{p}-s{stage}", ownership.node()).as_str());
+                    r.id = generated_id(&format!("{}:p{p}-s{stage}", ownership.node()));
                 }
                 r.partition = p as u32;
                 r.accepted_ms = now_ms;
@@ -781,11 +781,11 @@ impl Handler<Submit> for Ingress {
             let mut r = a;
             if r.id.is_empty() {
                 let name = if ownership.is_clustered() {
-                    format!("{}-p{p}-{seq}", ownership.node())
+                    format!("{}:p{p}-{seq}", ownership.node())
                 } else {
                     format!("p{p}-{seq}")
                 };
-                r.id = Arc::from(name.as_str());
+                r.id = generated_id(&name);
             }
             r.partition = p as u32;
             r.seq = seq;
@@ -1239,4 +1239,10 @@ impl Handler<Import> for Ingress {
         self.dispatch(batches);
         Ok(ImportAck { accepted, durable })
     }
+}
+
+/// A generated id as its JSON text: a string under the prefix client ids may not use.
+fn generated_id(name: &str) -> Arc<str> {
+    let text = format!("{}{name}", super::admit::GENERATED_ID_PREFIX);
+    Arc::from(serde_json::Value::String(text).to_string().as_str())
 }

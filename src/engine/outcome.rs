@@ -75,6 +75,7 @@ pub struct OutcomeRules {
 
 /// Everything an envelope says about one record, borrowed from where it lives.
 pub struct EnvelopeParts<'a> {
+    /// The id's JSON text.
     pub id: &'a str,
     pub partition: u32,
     pub seq: u64,
@@ -127,8 +128,9 @@ impl OutcomeRules {
         error: Option<&str>,
     ) {
         // Writing plain data into a Vec cannot fail.
+        // The id's JSON text, exactly as the client sent it (or as generated).
         buf.extend_from_slice(b"{\"id\":");
-        let _ = serde_json::to_writer(&mut *buf, p.id);
+        buf.extend_from_slice(p.id.as_bytes());
         buf.extend_from_slice(b",\"partition\":");
         let _ = serde_json::to_writer(&mut *buf, &p.partition);
         buf.extend_from_slice(b",\"seq\":");
@@ -174,7 +176,7 @@ mod tests {
     fn render(record: &str, o: &Outcome, error: Option<&str>) -> String {
         let rules = OutcomeRules::from_settings(&Settings::defaults()).unwrap();
         let parts = EnvelopeParts {
-            id: "r-17",
+            id: "\"r-17\"",
             partition: 3,
             seq: 42,
             epoch: 0,

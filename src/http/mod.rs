@@ -423,7 +423,18 @@ async fn post_records(
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
     let ids = state.engine.submit(records).await.map_err(submit_error)?;
-    Ok(HttpResponse::Accepted().json(json!({"accepted": ids.len(), "ids": ids})))
+    // Each id is its JSON text, exactly as sent (a number keeps every digit).
+    let mut body = format!("{{\"accepted\":{},\"ids\":[", ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(id);
+    }
+    body.push_str("]}");
+    Ok(HttpResponse::Accepted()
+        .content_type("application/json")
+        .body(body))
 }
 
 async fn post_enrich(

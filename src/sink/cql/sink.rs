@@ -147,6 +147,8 @@ impl CqlSink {
                 serde_json::from_str(text).map_err(|e| format!("column `{}`: {e}", c.name))?;
             out.push(match (&v, c.ty) {
                 (Value::Null, _) => None,
+                // A number into a text column keeps every digit, as written (ids).
+                (Value::Number(_), BindType::Text) => Some(CqlValue::Text(text.trim().to_string())),
                 // Objects and arrays go into text columns as JSON.
                 (Value::Object(_) | Value::Array(_), BindType::Text) => {
                     Some(CqlValue::Text(text.trim().to_string()))
