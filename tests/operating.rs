@@ -623,3 +623,89 @@ fn ids_come_back_exactly_as_sent_and_generated_ids_cannot_collide() {
         assert_eq!(text.matches(needle).count(), 1, "{needle} once in\n{text}");
     }
 }
+
+/// A small tmpfs mounted for one test (needs root and mount rights; `None`, printed, when
+/// the machine does not allow it).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str, test: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIP {test}: cannot mount a tmpfs here (needs root and mount rights)");
+            return None;
+        }
+        Some(SmallDisk { path, _dir: dir })
+    }
+
+    /// Fill the disk up; returns the filler to remove.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        use std::io::Write;
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l"]).arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_journal_disk_refuses_whole_requests_processes_nothing_of_them_and_recovers() {
+    let Some(disk) = SmallDisk::mount("4m", "a_full_journal_disk_refuses_whole_requests") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = Config::default().render(dir.path()).replace(
+        &dir.path().join("checkpoints").display().to_string(),
+        &disk.path.join("checkpoints").display().to_string(),
+    );
+    let svc = Service::start_in_with_text(&Config::default(), dir.path(), &text);
+    let mut acked = svc.post_all(&records("a", 200), 100);
+    svc.wait_quiescent(Duration::from_secs(10));
+    let filler = disk.fill();
+    // Every request now is refused whole: 503, and nothing of it is processed.
+    let mut refused = Vec::new();
+    for b in 0..5 {
+        let batch = records(&format!("full{b}-"), 100);
+        let r = svc.post_json("/v1/records", &batch);
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("nothing"), "{}", r.body);
+        refused.extend(batch.iter().map(|v| v["id"].as_str().unwrap().to_string()));
+    }
+    let body = wait_readyz(&svc, 503);
+    assert!(body.contains("journal"), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = read_lines(&dir.path().join("out.jsonl"));
+    let written: std::collections::HashSet<&str> =
+        out.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(
+        refused.iter().all(|id| !written.contains(id.as_str())),
+        "a refused request was processed"
+    );
+    // Space returns: the journal writes again on its own.
+    std::fs::remove_file(filler).unwrap();
+    wait_readyz(&svc, 200);
+    acked.extend(svc.post_all(&records("b", 200), 100));
+    svc.wait_quiescent(Duration::from_secs(10));
+    let (out, dead) = svc.finish();
+    support::assert_exactly_once(&acked, &out, &dead);
+}

@@ -28,6 +28,10 @@ use crate::record::Record;
 /// and `/metrics`).
 pub type CheckpointSlot = Arc<parking_lot::Mutex<Option<CheckpointInfo>>>;
 
+/// Why the journal cannot write right now (`None`: it can); read by `/readyz` and the
+/// ingress, which refuses new records while it is set.
+pub type JournalHealth = Arc<parking_lot::Mutex<Option<String>>>;
+
 /// Entries nobody waits for are on disk within this long.
 const LAZY_SYNC: Duration = Duration::from_millis(100);
 /// A segment is rotated once it grows past this.
@@ -179,9 +183,70 @@ struct Writer {
     last_sync: Instant,
     metrics: Metrics,
     snapshot_busy: Arc<AtomicBool>,
+    health: JournalHealth,
 }
 
 impl Writer {
+    /// Append and (when someone waits, or lazily) sync one group; on failure cut the
+    /// segment back to where the group started, so no torn or unacknowledged frame stays
+    /// in front of later ones.
+    fn commit_group(&mut self, buf: &[u8], sync_now: bool) -> Result<(), String> {
+        if buf.is_empty() && !sync_now && !self.dirty {
+            // Nothing to write: while failing, find out whether the disk takes writes again.
+            if self.health.lock().is_some() {
+                let probe = self.probe();
+                self.note(&probe);
+            }
+            return Ok(());
+        }
+        let before = self.segment_len;
+        let mut result = if buf.is_empty() {
+            Ok(())
+        } else {
+            self.append(buf)
+        };
+        if result.is_ok() && (sync_now || self.last_sync.elapsed() >= LAZY_SYNC) {
+            result = self.sync();
+        }
+        if result.is_err() && !buf.is_empty() {
+            if let Err(e) = self.file.set_len(before) {
+                tracing::error!(error = %e, "cannot cut a failed journal write back");
+            }
+            self.segment_len = before;
+        }
+        self.note(&result);
+        result
+    }
+
+    /// Whether a small write and fsync succeed in the directory (a failing journal's way
+    /// back: the disk has room again).
+    fn probe(&self) -> Result<(), String> {
+        let path = self.dir.join("probe.tmp");
+        let r = File::create(&path)
+            .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|_| f.sync_all()))
+            .map_err(|e| format!("journal write failed: {e}"));
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    /// Publish the journal's health after a write.
+    fn note(&self, result: &Result<(), String>) {
+        let mut health = self.health.lock();
+        match result {
+            Ok(()) if health.is_some() => {
+                tracing::info!("the journal writes again");
+                *health = None;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if health.is_none() {
+                    tracing::error!(error = %e, "the journal cannot write: new records are refused (503) until it can");
+                }
+                *health = Some(e.clone());
+            }
+        }
+    }
+
     fn append(&mut self, buf: &[u8]) -> Result<(), String> {
         self.file
             .write_all(buf)
@@ -296,6 +361,7 @@ fn write_snapshots(
 
 /// Start the journal thread over `dir`, continuing from a restored `state`; the first
 /// segment written is `next_segment` (always a fresh file).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     inbox: JournalInbox,
     dir: PathBuf,
@@ -304,6 +370,7 @@ pub fn spawn(
     interval: Duration,
     metrics: Metrics,
     slot: CheckpointSlot,
+    health: JournalHealth,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::fs::create_dir_all(&dir)?;
     let file = files::open_segment(&dir, next_segment)?;
@@ -327,6 +394,7 @@ pub fn spawn(
         last_sync: Instant::now(),
         metrics,
         snapshot_busy: busy,
+        health,
     };
     std::thread::Builder::new()
         .name("sluice-journal".into())
@@ -336,6 +404,9 @@ pub fn spawn(
 fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, interval: Duration) {
     let mut next_snapshot = Instant::now() + interval;
     let mut buf = Vec::with_capacity(1 << 20);
+    // Entries of this group in order, and whether a sender waits for them (those fail with
+    // their group; the others are written again with the next one).
+    let mut group: Vec<(Entry, bool)> = Vec::new();
     loop {
         let now = Instant::now();
         let wake = next_snapshot.min(w.last_sync + LAZY_SYNC).max(now);
@@ -347,16 +418,19 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
         let mut acks = Vec::new();
         let mut checkpoints = Vec::new();
         buf.clear();
+        for (e, _) in &group {
+            codec::encode(e, &mut buf);
+        }
         let mut ops = first
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()));
         for op in ops.by_ref().take(4096) {
             match op {
                 Op::Write { entries, ack } => {
-                    w.changed_since_snapshot |= !entries.is_empty();
+                    let awaited = ack.is_some();
                     for e in entries {
                         codec::encode(&e, &mut buf);
-                        w.state.apply(e);
+                        group.push((e, awaited));
                     }
                     if let Some(a) = ack {
                         acks.push(a);
@@ -364,6 +438,19 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
                 }
                 Op::Checkpoint { reply } => checkpoints.push(reply),
                 Op::Export { partition, reply } => {
+                    // Everything sent before this request is folded in first.
+                    if !group.is_empty() {
+                        let sync_now = !acks.is_empty();
+                        let r = w.commit_group(&buf, sync_now);
+                        settle(w, &mut group, r.is_ok());
+                        buf.clear();
+                        for (e, _) in &group {
+                            codec::encode(e, &mut buf);
+                        }
+                        for a in acks.drain(..) {
+                            let _ = a.send(r.clone());
+                        }
+                    }
                     let records = match partition {
                         Some(p) => w.state.pending_of(p),
                         None => w.state.pending.values().cloned().collect(),
@@ -372,18 +459,14 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
                 }
             }
         }
-        let mut result = Ok(());
-        if !buf.is_empty() {
-            result = w.append(&buf);
-        }
-        if result.is_ok() && (!acks.is_empty() || w.last_sync.elapsed() >= LAZY_SYNC) {
-            result = w.sync();
-        }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "journal I/O failed");
-        }
+        let result = w.commit_group(&buf, !acks.is_empty());
+        settle(w, &mut group, result.is_ok());
         for a in acks {
             let _ = a.send(result.clone());
+        }
+        if result.is_err() {
+            // Do not spin on a full disk: the entries kept are written with the next group.
+            std::thread::sleep(Duration::from_millis(20));
         }
         let due = Instant::now() >= next_snapshot
             && w.changed_since_snapshot
@@ -401,6 +484,20 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
         }
     }
     let _ = w.sync();
+}
+
+/// After a group: fold it into the live state when it is on disk; when it is not, drop the
+/// entries someone waited for (they were told it failed) and keep the others for the next
+/// group.
+fn settle(w: &mut Writer, group: &mut Vec<(Entry, bool)>, written: bool) {
+    if written {
+        w.changed_since_snapshot |= !group.is_empty();
+        for (e, _) in group.drain(..) {
+            w.state.apply(e);
+        }
+    } else {
+        group.retain(|(_, awaited)| !awaited);
+    }
 }
 
 #[cfg(test)]

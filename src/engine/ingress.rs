@@ -244,6 +244,27 @@ pub struct Ingress {
     /// Bearer token for the internal API of other nodes.
     token: Option<String>,
     me: Option<Addr<Ingress>>,
+    /// Admitted batches in admission order, each sent to its partitions once it is
+    /// durable (`ack = "durable"`) — so a request that gets no 202 is never processed —
+    /// and always in order, so every partition receives its seqs ascending.
+    holding: VecDeque<Holding>,
+    next_hold: u64,
+}
+
+/// Batches admitted together, waiting for the journal (`ready: None`) or ready to go.
+struct Holding {
+    id: u64,
+    batches: Vec<Vec<(u64, Job)>>,
+    /// `Some(true)`: durable (or nothing to wait for); `Some(false)`: the journal failed.
+    ready: Option<bool>,
+}
+
+/// The journal answered for held batch `id`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HoldDone {
+    id: u64,
+    durable: bool,
 }
 
 impl Ingress {
@@ -272,6 +293,8 @@ impl Ingress {
             forwarders: HashMap::new(),
             token,
             me: None,
+            holding: VecDeque::new(),
+            next_hold: 0,
         }
     }
 
@@ -703,6 +726,18 @@ impl Handler<Submit> for Ingress {
     type Result = Result<Admission, Refused>;
 
     fn handle(&mut self, msg: Submit, _: &mut Self::Context) -> Self::Result {
+        if msg.reply.is_none()
+            && self.journal.is_some()
+            && let Some(why) = self.shared.journal_health.lock().clone()
+        {
+            // Accepted whole or refused whole: nothing of this request is taken.
+            return Err(Refused {
+                reason: Refusal::Unavailable(format!(
+                    "the journal cannot write ({why}), so records cannot be made durable"
+                )),
+                records: msg.records,
+            });
+        }
         let n = self.partitions.len();
         let mut counts = vec![0usize; n];
         for r in &msg.records {
@@ -825,7 +860,14 @@ impl Handler<Submit> for Ingress {
         } else {
             None
         };
-        self.dispatch(batches);
+        let durable = match durable {
+            // Hold the batches until the journal answers: processed only once durable.
+            Some(rx) => Some(self.hold_until_durable(batches, rx)),
+            None => {
+                self.dispatch(batches);
+                None
+            }
+        };
         self.shared.metrics.records_accepted.inc_by(total as u64);
         Ok(Admission {
             ids,
@@ -836,19 +878,107 @@ impl Handler<Submit> for Ingress {
 }
 
 impl Ingress {
+    /// Send batches to their partitions (after every batch held before them).
     fn dispatch(&mut self, batches: Vec<Vec<(u64, Job)>>) {
-        for (p, batch) in batches.into_iter().enumerate() {
+        self.reserve(&batches, true);
+        let id = self.next_hold;
+        self.next_hold += 1;
+        self.holding.push_back(Holding {
+            id,
+            batches,
+            ready: Some(true),
+        });
+        self.release_holds();
+    }
+
+    /// Count batches against their partitions (`add`) or take them off again.
+    fn reserve(&self, batches: &[Vec<(u64, Job)>], add: bool) {
+        for (p, batch) in batches.iter().enumerate() {
             if batch.is_empty() {
                 continue;
             }
             let stats = &self.shared.partitions[p];
-            stats.backlog.fetch_add(batch.len(), Ordering::AcqRel);
-            stats.held.fetch_add(batch.len(), Ordering::AcqRel);
-            stats
-                .accepted
-                .fetch_add(batch.len() as u64, Ordering::AcqRel);
-            self.partitions[p].do_send(Enqueue(batch));
+            if add {
+                stats.backlog.fetch_add(batch.len(), Ordering::AcqRel);
+                stats.held.fetch_add(batch.len(), Ordering::AcqRel);
+                stats
+                    .accepted
+                    .fetch_add(batch.len() as u64, Ordering::AcqRel);
+            } else {
+                stats.backlog.fetch_sub(batch.len(), Ordering::AcqRel);
+                stats.held.fetch_sub(batch.len(), Ordering::AcqRel);
+                stats
+                    .accepted
+                    .fetch_sub(batch.len() as u64, Ordering::AcqRel);
+            }
         }
+    }
+
+    /// Hold `batches` (counted against their partitions at once) until `rx` says they are
+    /// durable; the returned receiver answers the request the same.
+    fn hold_until_durable(
+        &mut self,
+        batches: Vec<Vec<(u64, Job)>>,
+        rx: oneshot::Receiver<Result<(), String>>,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        self.reserve(&batches, true);
+        let id = self.next_hold;
+        self.next_hold += 1;
+        self.holding.push_back(Holding {
+            id,
+            batches,
+            ready: None,
+        });
+        let (tx, out) = oneshot::channel();
+        let me = self.me.clone();
+        actix_rt::spawn(async move {
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err("the journal stopped".into()));
+            if let Some(me) = me {
+                me.do_send(HoldDone {
+                    id,
+                    durable: result.is_ok(),
+                });
+            }
+            let _ = tx.send(result);
+        });
+        out
+    }
+
+    /// Send every batch at the front that is ready; drop those the journal failed (their
+    /// request got a 503: nothing of it is processed).
+    fn release_holds(&mut self) {
+        while let Some(front) = self.holding.front() {
+            match front.ready {
+                None => return,
+                Some(durable) => {
+                    let Some(h) = self.holding.pop_front() else {
+                        return;
+                    };
+                    if !durable {
+                        self.reserve(&h.batches, false);
+                        continue;
+                    }
+                    for (p, batch) in h.batches.into_iter().enumerate() {
+                        if !batch.is_empty() {
+                            self.partitions[p].do_send(Enqueue(batch));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<HoldDone> for Ingress {
+    type Result = ();
+
+    fn handle(&mut self, msg: HoldDone, _: &mut Self::Context) {
+        if let Some(h) = self.holding.iter_mut().find(|h| h.id == msg.id) {
+            h.ready = Some(msg.durable);
+        }
+        self.release_holds();
     }
 }
 

@@ -75,6 +75,9 @@ pub struct Shared {
     /// What is wrong with the sinks, one line per problem (empty: healthy); set by the
     /// emitter, shown by `/readyz` and `/v1/status`.
     pub sink_problems: parking_lot::Mutex<Vec<String>>,
+    /// Why the journal cannot write now (set by the journal thread): `/readyz` answers 503
+    /// and the ingress refuses journaled records while it is set.
+    pub journal_health: crate::durability::journal::JournalHealth,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             last_checkpoint: Default::default(),
             sink_problems: Default::default(),
+            journal_health: Default::default(),
         }
     }
 

@@ -411,7 +411,8 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
             ApiError::Unavailable(format!("{why}; nothing was accepted, retry shortly"))
         }
         SubmitError::Journal(e) => ApiError::Unavailable(format!(
-            "the records were accepted but could not be made durable ({e}); retry the request"
+            "the records could not be made durable ({e}); nothing of this request was \
+             processed, retry it"
         )),
     }
 }
@@ -605,6 +606,11 @@ async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
         return Err(ApiError::Unavailable(format!(
             "the lookup backend is unreachable ({})",
             state.engine.lookup().describe()
+        )));
+    }
+    if let Some(why) = state.engine.shared().journal_health.lock().clone() {
+        return Err(ApiError::Unavailable(format!(
+            "the journal cannot write ({why}): new records are refused until it can"
         )));
     }
     let sinks = state.engine.shared().sink_problems.lock().clone();

@@ -60,6 +60,7 @@ pub async fn recover(
         Duration::from_millis(settings.checkpoint.interval_ms),
         engine.shared().metrics.clone(),
         engine.shared().last_checkpoint.clone(),
+        engine.shared().journal_health.clone(),
     )
     .map_err(|e| NodeError::Runtime(format!("cannot start the journal: {e}")))?;
     if accepted_loss {
