@@ -856,3 +856,46 @@ fn head_works_where_get_does_and_405_says_what_is_allowed() {
     }
     req("GET", "/v2/nothing").problem(404);
 }
+
+#[test]
+fn an_enrich_client_that_goes_away_frees_the_slots_of_its_waiting_records() {
+    let svc = Service::start(&Config {
+        pipeline: "partitions = 1\ncapacity = 2\ntimeout_ms = 60000\n".into(),
+        lookup: "attempt_timeout_ms = 60000\n".into(),
+        memory: "delay_field = \"/delay\"\n".into(),
+        ..Config::default()
+    });
+    // 40 slow records on one partition with room for 2 in flight: 38 wait behind them.
+    let records: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"id":"g{i}","user_id":"u1","delay":1500}}"#))
+        .collect();
+    let body = format!("[{}]", records.join(","));
+    let mut s = connect(&svc.base, Duration::from_secs(5));
+    s.write_all(
+        format!(
+            "POST /v1/enrich HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while in_flight(&svc.status()) < 2 {
+        assert!(Instant::now() < until, "the records never got in flight");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(s);
+    // Without the caller, the waiting records are not looked up: 40 × 1.5 s / 2 slots
+    // would take 30 s; the two in flight finish, the rest end at once.
+    let started = Instant::now();
+    svc.wait_quiescent(Duration::from_secs(10));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // And the node takes new work right away.
+    let r = svc.post_json("/v1/enrich", &[json!({"id": "next", "user_id": "u1"})]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}

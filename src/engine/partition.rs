@@ -293,6 +293,12 @@ impl Partition {
         if job.rec.attempts != attempt {
             return;
         }
+        if job.reply.as_ref().is_some_and(|r| r.is_abandoned()) {
+            // The `/v1/enrich` caller went away: free the slot instead of looking it up.
+            let outcome = Outcome::failed("the /v1/enrich caller went away".into());
+            let _ = self.queue.complete(seq, outcome);
+            return;
+        }
         let pending = self.lookup.start(&LookupRequest {
             key: &job.rec.canonical,
             record: &job.rec.text,
