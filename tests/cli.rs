@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{binary, sample_table};
+use support::{binary, sample_table, serve_exit};
 
 fn run(
     args: &[&str],
@@ -259,41 +259,6 @@ fn config_text(server: &str, memory: &str, rest: &str) -> String {
 fn check_config(dir: &std::path::Path, name: &str, text: &str) -> (i32, String, String) {
     std::fs::write(dir.join(name), text).unwrap();
     run(&["check-config", "--config", name], &[], None, dir)
-}
-
-/// `sluice serve --config NAME` in `dir`, expected to exit on its own: (exit code, stderr);
-/// a service still running after 20 s is killed and `None` is its code.
-fn serve_exit(dir: &std::path::Path, name: &str, text: &str) -> (Option<i32>, String) {
-    use std::io::Read;
-    std::fs::write(dir.join(name), text).unwrap();
-    let mut child = Command::new(binary())
-        .args(["serve", "--config", name])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if std::time::Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (code, err)
 }
 
 #[test]

@@ -7,45 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Config, Service, binary, read_lines};
-
-/// Run `sluice serve` on `config_text` in `dir` expecting it to exit on its own: (exit
-/// code, stderr).
-fn serve_expecting_exit(
-    dir: &std::path::Path,
-    name: &str,
-    config_text: &str,
-) -> (Option<i32>, String) {
-    let path = dir.join(name);
-    std::fs::write(&path, config_text).unwrap();
-    let mut child = Command::new(binary())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code(), err);
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("sluice did not exit: it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::{Config, Service, binary, read_lines, serve_exit};
 
 fn records(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -60,7 +22,7 @@ fn a_second_instance_on_the_same_checkpoint_dir_exits_2_naming_the_holder() {
     first.wait_quiescent(Duration::from_secs(10));
     // The same config (same checkpoint dir and sinks), another port.
     let text = Config::default().render(&first.dir);
-    let (code, err) = serve_expecting_exit(&first.dir, "second.toml", &text);
+    let (code, err) = serve_exit(&first.dir, "second.toml", &text);
     assert_eq!(code, Some(2), "{err}");
     let line = err
         .lines()
@@ -88,7 +50,7 @@ fn a_second_instance_writing_the_same_output_file_exits_2() {
         &other.path().join("out.jsonl").display().to_string(),
         &first.dir.join("out.jsonl").display().to_string(),
     );
-    let (code, err) = serve_expecting_exit(other.path(), "second.toml", &text);
+    let (code, err) = serve_exit(other.path(), "second.toml", &text);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.lines()
@@ -116,7 +78,7 @@ fn changing_partitions_while_records_are_pending_is_refused_with_the_counts() {
         pipeline: "partitions = 4\ntimeout_ms = 60000\n".into(),
         ..Config::default()
     };
-    let (code, err) = serve_expecting_exit(dir.path(), "raised.toml", &raised.render(dir.path()));
+    let (code, err) = serve_exit(dir.path(), "raised.toml", &raised.render(dir.path()));
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("holds 100 pending record(s) written with pipeline.partitions = 2; with 4,"),
@@ -493,7 +455,7 @@ fn a_missing_piece_of_the_journal_chain_is_refused_and_named() {
     ] {
         let d = copy_dir(crashed.path());
         std::fs::remove_file(segment(d.path(), lost)).unwrap();
-        let (code, err) = serve_expecting_exit(d.path(), "again.toml", &cfg.render(d.path()));
+        let (code, err) = serve_exit(d.path(), "again.toml", &cfg.render(d.path()));
         assert_eq!(code, Some(2), "{name}: {err}");
         assert!(
             err.contains("is damaged") && err.contains(expect),
@@ -512,7 +474,7 @@ fn a_missing_piece_of_the_journal_chain_is_refused_and_named() {
     }
     let d = copy_dir(crashed.path());
     std::fs::remove_file(d.path().join("checkpoints/MANIFEST")).unwrap();
-    let (code, err) = serve_expecting_exit(d.path(), "again.toml", &cfg.render(d.path()));
+    let (code, err) = serve_exit(d.path(), "again.toml", &cfg.render(d.path()));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("MANIFEST is missing"), "{err}");
 }
@@ -547,7 +509,7 @@ fn deleted_or_corrupt_snapshots_are_refused_and_an_accepted_loss_never_reuses_a_
                 std::fs::remove_file(&p).unwrap();
             }
         }
-        let (code, err) = serve_expecting_exit(d.path(), "again.toml", &cfg.render(d.path()));
+        let (code, err) = serve_exit(d.path(), "again.toml", &cfg.render(d.path()));
         assert_eq!(code, Some(2), "{name}: {err}");
         assert!(err.contains("no snapshot"), "{name}: {err}");
         assert_eq!(inspect(d.path()).0, Some(1), "{name}");
