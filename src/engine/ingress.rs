@@ -340,20 +340,32 @@ impl Ingress {
             return None;
         }
         let rx = j.handle.write_durable(entries);
+        Some(self.relay(rx, move |durable| durable.then_some(Durable(staged))))
+    }
+
+    /// Await the journal's answer in a task, tell this actor what `tell` makes of it, and
+    /// hand the same answer on (to the request waiting for it).
+    fn relay<M>(
+        &self,
+        rx: oneshot::Receiver<Result<(), String>>,
+        tell: impl FnOnce(bool) -> Option<M> + 'static,
+    ) -> oneshot::Receiver<Result<(), String>>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Ingress: Handler<M>,
+    {
         let (tx, out) = oneshot::channel();
         let me = self.me.clone();
         actix_rt::spawn(async move {
             let result = rx
                 .await
                 .unwrap_or_else(|_| Err("the journal stopped".into()));
-            if result.is_ok()
-                && let Some(me) = me
-            {
-                me.do_send(Durable(staged));
+            if let (Some(me), Some(msg)) = (me, tell(result.is_ok())) {
+                me.do_send(msg);
             }
             let _ = tx.send(result);
         });
-        Some(out)
+        out
     }
 
     /// Stage `records` of `partition` in the outbox (new stage numbers); returns the
@@ -929,21 +941,7 @@ impl Ingress {
             batches,
             ready: None,
         });
-        let (tx, out) = oneshot::channel();
-        let me = self.me.clone();
-        actix_rt::spawn(async move {
-            let result = rx
-                .await
-                .unwrap_or_else(|_| Err("the journal stopped".into()));
-            if let Some(me) = me {
-                me.do_send(HoldDone {
-                    id,
-                    durable: result.is_ok(),
-                });
-            }
-            let _ = tx.send(result);
-        });
-        out
+        self.relay(rx, move |durable| Some(HoldDone { id, durable }))
     }
 
     /// Send every batch at the front that is ready; drop those the journal failed (their
