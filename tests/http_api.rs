@@ -899,3 +899,22 @@ fn an_enrich_client_that_goes_away_frees_the_slots_of_its_waiting_records() {
     let r = svc.post_json("/v1/enrich", &[json!({"id": "next", "user_id": "u1"})]);
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn the_listen_queue_holds_1024_waiting_connections() {
+    let svc = Service::start(&Config::default());
+    let Ok(out) = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", port(&svc.base))])
+        .output()
+    else {
+        eprintln!("SKIP the_listen_queue_holds_1024_waiting_connections: `ss` is not installed");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // LISTEN  Recv-Q  Send-Q(= the backlog)  local  peer
+    let backlog: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlog, ["1024"], "{text}");
+}

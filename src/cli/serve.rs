@@ -18,7 +18,7 @@ impl From<NodeError> for CliError {
 
 /// Run the service until a termination signal.
 pub fn run(settings: Settings) -> Result<(), CliError> {
-    let listener = std::net::TcpListener::bind(&settings.server.bind).map_err(|e| {
+    let listener = listen(&settings.server.bind).map_err(|e| {
         CliError::Runtime(format!("cannot listen on {}: {e}", settings.server.bind))
     })?;
     let addr = listener
@@ -44,6 +44,29 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         .await
         .map_err(CliError::from)
     })
+}
+
+/// Connections waiting to be accepted at most (beyond the per-worker connection cap they
+/// wait here instead of being refused).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Bind `bind` (address or host:port) with a listen queue of [`LISTEN_BACKLOG`].
+fn listen(bind: &str) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in bind.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket
+            .bind(&addr.into())
+            .and_then(|_| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
 
 async fn wait_for_signal() -> &'static str {
