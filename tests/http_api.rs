@@ -918,3 +918,44 @@ fn the_listen_queue_holds_1024_waiting_connections() {
         .collect();
     assert_eq!(backlog, ["1024"], "{text}");
 }
+
+#[test]
+fn expect_100_continue_with_a_too_large_body_gets_413_first() {
+    use std::io::Read;
+    let svc = Service::start(&Config {
+        server: "max_body_bytes = 1000\n".into(),
+        ..Config::default()
+    });
+    let mut s = connect(&svc.base, Duration::from_secs(5));
+    s.write_all(
+        b"POST /v1/records HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    // The client waits for `100 Continue` before sending the body: the answer must be 413.
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
+    // A small body still gets its 100 and is taken.
+    let body = br#"[{"id":"e1","user_id":"u1"}]"#;
+    let mut s = connect(&svc.base, Duration::from_secs(5));
+    s.write_all(
+        format!(
+            "POST /v1/records HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut cont = [0u8; 25];
+    s.read_exact(&mut cont).unwrap();
+    assert!(
+        cont.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&cont)
+    );
+    s.write_all(body).unwrap();
+    let r = read_reply(&mut s);
+    assert_eq!(r.status, 202, "{}", r.body);
+}

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, Service, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{
-    App, FromRequest, Handler, HttpRequest, HttpResponse, HttpServer, Resource, Responder, web,
-};
+use actix_web::{App, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, web};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
@@ -164,7 +162,11 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
         KEEP_ALIVE.as_secs(),
     );
     let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
+    let max_body = data.settings.server.max_body_bytes;
+    let addr = listener.local_addr()?;
+    let app_data = data.clone();
+    let app = move || {
+        let data = app_data.clone();
         App::new()
             .app_data(data.clone())
             .wrap_fn(|req, srv| {
@@ -196,18 +198,64 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
             .service(readable("/healthz", healthz))
             .service(readable("/readyz", readyz))
             .default_service(web::to(not_found))
-    })
-    .workers(workers)
-    .max_connections(limits.per_worker)
-    .client_request_timeout(HEAD_TIMEOUT)
-    .keep_alive(KEEP_ALIVE)
-    // A client that closes its connection is gone: drop its handler (and what it waits
-    // for) at once instead of when the answer cannot be written.
-    .h1_allow_half_closed(false)
-    .disable_signals()
-    .shutdown_timeout(STOP_TIMEOUT_SECS)
-    .listen(listener)?;
+    };
+    // Assembled as actix-web's `HttpServer` does, plus an expect step of our own.
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(limits.per_worker)
+        .disable_signals()
+        .shutdown_timeout(STOP_TIMEOUT_SECS)
+        .listen("sluice-http", listener, move || {
+            use actix_service::{ServiceFactoryExt, map_config};
+            let factory = actix_service::IntoServiceFactory::into_factory(app())
+                .map_err(|e: actix_web::Error| e.error_response().map_into_boxed_body());
+            actix_http::HttpService::build()
+                .client_request_timeout(HEAD_TIMEOUT)
+                .keep_alive(KEEP_ALIVE)
+                // A client that closes its connection is gone: drop its handler (and what
+                // it waits for) at once instead of when the answer cannot be written.
+                .h1_allow_half_closed(false)
+                .local_addr(addr)
+                .expect(actix_service::fn_service(
+                    move |req: actix_http::Request| {
+                        std::future::ready(expect_continue(req, max_body))
+                    },
+                ))
+                .finish(map_config(factory, |_| {
+                    actix_web::dev::AppConfig::default()
+                }))
+                .tcp()
+        })?;
     Ok(server.run())
+}
+
+/// The `Expect: 100-continue` step: a body announced larger than `server.max_body_bytes`
+/// gets its 413 before `100 Continue` (the client then never sends it).
+fn expect_continue(
+    req: actix_http::Request,
+    max_body: u64,
+) -> Result<actix_http::Request, actix_http::Response<actix_web::body::BoxBody>> {
+    use actix_http::HttpMessage as _;
+    use actix_web::ResponseError as _;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(n) if n > max_body => {
+            let problem = ApiError::PayloadTooLarge(format!(
+                "the body announces {n} bytes; server.max_body_bytes is {max_body}"
+            ));
+            let mut res = problem.error_response().map_into_boxed_body();
+            res.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(res.into())
+        }
+        _ => Ok(req),
+    }
 }
 
 pub(crate) fn authorize(req: &HttpRequest, settings: &Settings) -> Result<(), ApiError> {
