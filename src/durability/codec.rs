@@ -114,6 +114,8 @@ const TAG_STAGE_LEASE: u8 = 11;
 const TAG_IN_DOUBT: u8 = 12;
 const TAG_DECIDED: u8 = 13;
 const TAG_SINK_FILES: u8 = 14;
+/// A frame whose payload is further frames: all of them or none (one request's entries).
+const TAG_BATCH: u8 = 15;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -487,12 +489,69 @@ pub fn decode(buf: &[u8]) -> Result<(Entry, usize), FrameError> {
     Ok((entry, total))
 }
 
+/// Append `entries` as one atomic frame: a torn or corrupt write loses all of them, never
+/// a part (one request's entries, so a request is replayed whole or not at all). A single
+/// entry is written as its own frame.
+pub fn encode_batch(entries: &[Entry], out: &mut Vec<u8>) {
+    if entries.len() <= 1 {
+        for e in entries {
+            encode(e, out);
+        }
+        return;
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    out.push(TAG_BATCH);
+    for e in entries {
+        encode(e, out);
+    }
+    seal(out, start);
+}
+
+/// The batch frame at the start of `buf`, if it is one: its inner frames and its length.
+fn decode_batch(buf: &[u8]) -> Option<Result<(Vec<Entry>, usize), FrameError>> {
+    if buf.len() <= HEADER || buf[HEADER] != TAG_BATCH {
+        return None;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len > MAX_PAYLOAD {
+        return Some(Err(FrameError::Malformed("length over the limit")));
+    }
+    let total = HEADER + len;
+    if buf.len() < total {
+        return Some(Err(FrameError::Truncated {
+            have: buf.len(),
+            need: total,
+        }));
+    }
+    let payload = &buf[HEADER..total];
+    if crc32c::crc32c(payload) != crc {
+        return Some(Err(FrameError::Checksum));
+    }
+    let (entries, err) = decode_all(&payload[1..]);
+    Some(match err {
+        None => Ok((entries, total)),
+        Some(_) => Err(FrameError::Malformed("bad frame inside a batch")),
+    })
+}
+
 /// Decode frames from the start of `buf` until its end or the first bad frame. Returns
 /// the entries and, if it stopped early, the offset of the bad frame and why.
 pub fn decode_all(buf: &[u8]) -> (Vec<Entry>, Option<(usize, FrameError)>) {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
+        if let Some(batch) = decode_batch(&buf[pos..]) {
+            match batch {
+                Ok((mut entries, n)) => {
+                    out.append(&mut entries);
+                    pos += n;
+                }
+                Err(err) => return (out, Some((pos, err))),
+            }
+            continue;
+        }
         match decode(&buf[pos..]) {
             Ok((e, n)) => {
                 out.push(e);
@@ -627,6 +686,35 @@ mod tests {
             encode(&e, &mut buf);
         }
         buf
+    }
+
+    #[test]
+    fn a_batch_is_replayed_whole_or_not_at_all_at_every_truncation_point() {
+        let mut buf = Vec::new();
+        encode(&sample()[0], &mut buf);
+        let first = buf.len();
+        encode_batch(&sample()[1..6], &mut buf);
+        let (all, err) = decode_all(&buf);
+        assert_eq!(err, None);
+        assert_eq!(all, sample()[..6].to_vec());
+        for cut in first..buf.len() {
+            let (entries, err) = decode_all(&buf[..cut]);
+            assert_eq!(
+                entries,
+                sample()[..1].to_vec(),
+                "cut at {cut}: part of a batch replayed"
+            );
+            if cut > first {
+                assert!(err.is_some(), "cut at {cut} must be reported");
+            }
+        }
+        // A flipped byte anywhere in the batch drops the whole batch.
+        for at in first..buf.len() {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x20;
+            let (entries, _) = decode_all(&bad);
+            assert_eq!(entries, sample()[..1].to_vec(), "flip at {at}");
+        }
     }
 
     #[test]

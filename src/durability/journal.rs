@@ -428,8 +428,9 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
             match op {
                 Op::Write { entries, ack } => {
                     let awaited = ack.is_some();
+                    // One request's entries are one atomic frame.
+                    codec::encode_batch(&entries, &mut buf);
                     for e in entries {
-                        codec::encode(&e, &mut buf);
                         group.push((e, awaited));
                     }
                     if let Some(a) = ack {
