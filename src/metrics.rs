@@ -76,6 +76,9 @@ pub struct Metrics {
     pub lease_renew_failures: IntCounter,
     /// Cluster: records held here for owners elsewhere.
     pub cluster_staged_records: IntGauge,
+    /// Held while a scrape brings counters kept elsewhere (the lookup's) up to date, so
+    /// concurrent scrapes never add the same difference twice.
+    pub scrape_sync: std::sync::Arc<parking_lot::Mutex<()>>,
     /// Envelopes a sink's destination refused for good (sent to the dead letter), by sink.
     pub sink_rejected: IntCounterVec,
     /// 1 while a sink is healthy, 0 while its writes fail and are retried, by sink.
@@ -235,6 +238,7 @@ impl Metrics {
                 &["sink"],
             )?,
             webhook_duration,
+            scrape_sync: Default::default(),
             sink_errors: counter(
                 "sluice_sink_errors_total",
                 "Sink write/flush failures (batches are kept and retried)",
@@ -314,6 +318,16 @@ impl Metrics {
     }
 
     /// The text exposition format for `GET /metrics`.
+    /// Bring `counter` up to `total`, a count kept elsewhere (the lookup's): one scrape at a
+    /// time, so concurrent scrapes never add the same difference twice.
+    pub fn catch_up(&self, counter: &IntCounter, total: u64) {
+        let _one_at_a_time = self.scrape_sync.lock();
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
@@ -321,5 +335,31 @@ impl Metrics {
             return format!("# error encoding metrics: {e}\n");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_catch_ups_never_count_twice() {
+        let m = Metrics::new().unwrap();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (m, start) = (m.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for total in 1..=200_000u64 {
+                        m.catch_up(&m.lookup_coalesced, total);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(m.lookup_coalesced.get(), 200_000);
     }
 }

@@ -266,8 +266,35 @@ fn records_of_one_key_share_lookups() {
         lookups <= 10,
         "1000 records of one key took {lookups} lookups"
     );
+    // Concurrent scrapes each sync the lookup's count into the counter: it must come out
+    // exact (every record looked up once or coalesced), not counted once per scrape.
+    let scrapes: Vec<_> = (0..8)
+        .map(|_| {
+            let base = svc.base.clone();
+            std::thread::spawn(move || {
+                ureq::get(format!("{base}/metrics"))
+                    .call()
+                    .unwrap()
+                    .body_mut()
+                    .read_to_string()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for s in scrapes {
+        s.join().unwrap();
+    }
     let m = svc.get("/metrics").body;
-    assert!(m.contains("sluice_lookup_coalesced_total"), "{m}");
+    let coalesced: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_lookup_coalesced_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no coalesced counter in {m}"));
+    assert_eq!(
+        coalesced,
+        1000 - lookups,
+        "every record was looked up or coalesced, once"
+    );
 }
 
 const ENRICHED: &str = "sluice_demo.enriched(id text PRIMARY KEY, envelope text)";

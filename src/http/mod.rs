@@ -607,17 +607,11 @@ async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, 
 async fn get_metrics(state: Data) -> HttpResponse {
     let shared = state.engine.shared();
     shared.metrics.pending.set(shared.pending() as i64);
-    let coalesced = state.engine.lookup().coalesced();
-    let seen = shared.metrics.lookup_coalesced.get();
-    if coalesced > seen {
-        shared.metrics.lookup_coalesced.inc_by(coalesced - seen);
-    }
+    let m = &shared.metrics;
+    m.catch_up(&m.lookup_coalesced, state.engine.lookup().coalesced());
     let (hits, misses) = state.engine.lookup().cache_stats();
     for (label, now) in [("hit", hits), ("miss", misses)] {
-        let c = shared.metrics.lookup_cache.with_label_values(&[label]);
-        if now > c.get() {
-            c.inc_by(now - c.get());
-        }
+        m.catch_up(&m.lookup_cache.with_label_values(&[label]), now);
     }
     if let Some(c) = &*shared.last_checkpoint.lock() {
         let now = crate::durability::journal::unix_ms() as f64 / 1000.0;
