@@ -131,6 +131,10 @@ pub struct Emitter {
     /// Per sink: its file was moved away; reopen it once what the old file holds is
     /// committed.
     reopen_due: [bool; 2],
+    /// Commits may be written: the restore has cut the sinks back (`Truncate`) or someone
+    /// asked for a flush (a fresh directory). Before that, a periodic commit would record
+    /// the length of a file still holding the crashed run's uncommitted tail.
+    may_commit: bool,
     /// Per partition: envelopes still at an at-least-once sink when the node lost its
     /// lease; their completions are not counted again.
     orphans: Vec<u64>,
@@ -166,6 +170,7 @@ impl Emitter {
             committed_at: None,
             files_journaled: None,
             reopen_due: [false; 2],
+            may_commit: false,
             orphans: vec![0; partitions],
             at_sinks: vec![0; partitions],
             wake_pending: Arc::new(AtomicBool::new(false)),
@@ -623,6 +628,7 @@ impl Emitter {
         let at = self.positions();
         let files = self.files();
         if synced
+            && self.may_commit
             && (self.committed_at != Some(at)
                 || !self.uncommitted.is_empty()
                 || self.files_journaled != Some(files))
@@ -813,6 +819,7 @@ impl Handler<Truncate> for Emitter {
             r.truncate(len).map_err(|e| e.to_string())?;
         }
         self.committed_at = Some(self.positions());
+        self.may_commit = true;
         Ok(())
     }
 }
@@ -839,6 +846,8 @@ impl Handler<Flush> for Emitter {
     type Result = Result<(), String>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        // Asked for explicitly (after the restore, or on a fresh directory): commit.
+        self.may_commit = true;
         self.flush(ctx)
     }
 }
