@@ -226,6 +226,46 @@ fn timestamp_ms(v: &Value) -> Option<i64> {
     Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + millis)
 }
 
+/// The coalescing and cache key of a lookup's bound values: per value a type tag and its
+/// JSON text, length-prefixed — so values that differ only in type (`"1"` and `1`) never
+/// share a key, and no two lists of values encode alike.
+pub fn key_bytes<'a>(values: impl IntoIterator<Item = Option<&'a CqlValue>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    for v in values {
+        let (tag, text): (u8, String) = match v {
+            None => (0, String::new()),
+            Some(v) => {
+                let tag = match v {
+                    CqlValue::Ascii(_) => 1,
+                    CqlValue::Text(_) => 2,
+                    CqlValue::Boolean(_) => 3,
+                    CqlValue::Int(_) => 4,
+                    CqlValue::BigInt(_) => 5,
+                    CqlValue::SmallInt(_) => 6,
+                    CqlValue::TinyInt(_) => 7,
+                    CqlValue::Double(_) => 8,
+                    CqlValue::Float(_) => 9,
+                    CqlValue::Uuid(_) => 10,
+                    CqlValue::Timeuuid(_) => 11,
+                    CqlValue::Timestamp(_) => 12,
+                    CqlValue::Decimal(_) => 13,
+                    _ => 255,
+                };
+                let text = if tag == 255 {
+                    format!("{v:?}")
+                } else {
+                    to_json(v).to_string()
+                };
+                (tag, text)
+            }
+        };
+        out.push(tag);
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    out
+}
+
 /// A CQL value as JSON.
 pub fn to_json(v: &CqlValue) -> Value {
     match v {
@@ -323,5 +363,25 @@ mod tests {
         let d = BindType::Decimal.bind(&json!("-12.50")).unwrap();
         assert_eq!(to_json(&d), json!("-12.50"));
         assert!(BindType::Decimal.bind(&json!("1e5")).is_err());
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_type_never_meet() {
+        let key = |vs: &[Option<CqlValue>]| key_bytes(vs.iter().map(Option::as_ref));
+        let text = key(&[Some(CqlValue::Text("1".into()))]);
+        let int = key(&[Some(CqlValue::Int(1))]);
+        let big = key(&[Some(CqlValue::BigInt(1))]);
+        assert_ne!(text, int);
+        assert_ne!(int, big);
+        assert_eq!(text, key(&[Some(CqlValue::Text("1".into()))]));
+        assert_ne!(key(&[None]), key(&[Some(CqlValue::Text(String::new()))]));
+        // Two values never encode like one.
+        assert_ne!(
+            key(&[
+                Some(CqlValue::Text("a".into())),
+                Some(CqlValue::Text("b".into()))
+            ]),
+            key(&[Some(CqlValue::Text("a\u{2}\u{1}\0\0\0b".into()))])
+        );
     }
 }

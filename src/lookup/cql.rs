@@ -180,7 +180,7 @@ impl Lookup for CqlLookup {
             Ok(v) => v,
             Err((p, m)) => return Pending::Ready(Err(LookupError::Fatal(format!("{p}: {m}")))),
         };
-        let key = format!("{values:?}").into_bytes();
+        let key = crate::cql::values::key_bytes(values.iter().map(Some));
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.lock().get(&key, std::time::Instant::now()) {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
