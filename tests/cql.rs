@@ -151,7 +151,7 @@ fn every_bind_type_binds_and_unbindable_keys_get_422() {
 #[test]
 fn error_kinds_are_retried_or_failed_as_classified() {
     let target = CqlTarget::start(&[users()]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("error_kinds_are_retried_or_failed_as_classified") {
         return;
     }
     for (kind, retryable) in [
@@ -182,7 +182,7 @@ fn error_kinds_are_retried_or_failed_as_classified() {
 #[test]
 fn slow_attempts_time_out_are_retried_and_end_as_timeout() {
     let target = CqlTarget::start(&[users()]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("slow_attempts_time_out_are_retried_and_end_as_timeout") {
         return;
     }
     target.set_faults(Faults {
@@ -201,7 +201,7 @@ fn slow_attempts_time_out_are_retried_and_end_as_timeout() {
 #[test]
 fn node_stop_and_restart_mid_run_loses_no_record() {
     let target = CqlTarget::start(&[users()]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("node_stop_and_restart_mid_run_loses_no_record") {
         return;
     }
     target.set_faults(Faults {
@@ -245,7 +245,7 @@ fn node_stop_and_restart_mid_run_loses_no_record() {
 #[test]
 fn records_of_one_key_share_lookups() {
     let target = CqlTarget::start(&[users()]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("records_of_one_key_share_lookups") {
         return;
     }
     target.set_faults(Faults {
@@ -312,7 +312,7 @@ fn sink_config(target: &CqlTarget, concurrency: u32) -> Config {
 #[test]
 fn cql_sink_writes_every_envelope_once_and_retries_node_errors() {
     let target = CqlTarget::start(&[(ENRICHED, String::new())]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("cql_sink_writes_every_envelope_once_and_retries_node_errors") {
         return;
     }
     let svc = Service::start(&sink_config(&target, 16));
@@ -337,7 +337,7 @@ fn cql_sink_writes_every_envelope_once_and_retries_node_errors() {
 #[test]
 fn a_slow_cql_sink_backs_up_into_429s_not_memory() {
     let target = CqlTarget::start(&[(ENRICHED, String::new())]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("a_slow_cql_sink_backs_up_into_429s_not_memory") {
         return;
     }
     target.set_faults(Faults {
@@ -377,7 +377,7 @@ fn a_slow_cql_sink_backs_up_into_429s_not_memory() {
 #[test]
 fn the_optional_cache_answers_repeated_keys() {
     let target = CqlTarget::start(&[users()]);
-    if !target.is_test_node() {
+    if !target.needs_test_node("the_optional_cache_answers_repeated_keys") {
         return;
     }
     let svc = Service::start(&users_config(
