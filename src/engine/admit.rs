@@ -24,6 +24,15 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// serde_json's message without its line/column suffix (the pointer says where).
+fn unescape_error(e: &serde_json::Error) -> String {
+    let m = e.to_string();
+    match m.find(" at line ") {
+        Some(i) => m[..i].to_string(),
+        None => m,
+    }
+}
+
 /// Generated ids start with this; a client id may not (so the two can never collide).
 pub const GENERATED_ID_PREFIX: &str = "sluice:";
 
@@ -102,18 +111,29 @@ impl RecordRules {
                 errors.push(err(self.key.as_str(), "the key is missing".into()));
                 None
             }
-            Some(v) => match serde_json::from_str::<Value>(v)
-                .ok()
-                .as_ref()
-                .and_then(canonical_key)
-            {
-                Some(c) => Some((Box::<str>::from(v.trim()), c)),
-                None => {
+            Some(v) => match serde_json::from_str::<Value>(v) {
+                Ok(value) => match canonical_key(&value) {
+                    Some(c) => Some((Box::<str>::from(v.trim()), c)),
+                    None => {
+                        errors.push(err(
+                            self.key.as_str(),
+                            format!(
+                                "the key must be a string, number or boolean to look it up, got {}",
+                                raw::type_name(v)
+                            ),
+                        ));
+                        None
+                    }
+                },
+                // Valid JSON the parser cannot represent: say what is wrong with it (a lone
+                // surrogate escape in a string, a number beyond f64's range).
+                Err(e) => {
                     errors.push(err(
                         self.key.as_str(),
                         format!(
-                            "the key must be a string, number or boolean to look it up, got {}",
-                            raw::type_name(v)
+                            "the key is {} that cannot be read: {}",
+                            raw::type_name(v),
+                            unescape_error(&e)
                         ),
                     ));
                     None
@@ -310,5 +330,26 @@ mod tests {
         let r = RecordRules::from_settings(&s).unwrap();
         let a = r.admit(0, raw(r#"{"user": {"id": true}}"#)).unwrap();
         assert_eq!(&*a.canonical, "true");
+    }
+
+    #[test]
+    fn a_key_the_parser_cannot_represent_says_what_is_wrong() {
+        let e = rules()
+            .admit(0, raw(r#"{"id": "k", "user_id": "\ud800"}"#))
+            .unwrap_err();
+        assert!(
+            e[0].message
+                .starts_with("the key is a string that cannot be read: "),
+            "{}",
+            e[0].message
+        );
+        let e = rules()
+            .admit(0, raw(r#"{"id": "k", "user_id": 1e400}"#))
+            .unwrap_err();
+        assert!(
+            e[0].message.contains("number out of range"),
+            "{}",
+            e[0].message
+        );
     }
 }
