@@ -671,3 +671,47 @@ fn a_full_journal_disk_refuses_whole_requests_processes_nothing_of_them_and_reco
     let (out, dead) = svc.finish();
     support::assert_exactly_once(&acked, &out, &dead);
 }
+
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_graceful_stop() {
+    use std::io::{BufRead, BufReader};
+    for attempt in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("s.toml"),
+            Config::default().render(dir.path()),
+        )
+        .unwrap();
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(dir.path().join("s.toml"))
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        let code = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s.code();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "no exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(
+            code,
+            Some(0),
+            "attempt {attempt}: SIGTERM during startup is a clean stop"
+        );
+    }
+}

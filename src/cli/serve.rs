@@ -24,21 +24,24 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Runtime(format!("listener: {e}")))?;
-    // Tests and scripts read this line to learn the bound port. With a stdout sink, stdout
-    // carries envelopes only, so the line goes to stderr.
-    let banner = format!("sluice listening on http://{addr}");
-    if [&settings.output, &settings.dead_letter]
-        .iter()
-        .any(|s| s.kind == SinkKind::Stdout)
-    {
-        eprintln!("{banner}");
-    } else {
-        println!("{banner}");
-        let _ = std::io::stdout().flush();
-    }
     actix_rt::System::new().block_on(async move {
-        node::run(settings, listener, async {
-            let signal = wait_for_signal().await;
+        // Signals are taken over before anyone learns the port: a SIGTERM right after the
+        // listening line stops the node gracefully (once it is up) instead of killing it.
+        let stop = shutdown_signal();
+        // Tests and scripts read this line to learn the bound port. With a stdout sink,
+        // stdout carries envelopes only, so the line goes to stderr.
+        let banner = format!("sluice listening on http://{addr}");
+        if [&settings.output, &settings.dead_letter]
+            .iter()
+            .any(|s| s.kind == SinkKind::Stdout)
+        {
+            eprintln!("{banner}");
+        } else {
+            println!("{banner}");
+            let _ = std::io::stdout().flush();
+        }
+        node::run(settings, listener, async move {
+            let signal = stop.await;
             tracing::info!(signal, "signal received");
         })
         .await
@@ -69,27 +72,31 @@ fn listen(bind: &str) -> std::io::Result<std::net::TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
 
-async fn wait_for_signal() -> &'static str {
+/// SIGTERM / SIGINT (Ctrl-C elsewhere), registered when called; the future says which came.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                "ctrl-c"
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "ctrl-c"
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }

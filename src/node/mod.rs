@@ -124,6 +124,8 @@ pub async fn run(
     );
     // Set once the shutdown grace is over: requests still waiting for records answer 503.
     let (grace_over_tx, grace_over) = tokio::sync::watch::channel(false);
+    // SIGHUP is ours from here on (reopen the file sinks), never the default (exit).
+    reopen_on_sighup(Arc::downgrade(&engine));
     let server = http::serve(
         AppState {
             engine: engine.clone(),
@@ -156,7 +158,6 @@ pub async fn run(
         None
     };
     engine.set_ready();
-    reopen_on_sighup(Arc::downgrade(&engine));
     tracing::info!(%addr, mode = settings.pipeline.mode.as_str(),
         partitions = settings.pipeline.partitions, reissued,
         restore_ms = recovered.millis, "serving");
