@@ -668,6 +668,14 @@ fn a_full_journal_disk_refuses_whole_requests_processes_nothing_of_them_and_reco
     wait_readyz(&svc, 200);
     acked.extend(svc.post_all(&records("b", 200), 100));
     svc.wait_quiescent(Duration::from_secs(10));
+    let m = svc.get("/metrics").body;
+    assert!(
+        m.contains("sluice_records_accepted_total 400"),
+        "refused requests are not counted accepted: {}",
+        m.lines()
+            .find(|l| l.starts_with("sluice_records_accepted_total"))
+            .unwrap_or("")
+    );
     let (out, dead) = svc.finish();
     support::assert_exactly_once(&acked, &out, &dead);
 }

@@ -290,7 +290,12 @@ impl Writer {
     ) {
         let started = Instant::now();
         if let Err(e) = self.rotate() {
-            tracing::error!(error = %e, "checkpoint failed");
+            // While the journal itself is failing this is the same trouble: said once there.
+            if self.health.lock().is_some() {
+                tracing::debug!(error = %e, "checkpoint failed");
+            } else {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
             for r in replies {
                 let _ = r.send(Err(e.clone()));
             }

@@ -873,14 +873,15 @@ impl Handler<Submit> for Ingress {
             None
         };
         let durable = match durable {
-            // Hold the batches until the journal answers: processed only once durable.
-            Some(rx) => Some(self.hold_until_durable(batches, rx)),
+            // Hold the batches until the journal answers: processed (and counted accepted)
+            // only once durable.
+            Some(rx) => Some(self.hold_until_durable(batches, rx, total as u64)),
             None => {
                 self.dispatch(batches);
+                self.shared.metrics.records_accepted.inc_by(total as u64);
                 None
             }
         };
-        self.shared.metrics.records_accepted.inc_by(total as u64);
         Ok(Admission {
             ids,
             durable,
@@ -932,6 +933,7 @@ impl Ingress {
         &mut self,
         batches: Vec<Vec<(u64, Job)>>,
         rx: oneshot::Receiver<Result<(), String>>,
+        records: u64,
     ) -> oneshot::Receiver<Result<(), String>> {
         self.reserve(&batches, true);
         let id = self.next_hold;
@@ -941,7 +943,14 @@ impl Ingress {
             batches,
             ready: None,
         });
-        self.relay(rx, move |durable| Some(HoldDone { id, durable }))
+        // Counted accepted once durable (before the request hears so), not when refused.
+        let accepted = self.shared.metrics.records_accepted.clone();
+        self.relay(rx, move |durable| {
+            if durable {
+                accepted.inc_by(records);
+            }
+            Some(HoldDone { id, durable })
+        })
     }
 
     /// Send every batch at the front that is ready; drop those the journal failed (their
