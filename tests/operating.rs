@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Config, Service, binary, read_lines, serve_exit};
+use support::{Config, Service, binary, read_lines, serve_exit, spawn_serve, wait_exit};
 
 fn records(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -220,15 +220,7 @@ fn stdout_carries_envelopes_only_and_a_closed_pipe_keeps_records_pending() {
         .render(dir.path())
         .replace("shutdown_grace_ms = 20000", "shutdown_grace_ms = 1000");
     std::fs::write(dir.path().join("s.toml"), text).unwrap();
-    let mut child = Command::new(binary())
-        .args(["serve", "--config"])
-        .arg(dir.path().join("s.toml"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(dir.path(), "s.toml", Stdio::piped(), Stdio::piped());
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut banner = String::new();
     let mut seen = String::new();
@@ -302,22 +294,11 @@ fn stdout_carries_envelopes_only_and_a_closed_pipe_keeps_records_pending() {
         "only the first 5"
     );
     // SIGTERM: the grace runs out with 5 pending (kept in the checkpoint); a clean exit.
-    let started = Instant::now();
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), Some(0));
 }
 
 #[test]
@@ -690,15 +671,7 @@ fn sigterm_right_after_the_listening_line_is_a_graceful_stop() {
             Config::default().render(dir.path()),
         )
         .unwrap();
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(dir.path().join("s.toml"))
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_serve(dir.path(), "s.toml", Stdio::piped(), Stdio::null());
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -708,16 +681,8 @@ fn sigterm_right_after_the_listening_line_is_a_graceful_stop() {
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        let started = Instant::now();
-        let code = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s.code();
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "no exit");
-            std::thread::sleep(Duration::from_millis(10));
-        };
         assert_eq!(
-            code,
+            wait_exit(&mut child, Duration::from_secs(20)),
             Some(0),
             "attempt {attempt}: SIGTERM during startup is a clean stop"
         );

@@ -465,32 +465,43 @@ pub fn assert_exactly_once(ids: &[String], out: &[Value], dead: &[Value]) {
     assert_eq!(out.len() + dead.len(), ids.len(), "no duplicates");
 }
 
+/// `sluice serve --config NAME` in `dir` (logs at warn) with stdout and stderr as given.
+pub fn spawn_serve(dir: &Path, name: &str, stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new(binary())
+        .args(["serve", "--config", name])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn sluice")
+}
+
+/// Wait up to `limit` for `child` to exit: its exit code (`None` when killed by a signal or
+/// still running after `limit`, when it is killed).
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `sluice serve --config NAME` in `dir` with `text` as the file, expected to exit on its own
 /// (refusing to start): (exit code, stderr). A service still running after 20 s is killed
 /// and `None` is its code.
 pub fn serve_exit(dir: &Path, name: &str, text: &str) -> (Option<i32>, String) {
     use std::io::Read;
     std::fs::write(dir.join(name), text).expect("write config");
-    let mut child = Command::new(binary())
-        .args(["serve", "--config", name])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
-    let until = Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut child = spawn_serve(dir, name, Stdio::null(), Stdio::piped());
+    let code = wait_exit(&mut child, Duration::from_secs(20));
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
