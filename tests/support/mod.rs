@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod cql;
 pub mod etcd;
+pub mod faults;
 pub mod proxy;
 pub mod webhook;
 
@@ -95,6 +96,8 @@ pub struct Config {
     pub output_path: Option<String>,
     /// TOML for `[cluster]` (empty: standalone).
     pub cluster: String,
+    /// Extra environment for the process (e.g. [`faults::Faults::env`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl Config {
@@ -204,7 +207,8 @@ impl Service {
         cmd.args(["serve", "--config"])
             .arg(&path)
             .current_dir(dir)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .envs(config.env.iter().map(|(k, v)| (k, v)));
         let mut line = String::new();
         let child = if config.output_stdout {
             let target = config
