@@ -184,6 +184,13 @@ struct Writer {
     metrics: Metrics,
     snapshot_busy: Arc<AtomicBool>,
     health: JournalHealth,
+    /// A copy of what was appended to the segment since its last good fsync (its last
+    /// `unsynced.len()` bytes).
+    unsynced: Vec<u8>,
+    /// An fsync failed: the kernel may have dropped the pages it could not write back, and a
+    /// later fsync that succeeds says nothing about them ("fsyncgate"). `unsynced` is cut
+    /// away and written again before anything else.
+    rewrite: bool,
 }
 
 impl Writer {
@@ -199,7 +206,15 @@ impl Writer {
             }
             return Ok(());
         }
+        if self.rewrite {
+            let r = self.rewrite_unsynced();
+            if r.is_err() {
+                self.note(&r);
+                return r;
+            }
+        }
         let before = self.segment_len;
+        let kept = self.unsynced.len();
         let mut result = if buf.is_empty() {
             Ok(())
         } else {
@@ -213,9 +228,23 @@ impl Writer {
                 tracing::error!(error = %e, "cannot cut a failed journal write back");
             }
             self.segment_len = before;
+            self.unsynced.truncate(kept);
         }
         self.note(&result);
         result
+    }
+
+    /// After a failed fsync: cut the segment back to its last good fsync and append again
+    /// what followed it, from the copy (the next fsync then covers it for real).
+    fn rewrite_unsynced(&mut self) -> Result<(), String> {
+        let synced = self.segment_len - self.unsynced.len() as u64;
+        self.file
+            .set_len(synced)
+            .and_then(|_| self.file.write_all(&self.unsynced))
+            .map_err(|e| format!("journal write failed: {e}"))?;
+        self.dirty = true;
+        self.rewrite = false;
+        Ok(())
     }
 
     /// Whether a small write and fsync succeed in the directory (a failing journal's way
@@ -252,6 +281,7 @@ impl Writer {
             .write_all(buf)
             .map_err(|e| format!("journal write failed: {e}"))?;
         self.segment_len += buf.len() as u64;
+        self.unsynced.extend_from_slice(buf);
         self.dirty = true;
         self.metrics.journal_bytes.inc_by(buf.len() as u64);
         Ok(())
@@ -259,11 +289,13 @@ impl Writer {
 
     fn sync(&mut self) -> Result<(), String> {
         if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(|e| format!("journal fsync failed: {e}"))?;
+            if let Err(e) = self.file.sync_data() {
+                self.rewrite = true;
+                return Err(format!("journal fsync failed: {e}"));
+            }
             self.metrics.journal_fsyncs.inc();
             self.dirty = false;
+            self.unsynced.clear();
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -272,10 +304,13 @@ impl Writer {
     fn rotate(&mut self) -> Result<(), String> {
         self.sync()?;
         let next = self.segment + 1;
-        self.file = files::open_segment(&self.dir, next)
+        let file = files::open_segment(&self.dir, next)
             .map_err(|e| format!("cannot open journal segment {next}: {e}"))?;
+        // Switch only once the manifest names the new segment: until then appends go on in
+        // the current one, whose length `segment_len` is (a failed group is cut back by it).
         files::write_manifest(&self.dir, &manifest(next, &self.state))
             .map_err(|e| format!("cannot write the manifest: {e}"))?;
+        self.file = file;
         self.segment = next;
         self.segment_len = 0;
         Ok(())
@@ -400,6 +435,8 @@ pub fn spawn(
         metrics,
         snapshot_busy: busy,
         health,
+        unsynced: Vec::new(),
+        rewrite: false,
     };
     std::thread::Builder::new()
         .name("sluice-journal".into())
