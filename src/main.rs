@@ -1,5 +1,6 @@
 //! The `sluice` command line (README "Command line"). Exit codes: 0 ok, 1 runtime failure,
-//! 2 bad usage or config.
+//! 2 bad usage or config. Nothing here panics on a stderr that cannot be written (a full
+//! disk): log lines and the error message go through `sluice::logging`.
 
 use std::process::ExitCode;
 
@@ -13,13 +14,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
     sluice::logging::init(cli.log_format);
-    match sluice::cli::run(cli) {
+    let code = match sluice::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            for line in e.lines() {
-                eprintln!("sluice: {line}");
-            }
+            let text: String = e
+                .lines()
+                .iter()
+                .map(|line| format!("sluice: {line}\n"))
+                .collect();
+            sluice::logging::print_stderr(&text);
             ExitCode::from(e.exit_code())
         }
-    }
+    };
+    // The last log lines are written before the process ends.
+    sluice::logging::flush(std::time::Duration::from_secs(1));
+    code
 }

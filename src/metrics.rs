@@ -42,6 +42,8 @@ pub struct Metrics {
     pub http_body_bytes: Histogram,
     /// Sink write or flush failures (the batch is kept and retried).
     pub sink_errors: IntCounter,
+    /// Log lines that could not be written (`crate::logging::write_errors`, set when scraped).
+    pub log_write_errors: IntCounter,
     /// Journal fsyncs (one per group commit).
     pub journal_fsyncs: IntCounter,
     /// Bytes appended to the journal.
@@ -243,6 +245,10 @@ impl Metrics {
                 "sluice_sink_errors_total",
                 "Sink write/flush failures (batches are kept and retried)",
             )?,
+            log_write_errors: counter(
+                "sluice_log_write_errors_total",
+                "Log lines dropped because stderr could not take them (write failed or too far behind)",
+            )?,
             journal_fsyncs: counter(
                 "sluice_journal_fsyncs_total",
                 "Journal fsyncs (group commits)",
@@ -329,6 +335,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        self.catch_up(&self.log_write_errors, crate::logging::write_errors());
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {

@@ -30,15 +30,23 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         let stop = shutdown_signal();
         // Tests and scripts read this line to learn the bound port. With a stdout sink,
         // stdout carries envelopes only, so the line goes to stderr.
-        let banner = format!("sluice listening on http://{addr}");
-        if [&settings.output, &settings.dead_letter]
+        // A stream that cannot take it (a full disk) is logged, never fatal and never a
+        // panic: the node serves all the same.
+        let banner = format!("sluice listening on http://{addr}\n");
+        let written = if [&settings.output, &settings.dead_letter]
             .iter()
             .any(|s| s.kind == SinkKind::Stdout)
         {
-            eprintln!("{banner}");
+            // After the log lines queued so far, as before: they are on stderr too.
+            crate::logging::flush(std::time::Duration::from_secs(1));
+            let mut err = std::io::stderr().lock();
+            err.write_all(banner.as_bytes()).and_then(|_| err.flush())
         } else {
-            println!("{banner}");
-            let _ = std::io::stdout().flush();
+            let mut out = std::io::stdout().lock();
+            out.write_all(banner.as_bytes()).and_then(|_| out.flush())
+        };
+        if let Err(e) = written {
+            tracing::warn!(%addr, error = %e, "cannot print the listening line; serving anyway");
         }
         node::run(settings, listener, async move {
             let signal = stop.await;
