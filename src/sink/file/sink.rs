@@ -6,6 +6,13 @@
 //! unseen. The batch is refused (the records stay pending, the sink unhealthy) and the
 //! emitter commits what the old file holds and reopens the path (`Rewind::reopen`) — at
 //! once when a new file is there, on SIGHUP otherwise.
+//!
+//! A failed fsync is not retried as if nothing happened: the kernel may already have dropped
+//! the dirty pages it could not write back, and a later fsync that succeeds says nothing
+//! about them ("fsyncgate"). So the sink keeps a copy of what it wrote since its last good
+//! fsync; after a failed one it takes no new batch (they stay pending with the emitter, the
+//! sink is unhealthy), and the next durable flush cuts the file back to the last good fsync,
+//! writes that copy again and syncs. Only then is anything committed.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -13,6 +20,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::sink::{Completion, Envelopes, Guarantee, Refusal, Rewind, Sink, SinkError};
+
+/// Bytes written since the last good fsync kept at most; beyond that the sink syncs by
+/// itself (without a journal nothing else ever asks it to).
+const UNSYNCED_MAX: usize = 32 << 20;
 
 /// Appends NDJSON lines to a file; made durable by the emitter at least every
 /// `checkpoint.interval_ms` and on shutdown.
@@ -27,6 +38,15 @@ pub struct FileSink {
     id: (u64, u64),
     /// The path no longer names the open file.
     moved: bool,
+    /// A copy of the bytes written since the last good fsync: the file's
+    /// `position - unsynced.len()` first bytes are durable.
+    unsynced: Vec<u8>,
+    /// The last fsync failed (why): `unsynced` is written again before the next one, and no
+    /// batch is taken until that succeeded.
+    sync_failed: Option<String>,
+    /// Tests: the next fsyncs fail with EIO.
+    #[cfg(test)]
+    pub(super) fail_syncs: bool,
 }
 
 fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
@@ -81,6 +101,10 @@ impl FileSink {
             failing: None,
             id: id_of(&meta),
             moved: false,
+            unsynced: Vec::new(),
+            sync_failed: None,
+            #[cfg(test)]
+            fail_syncs: false,
         })
     }
 
@@ -89,6 +113,51 @@ impl FileSink {
         match std::fs::metadata(&self.path) {
             Ok(m) => id_of(&m) == self.id,
             Err(_) => false,
+        }
+    }
+
+    /// fsync the data (what `flush(true)` promises).
+    fn sync(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        match self.out.sync_data() {
+            // A device or pipe named as the path (e.g. /dev/stdout) cannot be synced: there
+            // is nothing more to make durable.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Sync, or after a failed sync first cut the file back to its last good sync and write
+    /// again what it held since (from the copy). On success everything written is durable.
+    fn sync_or_rewrite(&mut self) -> std::io::Result<()> {
+        if self.sync_failed.is_some() {
+            let synced = self.position - self.unsynced.len() as u64;
+            if self.out.metadata()?.is_file() {
+                self.out.set_len(synced)?;
+            }
+            self.out.write_all(&self.unsynced)?;
+        }
+        match self.sync() {
+            Ok(()) => {
+                self.unsynced.clear();
+                if self.sync_failed.take().is_some() {
+                    tracing::info!(sink = %self.describe(),
+                        "the file syncs again; what it held since its last good fsync was written again");
+                    self.failing = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if self.sync_failed.is_none() {
+                    tracing::error!(sink = %self.describe(), error = %e,
+                        "fsync failed: what was written since the last good fsync is written again before anything is committed; new records stay pending");
+                }
+                self.sync_failed = Some(e.to_string());
+                Err(e)
+            }
         }
     }
 
@@ -121,6 +190,13 @@ impl Sink for FileSink {
             let e = self.err(e);
             return Err(Refusal::Failed(batch, e));
         }
+        if let Some(why) = &self.sync_failed {
+            let e = std::io::Error::other(format!(
+                "fsync failed ({why}); new records stay pending until the file syncs again"
+            ));
+            let e = self.err(e);
+            return Err(Refusal::Failed(batch, e));
+        }
         if let Err(e) = self.out.write_all(batch.bytes()) {
             // Part of the batch may be in the file: cut it away, so a retry never leaves a
             // torn line behind.
@@ -137,6 +213,12 @@ impl Sink for FileSink {
         }
         self.failing = None;
         self.position += batch.bytes().len() as u64;
+        self.unsynced.extend_from_slice(batch.bytes());
+        if self.unsynced.len() > UNSYNCED_MAX {
+            // The batch is in the file either way: a failed sync here only means it is
+            // written again before the next commit.
+            let _ = self.sync_or_rewrite();
+        }
         self.done.push(Completion::Delivered(batch));
         Ok(())
     }
@@ -147,15 +229,11 @@ impl Sink for FileSink {
 
     fn flush(&mut self, durable: bool) -> Result<(), SinkError> {
         if !durable {
+            // Nothing is promised durable (no journal): no copy to keep either.
+            self.unsynced.clear();
             return Ok(());
         }
-        match self.out.sync_data() {
-            // A device or pipe named as the path (e.g. /dev/stdout) cannot be synced: there
-            // is nothing more to make durable.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-            Err(e) => Err(self.err(e)),
-            Ok(()) => Ok(()),
-        }
+        self.sync_or_rewrite().map_err(|e| self.err(e))
     }
 
     fn in_flight(&self) -> usize {
@@ -220,6 +298,8 @@ impl Rewind for FileSink {
             {
                 return Err(self.err(e));
             }
+            self.unsynced.clear();
+            self.sync_failed = None;
             tracing::error!(sink = %self.describe(), committed = len, found = current,
                 missing_bytes = len - keep, torn_fragment_bytes = current - keep,
                 "the file is shorter than its committed length: {} committed byte(s) are missing \
@@ -234,6 +314,9 @@ impl Rewind for FileSink {
             if let Err(e) = self.out.set_len(len).and_then(|_| self.out.sync_all()) {
                 return Err(self.err(e));
             }
+            // Cut back to a committed (synced) length and synced: nothing to write again.
+            self.unsynced.clear();
+            self.sync_failed = None;
         }
         self.position = len;
         Ok(())
