@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Config, Service, binary, read_lines, serve_exit, spawn_serve, wait_exit};
+use support::{Config, Service, SmallDisk, binary, read_lines, serve_exit, spawn_serve, wait_exit};
 
 fn records(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -564,50 +564,6 @@ fn ids_come_back_exactly_as_sent_and_generated_ids_cannot_collide() {
         r#"{"id":"sluice:p"#,
     ] {
         assert_eq!(text.matches(needle).count(), 1, "{needle} once in\n{text}");
-    }
-}
-
-/// A small tmpfs mounted for one test (needs root and mount rights; `None`, printed, when
-/// the machine does not allow it).
-struct SmallDisk {
-    path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str, test: &str) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            eprintln!("SKIP {test}: cannot mount a tmpfs here (needs root and mount rights)");
-            return None;
-        }
-        Some(SmallDisk { path, _dir: dir })
-    }
-
-    /// Fill the disk up; returns the filler to remove.
-    fn fill(&self) -> std::path::PathBuf {
-        let filler = self.path.join("filler");
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        use std::io::Write;
-        while f.write_all(&block).is_ok() {}
-        let _ = f.flush();
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").args(["-l"]).arg(&self.path).status();
     }
 }
 

@@ -98,6 +98,9 @@ pub struct Config {
     pub cluster: String,
     /// Extra environment for the process (e.g. [`faults::Faults::env`]).
     pub env: Vec<(String, String)>,
+    /// Append the process's stderr (its logs) to this file instead of the test's stderr, as
+    /// `nohup` or a unit file does (not with `output_stdout`).
+    pub stderr_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -237,9 +240,19 @@ impl Service {
             });
             child
         } else {
+            let stderr = match &config.stderr_path {
+                Some(p) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .expect("open the stderr file"),
+                ),
+                None => Stdio::inherit(),
+            };
             let mut child = cmd
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(stderr)
                 .spawn()
                 .expect("spawn sluice");
             let stdout = child.stdout.take().expect("stdout");
@@ -511,4 +524,85 @@ pub fn serve_exit(dir: &Path, name: &str, text: &str) -> (Option<i32>, String) {
         let _ = e.read_to_string(&mut err);
     }
     (code, err)
+}
+
+/// A small tmpfs mounted for one test (needs root and mount rights; `None`, with a visible
+/// `SKIP <test>: …` line, when the machine does not allow it). Unmounted when dropped.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mount a tmpfs of `size` (e.g. "4m").
+    pub fn mount(size: &str, test: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIP {test}: cannot mount a tmpfs here (needs root and mount rights)");
+            return None;
+        }
+        Some(SmallDisk { path, _dir: dir })
+    }
+
+    /// Fill the disk up; returns the filler to remove.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        use std::io::Write;
+        while f.write_all(&block).is_ok() {}
+        // The last partial block too: not a byte left.
+        while f.write_all(&[0u8; 512]).is_ok() {}
+        while f.write_all(&[0u8]).is_ok() {}
+        let _ = f.flush();
+        filler
+    }
+
+    /// `mount -o remount,ro` (or back to `rw`): the command's error text when it failed.
+    pub fn remount(&self, read_only: bool) -> Result<(), String> {
+        let out = Command::new("mount")
+            .args([
+                "-o",
+                if read_only {
+                    "remount,ro"
+                } else {
+                    "remount,rw"
+                },
+            ])
+            .arg(&self.path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l"]).arg(&self.path).status();
+    }
+}
+
+/// The sum of a metric's series (every label set) in `/metrics` text.
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
