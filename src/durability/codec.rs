@@ -509,11 +509,18 @@ pub fn encode_batch(entries: &[Entry], out: &mut Vec<u8>) {
 }
 
 /// The batch frame at the start of `buf`, if it is one: its inner frames and its length.
+/// Batches do not nest: a batch inside a batch is malformed (so the depth of the
+/// decoding is bounded whatever the bytes).
 fn decode_batch(buf: &[u8]) -> Option<Result<(Vec<Entry>, usize), FrameError>> {
-    if buf.len() <= HEADER || buf[HEADER] != TAG_BATCH {
+    if buf.len() <= HEADER {
         return None;
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    // The tag is the payload's first byte: an empty payload has none (the byte after the
+    // header then belongs to the next frame).
+    if len == 0 || buf[HEADER] != TAG_BATCH {
+        return None;
+    }
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len > MAX_PAYLOAD {
         return Some(Err(FrameError::Malformed("length over the limit")));
@@ -529,7 +536,7 @@ fn decode_batch(buf: &[u8]) -> Option<Result<(Vec<Entry>, usize), FrameError>> {
     if crc32c::crc32c(payload) != crc {
         return Some(Err(FrameError::Checksum));
     }
-    let (entries, err) = decode_all(&payload[1..]);
+    let (entries, err) = decode_frames(&payload[1..], false);
     Some(match err {
         None => Ok((entries, total)),
         Some(_) => Err(FrameError::Malformed("bad frame inside a batch")),
@@ -539,10 +546,15 @@ fn decode_batch(buf: &[u8]) -> Option<Result<(Vec<Entry>, usize), FrameError>> {
 /// Decode frames from the start of `buf` until its end or the first bad frame. Returns
 /// the entries and, if it stopped early, the offset of the bad frame and why.
 pub fn decode_all(buf: &[u8]) -> (Vec<Entry>, Option<(usize, FrameError)>) {
+    decode_frames(buf, true)
+}
+
+/// [`decode_all`]; `batches`: whether batch frames may appear (not inside a batch).
+fn decode_frames(buf: &[u8], batches: bool) -> (Vec<Entry>, Option<(usize, FrameError)>) {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
-        if let Some(batch) = decode_batch(&buf[pos..]) {
+        if batches && let Some(batch) = decode_batch(&buf[pos..]) {
             match batch {
                 Ok((mut entries, n)) => {
                     out.append(&mut entries);
@@ -715,6 +727,38 @@ mod tests {
             let (entries, _) = decode_all(&bad);
             assert_eq!(entries, sample()[..1].to_vec(), "flip at {at}");
         }
+    }
+
+    #[test]
+    fn an_empty_frame_followed_by_the_batch_tag_is_malformed_not_a_panic() {
+        // Found by fuzzing (journal_decode, snapshot_decode): a frame announcing an empty
+        // payload (whose CRC32C is 0) followed by the batch tag's byte was taken for a
+        // batch, and reading the payload past its tag panicked.
+        let bytes: &[u8] = b"\x00\x00\x00\x00\x00\x00\x00\x00\x0f";
+        let (entries, err) = decode_all(bytes);
+        assert!(entries.is_empty());
+        assert_eq!(err, Some((0, FrameError::Malformed("field past the end"))));
+    }
+
+    #[test]
+    fn a_batch_inside_a_batch_is_malformed() {
+        // encode_batch never nests; refusing it bounds the decoder's recursion whatever
+        // the bytes.
+        let mut inner = Vec::new();
+        encode_batch(&sample()[..2], &mut inner);
+        let mut outer = Vec::new();
+        outer.extend_from_slice(&[0u8; HEADER]);
+        outer.push(TAG_BATCH);
+        outer.extend_from_slice(&inner);
+        seal(&mut outer, 0);
+        assert_eq!(decode_all(&inner), (sample()[..2].to_vec(), None));
+        assert_eq!(
+            decode_all(&outer),
+            (
+                Vec::new(),
+                Some((0, FrameError::Malformed("bad frame inside a batch")))
+            )
+        );
     }
 
     #[test]
