@@ -50,7 +50,8 @@ impl State {
     pub fn apply(&mut self, e: Entry) {
         match e {
             Entry::Accepted(r) => {
-                self.bump(r.partition, r.seq + 1);
+                // Saturating: a damaged (or crafted) journal may hold `u64::MAX`.
+                self.bump(r.partition, r.seq.saturating_add(1));
                 self.pending.insert((r.partition, r.seq), Arc::new(r));
             }
             Entry::Started {
@@ -104,7 +105,7 @@ impl State {
             }
             Entry::Staged(r) => {
                 let n = self.next_stage.entry(r.partition).or_insert(0);
-                *n = (*n).max(r.seq + 1);
+                *n = (*n).max(r.seq.saturating_add(1));
                 self.staged.insert((r.partition, r.seq), Arc::new(r));
             }
             Entry::StageLease { partition, upto } => {
@@ -264,6 +265,26 @@ mod tests {
 
     fn accepted(partition: u32, seq: u64) -> Entry {
         crate::durability::codec::test_accepted(partition, seq)
+    }
+
+    #[test]
+    fn the_largest_seq_does_not_overflow_the_fold() {
+        // Found by fuzzing (journal_decode): an Accepted or Staged frame with seq u64::MAX
+        // (partition 0, attempts 0, id "r", key "k") panicked with an overflow in a build
+        // with overflow checks.
+        let frame: &[u8] = b"H\x00\x00\x00\xef\xc0^\x9a\x01\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x03\x00\x00\
+            \x00\"r\"\x03\x00\x00\x00\"k\"\x01\x00\x00\x00k\x0f\x00\x00\x00{\"user_id\":\"k\"}";
+        let (accepted, n) = crate::durability::codec::decode(frame).unwrap();
+        assert_eq!(n, frame.len());
+        let mut s = State::default();
+        s.apply(accepted.clone());
+        assert_eq!(s.next_seq_of(0), u64::MAX);
+        assert_eq!(s.pending_of(0).len(), 1);
+        let Entry::Accepted(r) = accepted else {
+            panic!("not an Accepted frame")
+        };
+        s.apply(Entry::Staged(r));
+        assert_eq!(s.next_stage_of(0), u64::MAX);
     }
 
     #[test]
