@@ -45,6 +45,31 @@ pub struct LoadError {
     pub problems: Vec<String>,
 }
 
+impl LoadError {
+    /// The problems, each kept on one line: control characters that came from the input
+    /// (a key, an env variable's name or value, a string value) are shown escaped (`\n`).
+    fn new(problems: Vec<String>) -> Self {
+        let one_line = |p: String| {
+            if p.contains(char::is_control) {
+                p.chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect()
+            } else {
+                p
+            }
+        };
+        LoadError {
+            problems: problems.into_iter().map(one_line).collect(),
+        }
+    }
+}
+
 /// Load from an optional file and the process environment, then validate.
 pub fn load(path: Option<&Path>) -> Result<Settings, LoadError> {
     load_from(path, std::env::vars())
@@ -60,7 +85,7 @@ pub fn load_from(
     if problems.is_empty() {
         Ok(settings)
     } else {
-        Err(LoadError { problems })
+        Err(LoadError::new(problems))
     }
 }
 
@@ -75,9 +100,8 @@ pub fn parse_from(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, LoadError> {
-    let defaults: toml::Table = toml::from_str(DEFAULT_TOML).map_err(|e| LoadError {
-        problems: vec![format!("embedded defaults: {e}")],
-    })?;
+    let defaults: toml::Table = toml::from_str(DEFAULT_TOML)
+        .map_err(|e| LoadError::new(vec![format!("embedded defaults: {e}")]))?;
     let mut known = BTreeMap::new();
     flatten(&defaults, "", &mut known);
 
@@ -142,23 +166,23 @@ pub fn parse_from(
             Ok(b) => builder = b,
             Err(e) => {
                 problems.push(format!("env {var}: {e}"));
-                return Err(LoadError { problems });
+                return Err(LoadError::new(problems));
             }
         }
     }
 
     if !problems.is_empty() {
-        return Err(LoadError { problems });
+        return Err(LoadError::new(problems));
     }
     builder
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| LoadError {
-            problems: vec![format!(
+        .map_err(|e| {
+            LoadError::new(vec![format!(
                 "{}: {e}",
                 path.map(|p| p.display().to_string())
                     .unwrap_or_else(|| "config".into())
-            )],
+            )])
         })
 }
 
@@ -474,6 +498,39 @@ mod tests {
             err.problems[0].ends_with("unknown key `output.webhook.header.A`"),
             "{:?}",
             err.problems
+        );
+    }
+
+    #[test]
+    fn every_problem_is_one_line_whatever_the_input_holds() {
+        // Found by fuzzing (config_layers): a line break in an env variable's name was
+        // echoed as is, so the problem spanned two lines.
+        let err = load_from(None, env(&[("SLUICE__[server]\nauth_tokens ", "")])).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "env SLUICE__[server]\\nauth_tokens : unknown key `[server]\\nauth_tokens `"
+                    .to_string()
+            ]
+        );
+        // The same for env values, the file's keys and string values, and value checks.
+        let err = load_from(None, env(&[("SLUICE__PIPELINE__CAPACITY", "1\r\n2")])).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec!["env SLUICE__PIPELINE__CAPACITY: expected an integer, got `1\\r\\n2`".to_string()]
+        );
+        let f = file("\"x\\ny\" = 1\n");
+        let err = load_from(Some(f.path()), env(&[])).unwrap_err();
+        assert!(
+            err.problems[0].ends_with("unknown key `x\\ny`"),
+            "{:?}",
+            err.problems
+        );
+        let f = file("[server]\nbind = \"a\\tb\\nc\"\n");
+        let err = load_from(Some(f.path()), env(&[])).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec!["server.bind: expected HOST:PORT, got `a\\tb\\nc`".to_string()]
         );
     }
 
