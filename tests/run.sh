@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs on a fresh machine: Rust toolchain
 # components, and Debian's etcd-server for the cluster tests (everything else comes from
-# crates.io through cargo).
+# crates.io through cargo; schemathesis comes from PyPI into target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
@@ -71,18 +71,21 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --lib --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# The Kubernetes manifests' checks, when present; a failure fails the run (and counts as
-# one failed test in the closing line).
+# Checks beyond cargo's tests; each failure fails the run (and counts as one failed test in
+# the closing line): the Kubernetes manifests, the API against its OpenAPI document
+# (schemathesis from PyPI).
 extra_failed=0
-if [ -f k8s/check.sh ]; then
-  bash k8s/check.sh
-  k8s_status=$?
-  if [ "$k8s_status" -ne 0 ]; then
-    echo "k8s/check.sh failed (exit $k8s_status)" >&2
-    extra_failed=1
-    if [ "$status" -eq 0 ]; then status=$k8s_status; fi
+extra() {
+  "$@"
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "$* failed (exit $rc)" >&2
+    extra_failed=$((extra_failed + 1))
+    if [ "$status" -eq 0 ]; then status=$rc; fi
   fi
-fi
+}
+if [ -f k8s/check.sh ]; then extra bash k8s/check.sh; fi
+extra bash tests/api/conformance.sh target/debug/sluice
 set -e
 # One closing line over all test binaries.
 awk -v extra="$extra_failed" \

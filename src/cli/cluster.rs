@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::CliError;
-use crate::cluster::controller::status_json;
+use crate::cluster::controller::ClusterStatus;
 use crate::cluster::etcd::Store;
 use crate::settings::Settings;
 
@@ -26,7 +26,8 @@ pub fn status(settings: Settings) -> Result<(), CliError> {
             .map_err(|e| CliError::Runtime(e.to_string()))?;
         let members: Vec<_> = view.members.into_values().collect();
         let owners: Vec<_> = view.owners.into_iter().map(|o| o.map(|(o, _)| o)).collect();
-        let mut out = status_json(&settings.node_id(), &members, &owners);
+        let status = ClusterStatus::new(&settings.node_id(), &members, &owners);
+        let mut out = serde_json::to_value(status).unwrap_or_default();
         if let Some(o) = out.as_object_mut() {
             o.insert("prefix".into(), c.prefix.clone().into());
         }

@@ -560,15 +560,44 @@ impl Controller {
 }
 
 /// The cluster as `GET /v1/cluster` and `sluice cluster status` print it.
-pub fn status_json(node: &str, members: &[Member], owners: &[Option<Owner>]) -> serde_json::Value {
-    let members: BTreeMap<&str, &Member> = members.iter().map(|m| (m.node.as_str(), m)).collect();
-    serde_json::json!({
-        "node": node,
-        "members": members.values().collect::<Vec<_>>(),
-        "partitions": owners.iter().enumerate().map(|(id, o)| serde_json::json!({
-            "id": id,
-            "owner": o.as_ref().map(|o| o.node.as_str()),
-            "epoch": o.as_ref().map(|o| o.epoch),
-        })).collect::<Vec<_>>(),
-    })
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub node: String,
+    /// The members, by name.
+    pub members: Vec<Member>,
+    /// Each partition's owner as this node sees it.
+    pub partitions: Vec<PartitionOwner>,
+}
+
+/// A partition's owner in [`ClusterStatus`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PartitionOwner {
+    /// Partition number.
+    pub id: usize,
+    /// The owning node (`null`: none now, e.g. during a failover).
+    pub owner: Option<String>,
+    /// The owner's epoch of the partition.
+    pub epoch: Option<u64>,
+}
+
+impl ClusterStatus {
+    /// The view from `node` of `members` and `owners` (indexed by partition).
+    pub fn new(node: &str, members: &[Member], owners: &[Option<Owner>]) -> ClusterStatus {
+        let by_name: BTreeMap<&str, &Member> =
+            members.iter().map(|m| (m.node.as_str(), m)).collect();
+        ClusterStatus {
+            node: node.to_string(),
+            members: by_name.into_values().cloned().collect(),
+            partitions: owners
+                .iter()
+                .enumerate()
+                .map(|(id, o)| PartitionOwner {
+                    id,
+                    owner: o.as_ref().map(|o| o.node.clone()),
+                    epoch: o.as_ref().map(|o| o.epoch),
+                })
+                .collect(),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crate::record::Record;
 use crate::settings::Settings;
 
 /// One bad record, reported in the problem's `errors` list.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Position of the record in the request (0-based; NDJSON: order of non-empty lines).
     pub index: usize,

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 
 /// A member as `/v1/cluster` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub node: String,
     pub advertise: String,

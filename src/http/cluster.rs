@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use super::{api, openapi};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
 
 use super::problem::ApiError;
 use super::{AppState, authorize, read_body};
-use crate::cluster::controller::status_json;
+use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
 use crate::engine::admit::Admitted;
 use crate::engine::forwarder::{H_EPOCH, H_HANDOVER, H_PARTITION, H_SOURCE};
@@ -22,6 +22,15 @@ pub const H_FORWARDED: &str = "x-sluice-forwarded";
 type Data = web::Data<AppState>;
 
 /// `GET /v1/cluster`: members and partition owners as this node sees them.
+#[utoipa::path(
+    method(get, head),
+    path = "/v1/cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "Members and partition owners as this node sees them.", body = ClusterStatus),
+        (status = 404, response = openapi::NotFound),
+    ),
+)]
 pub async fn get_cluster(state: Data) -> Result<HttpResponse, ApiError> {
     let own = &state.engine.shared().ownership;
     if !own.is_clustered() {
@@ -30,7 +39,7 @@ pub async fn get_cluster(state: Data) -> Result<HttpResponse, ApiError> {
         ));
     }
     let (members, owners) = own.view();
-    Ok(HttpResponse::Ok().json(status_json(own.node(), &members, &owners)))
+    Ok(HttpResponse::Ok().json(ClusterStatus::new(own.node(), &members, &owners)))
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Result<&'a str, ApiError> {
@@ -48,12 +57,44 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
 
 /// `POST /internal/v1/import`: records of a partition this node owns (or will own, for a
 /// handover), in the journal's frame encoding; answers once they are durable here.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/import",
+    tag = "cluster",
+    description = "Node to node: staged records of one partition, forwarded to its owner (or \
+                   to the node taking it over). Not for clients.",
+    params(
+        ("x-sluice-source" = String, Header, description = "The sending node."),
+        ("x-sluice-partition" = u32, Header, description = "The records' partition."),
+        ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
+        ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
+    ),
+    request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
+    responses(
+        (status = 200, description = "The records are durable here.", body = api::ImportReceipt),
+        (status = 400, response = openapi::Malformed),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 408, response = openapi::RequestTimeout),
+        (status = 409, response = openapi::NotOwner),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::Overloaded),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn post_import(
     req: HttpRequest,
     payload: web::Payload,
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
+    // The request's own form first (400), whatever this node is: then 404 on a standalone
+    // node and 503 before restore finished.
+    let source = header(&req, H_SOURCE)?.to_string();
+    let partition: u32 = number(&req, H_PARTITION)?;
+    let epoch: u64 = number(&req, H_EPOCH)?;
+    let handover = header(&req, H_HANDOVER)? == "1";
     if !state.engine.shared().ownership.is_clustered() {
         return Err(ApiError::NotFound("this node runs standalone".into()));
     }
@@ -67,10 +108,6 @@ pub async fn post_import(
     {
         return Err(ApiError::Unavailable("the node is not ready yet".into()));
     }
-    let source = header(&req, H_SOURCE)?.to_string();
-    let partition: u32 = number(&req, H_PARTITION)?;
-    let epoch: u64 = number(&req, H_EPOCH)?;
-    let handover = header(&req, H_HANDOVER)? == "1";
     // Batches are bounded by the sender; allow generously more than a client body.
     let limit = state.settings.server.max_body_bytes.saturating_mul(8);
     let body = read_body(&req, payload, limit).await?;
@@ -113,7 +150,10 @@ pub async fn post_import(
             ImportError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
             ImportError::Journal(e) => ApiError::Unavailable(e),
         })?;
-    Ok(HttpResponse::Ok().json(json!({"received": n, "accepted": accepted})))
+    Ok(HttpResponse::Ok().json(api::ImportReceipt {
+        received: n,
+        accepted,
+    }))
 }
 
 /// `/v1/enrich` in a cluster: records of partitions served here go through the local

@@ -6,8 +6,10 @@
 //! (408), at most [`MAX_CONNECTIONS`] connections are open (fewer when the process may open
 //! fewer files), and a client that closes its connection has its handler dropped at once.
 
+pub mod api;
 pub mod body;
 pub mod cluster;
+pub mod openapi;
 pub mod problem;
 
 use std::sync::Arc;
@@ -20,7 +22,6 @@ use actix_web::http::header;
 use actix_web::{App, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, web};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use serde_json::json;
 use tokio::sync::watch;
 
 use self::body::{format_of, parse_records};
@@ -197,6 +198,7 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
             .service(readable("/metrics", get_metrics))
             .service(readable("/healthz", healthz))
             .service(readable("/readyz", readyz))
+            .service(readable("/openapi.json", openapi::get_openapi))
             .default_service(web::to(not_found))
     };
     // Assembled as actix-web's `HttpServer` does, plus an expect step of our own.
@@ -465,28 +467,80 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
-async fn post_records(
+/// Send records to be enriched and emitted to the sinks.
+#[utoipa::path(
+    post,
+    path = "/v1/records",
+    tag = "records",
+    description = "All records are accepted (202, their ids in request order) or none. With \
+                   `pipeline.ack = \"durable\"` the 202 comes once they are in the journal.",
+    request_body(
+        description = "A JSON array of records, or NDJSON: one record per line, blank lines \
+                       skipped (its schema describes the lines as the items of an array).",
+        content(
+            (Vec<api::Record> = "application/json"),
+            (Vec<api::Record> = "application/x-ndjson", example = "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Every record was accepted.", body = api::RecordsAccepted),
+        (status = 400, response = openapi::Malformed),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 408, response = openapi::RequestTimeout),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::InvalidRecords),
+        (status = 429, response = openapi::Overloaded),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn post_records(
     req: HttpRequest,
     payload: web::Payload,
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
     let ids = state.engine.submit(records).await.map_err(submit_error)?;
-    // Each id is its JSON text, exactly as sent (a number keeps every digit).
-    let mut body = format!("{{\"accepted\":{},\"ids\":[", ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(id);
-    }
-    body.push_str("]}");
+    let answer = api::RecordsAccepted {
+        accepted: ids.len(),
+        ids,
+    };
     Ok(HttpResponse::Accepted()
         .content_type("application/json")
-        .body(body))
+        .body(answer.into_body()))
 }
 
-async fn post_enrich(
+/// Enrich records and answer with their envelopes (not written to the sinks).
+#[utoipa::path(
+    post,
+    path = "/v1/enrich",
+    tag = "records",
+    description = "Waits for every record's outcome and answers with the envelopes in request \
+                   order. Nothing is journaled or written to the sinks.",
+    request_body(
+        description = "A JSON array of records, or NDJSON: one record per line (its schema \
+                       describes the lines as the items of an array).",
+        content(
+            (Vec<api::Record> = "application/json"),
+            (Vec<api::Record> = "application/x-ndjson", example = "{\"user_id\":\"u1\"}\n"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "One envelope per record, in request order.", body = api::EnrichResults),
+        (status = 400, response = openapi::Malformed),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 408, response = openapi::RequestTimeout),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::InvalidRecords),
+        (status = 429, response = openapi::Overloaded),
+        (status = 500, response = openapi::Internal),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn post_enrich(
     req: HttpRequest,
     payload: web::Payload,
     state: Data,
@@ -515,19 +569,10 @@ async fn post_enrich(
         ))),
     };
     waiting.done = true;
-    let results = answer?;
-    let mut body = Vec::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
-    body.extend_from_slice(b"{\"results\":[");
-    for (i, r) in results.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(r);
-    }
-    body.extend_from_slice(b"]}");
+    let answer = api::EnrichResults { results: answer? };
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(body))
+        .body(answer.into_body()))
 }
 
 /// Logs a `/v1/enrich` request whose client went away before its answer.
@@ -547,39 +592,59 @@ impl Drop for WaitGuard {
     }
 }
 
-async fn get_status(state: Data) -> HttpResponse {
+/// The node's counters per partition, pending records and last checkpoint.
+#[utoipa::path(
+    method(get, head),
+    path = "/v1/status",
+    tag = "operations",
+    responses((status = 200, description = "This node's state.", body = api::Status)),
+)]
+pub async fn get_status(state: Data) -> HttpResponse {
     let shared = state.engine.shared();
-    let partitions: Vec<_> = shared
+    let partitions = shared
         .partitions
         .iter()
         .enumerate()
-        .map(|(id, p)| {
-            json!({
-                "id": id,
-                "in_flight": p.in_flight.load(Ordering::Acquire),
-                "backlog": p.backlog.load(Ordering::Acquire),
-                "accepted": p.accepted.load(Ordering::Acquire),
-                "emitted": p.emitted.load(Ordering::Acquire),
-            })
+        .map(|(id, p)| api::PartitionStatus {
+            id,
+            in_flight: p.in_flight.load(Ordering::Acquire) as u64,
+            backlog: p.backlog.load(Ordering::Acquire) as u64,
+            accepted: p.accepted.load(Ordering::Acquire),
+            emitted: p.emitted.load(Ordering::Acquire),
         })
         .collect();
     let pending = shared.pending();
     shared.metrics.pending.set(pending as i64);
-    HttpResponse::Ok().json(json!({
-        "node": state.node,
-        "ready": shared.accepting(),
-        "mode": state.settings.pipeline.mode.as_str(),
-        "partitions": partitions,
-        "pending": pending,
-        // Cluster: records held here for other nodes' partitions (outbox, parked, dormant).
-        "staged": shared.staged(),
-        "last_checkpoint": *shared.last_checkpoint.lock(),
-        // What is wrong with the sinks (empty: healthy).
-        "sink_problems": *shared.sink_problems.lock(),
-    }))
+    HttpResponse::Ok().json(api::Status {
+        node: state.node.clone(),
+        ready: shared.accepting(),
+        mode: state.settings.pipeline.mode.into(),
+        partitions,
+        pending,
+        staged: shared.staged(),
+        last_checkpoint: shared
+            .last_checkpoint
+            .lock()
+            .as_ref()
+            .map(api::Checkpoint::from),
+        sink_problems: shared.sink_problems.lock().clone(),
+    })
 }
 
-async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
+/// Take a snapshot of the pending records now.
+#[utoipa::path(
+    post,
+    path = "/v1/checkpoint",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The snapshot is durable.", body = api::Checkpoint),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 501, response = openapi::NotImplemented),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
     ensure_ready(&state)?;
     let own = &state.engine.shared().ownership;
@@ -589,7 +654,7 @@ async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, 
         ));
     }
     match state.engine.checkpoint().await {
-        Ok(Some(info)) => Ok(HttpResponse::Ok().json(info)),
+        Ok(Some(info)) => Ok(HttpResponse::Ok().json(api::Checkpoint::from(&info))),
         Ok(None) => Err(ApiError::NotImplemented(
             "this engine runs without a journal".into(),
         )),
@@ -604,7 +669,14 @@ async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpResponse, 
     }
 }
 
-async fn get_metrics(state: Data) -> HttpResponse {
+/// Prometheus metrics (`sluice_*`).
+#[utoipa::path(
+    method(get, head),
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", content_type = "text/plain", body = String)),
+)]
+pub async fn get_metrics(state: Data) -> HttpResponse {
     let shared = state.engine.shared();
     shared.metrics.pending.set(shared.pending() as i64);
     let m = &shared.metrics;
@@ -625,11 +697,28 @@ async fn get_metrics(state: Data) -> HttpResponse {
         .body(shared.metrics.render())
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Liveness: the process answers.
+#[utoipa::path(
+    method(get, head),
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is alive.", body = api::Health)),
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(api::Health { status: "ok" })
 }
 
-async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
+/// Readiness: whether the node takes records now, and if not, why.
+#[utoipa::path(
+    method(get, head),
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The node takes records.", body = api::Ready),
+        (status = 503, response = openapi::Unavailable),
+    ),
+)]
+pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
     ensure_ready(&state)?;
     let own = &state.engine.shared().ownership;
     if own.is_clustered() {
@@ -662,7 +751,7 @@ async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
             sinks.join("; ")
         )));
     }
-    Ok(HttpResponse::Ok().json(json!({"ready": true})))
+    Ok(HttpResponse::Ok().json(api::Ready { ready: true }))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -1,9 +1,9 @@
 //! The one conversion from errors to RFC 9457 problem details at the HTTP edge.
 
+use super::api::Problem;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
 
 use crate::engine::admit::FieldError;
 
@@ -55,18 +55,12 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
-}
-
 impl ApiError {
+    /// The problem's slug: its `type` is `urn:sluice:problem:<slug>`.
+    pub fn slug(&self) -> &'static str {
+        self.slug_and_title().0
+    }
+
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::BadRequest(_) => ("malformed-body", "Malformed request body"),
@@ -118,7 +112,7 @@ impl ResponseError for ApiError {
         let (slug, title) = self.slug_and_title();
         let errors = match self {
             ApiError::InvalidRecords { errors, .. } => {
-                Some(&errors[..errors.len().min(MAX_LISTED_ERRORS)])
+                Some(errors[..errors.len().min(MAX_LISTED_ERRORS)].to_vec())
             }
             _ => None,
         };
