@@ -7,6 +7,8 @@
 # request. Prints one line: generated requests, 5xx answers, failed checks.
 #
 # Usage: bash tests/api/conformance.sh [path/to/sluice]   (default target/debug/sluice)
+#        SLUICE_API_EXAMPLES=N: at most N generated requests per operation and phase (default
+#        from tests/api/schemathesis.toml: 100)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${1:-target/debug/sluice}
@@ -51,7 +53,7 @@ if [ -z "$base" ]; then echo "sluice did not start" >&2; exit 1; fi
 
 status=0
 PYTHONPATH=tests/api SCHEMATHESIS_HOOKS=hooks "$st" --config-file tests/api/schemathesis.toml \
-  run "$base/openapi.json" --checks all --no-color \
+  run "$base/openapi.json" --checks all --no-color ${SLUICE_API_EXAMPLES:+--max-examples "$SLUICE_API_EXAMPLES"} \
   --report har --report-har-path "$work/answers.har" >"$work/st.out" 2>&1 || status=$?
 
 # Every answer schemathesis got, by status class (from its HAR report).
