@@ -67,7 +67,8 @@ for target in $(cargo +nightly fuzz list); do
         artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
         printf 'fuzz %s: FAILED (exit %s) after %s executions in %.1f s\n' \
             "$target" "$status" "${execs:-?}" "$elapsed"
-        grep -E -m 20 "panicked at|ERROR: libFuzzer|SUMMARY|assert" "$log" | sed 's/^/    /' || true
+        grep -E -m 4 -A 3 "panicked at|ERROR: libFuzzer" "$log" | grep -v "^ *[0-9]*: \|stack backtrace" |
+            sed 's/^/    /' || true
         echo "    reproduce: $bin_dir/$target ${artifact:-<no artifact written; see the log above>}"
         if [ -n "$artifact" ]; then
             echo "    artifact: $artifact"
