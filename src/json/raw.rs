@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::pointer::Pointer;
@@ -128,41 +127,92 @@ pub fn to_line(text: &str) -> Box<str> {
     }
 }
 
-/// Append `record` with `value` placed at `into` to `out`.
+/// Append `record` with `value` placed at `into` to `out`, as [`Pointer::set`] would place
+/// it (missing parents become objects; an existing member's value is replaced — the last one
+/// when a name repeats), while every other byte of the record is kept as sent: numbers keep
+/// every digit and text the parser cannot represent (`1e400`) passes through.
 ///
-/// Fast path: `into` is one member name the record lacks — the member is appended before
-/// the closing brace. Otherwise the record is parsed, changed and re-serialized.
+/// Fast path: `into` is one member name the record lacks (`splice`) — the member is appended
+/// before the closing brace without looking at the rest.
 pub fn write_merged(out: &mut Vec<u8>, text: &str, into: &Pointer, splice: bool, value: &str) {
     if splice
         && let [name] = into.tokens()
         && let Some(close) = text.rfind('}')
     {
-        let body = text[1..close].trim();
-        out.extend_from_slice(text[..close].trim_end().as_bytes());
-        if !body.is_empty() {
-            out.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut *out, name);
-        out.push(b':');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'}');
+        append_member(out, text, close, name, &[], value);
         return;
     }
-    if let (Ok(mut v), Ok(val)) = (
-        serde_json::from_str::<Value>(text),
-        serde_json::from_str::<Value>(value),
-    ) && into.set(&mut v, val).is_ok()
-    {
-        let _ = serde_json::to_writer(&mut *out, &v);
+    let mut merged = Vec::with_capacity(text.len() + value.len() + 32);
+    if merge_text(&mut merged, text.trim(), into.tokens(), value) {
+        out.extend_from_slice(&merged);
         return;
     }
-    // Checked at ingest, so unreachable; never lose the record over it.
+    // Admission checked that the target can be set, so this is unreachable; never lose the
+    // record over it.
     out.extend_from_slice(text.as_bytes());
+}
+
+/// Write the object `text` with `value` placed at `tokens` (see [`write_merged`]); `false`
+/// when `text` is not an object or a parent on the way is not one.
+fn merge_text(out: &mut Vec<u8>, text: &str, tokens: &[String], value: &str) -> bool {
+    let Some((first, rest)) = tokens.split_first() else {
+        out.extend_from_slice(value.as_bytes());
+        return true;
+    };
+    let Ok(top) = members(text) else {
+        return false;
+    };
+    let Some(close) = text.rfind('}') else {
+        return false;
+    };
+    let Some((_, member)) = top.iter().rev().find(|(name, _)| name == first) else {
+        append_member(out, text, close, first, rest, value);
+        return true;
+    };
+    // `member` borrows from `text`: its place in it.
+    let start = member.as_ptr() as usize - text.as_ptr() as usize;
+    let end = start + member.len();
+    out.extend_from_slice(&text.as_bytes()[..start]);
+    if rest.is_empty() {
+        out.extend_from_slice(value.as_bytes());
+    } else if !merge_text(out, member, rest, value) {
+        return false;
+    }
+    out.extend_from_slice(&text.as_bytes()[end..]);
+    true
+}
+
+/// Write the object `text` (closing brace at `close`) with a new last member `name` whose
+/// value is `value` nested in objects named by `rest`.
+fn append_member(
+    out: &mut Vec<u8>,
+    text: &str,
+    close: usize,
+    name: &str,
+    rest: &[String],
+    value: &str,
+) {
+    let body = text[1..close].trim();
+    out.extend_from_slice(text[..close].trim_end().as_bytes());
+    if !body.is_empty() {
+        out.push(b',');
+    }
+    let _ = serde_json::to_writer(&mut *out, name);
+    out.push(b':');
+    for r in rest {
+        out.push(b'{');
+        let _ = serde_json::to_writer(&mut *out, r);
+        out.push(b':');
+    }
+    out.extend_from_slice(value.as_bytes());
+    out.extend(std::iter::repeat_n(b'}', rest.len()));
+    out.push(b'}');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn merged(record: &str, into: &str, splice: bool, value: &str) -> String {
         let mut out = Vec::new();
@@ -231,6 +281,56 @@ mod tests {
             merged(r#"{"a":1}"#, "/m/e", false, r#"{"x":1}"#),
             r#"{"a":1,"m":{"e":{"x":1}}}"#
         );
+    }
+
+    /// Found by the `admit` fuzz target: merging through `serde_json::Value` rewrote numbers
+    /// (`18446744070733419103234` became `1.8446744070733416e22`) and dropped the result of a
+    /// record holding `1e400`.
+    #[test]
+    fn a_merge_keeps_every_other_byte_of_the_record() {
+        assert_eq!(
+            merged(
+                r#"{"id": 18446744070733419103234, "user_id": 1}"#,
+                "/meta/e",
+                false,
+                "7"
+            ),
+            r#"{"id": 18446744070733419103234, "user_id": 1,"meta":{"e":7}}"#
+        );
+        assert_eq!(
+            merged(r#"{"user_id": 1, "x": 1e400}"#, "/e", false, r#"{"n":1}"#),
+            r#"{"user_id": 1, "x": 1e400,"e":{"n":1}}"#
+        );
+        // An existing parent keeps its members; the last of repeated names is the one set.
+        assert_eq!(
+            merged(
+                r#"{"m":{"k":0.10},"m":{"e":1, "z":2}}"#,
+                "/m/e",
+                false,
+                "[3]"
+            ),
+            r#"{"m":{"k":0.10},"m":{"e":[3], "z":2}}"#
+        );
+        assert_eq!(
+            merged(r#"{"m":{"k":1.0}}"#, "/m/a/b", false, "null"),
+            r#"{"m":{"k":1.0,"a":{"b":null}}}"#
+        );
+        // The result is what `Pointer::set` gives, read back as values.
+        for (record, into) in [
+            (r#"{"a":{"b":{"c":1}},"d":[1]}"#, "/a/b/x"),
+            (r#"{"a":{"b":{"c":1}}}"#, "/a/b"),
+            (r#"{}"#, "/a/b/c"),
+            (r#"{"a~b":{"c/d":1}}"#, "/a~0b/c~1d"),
+        ] {
+            let p = Pointer::parse(into).unwrap();
+            let mut want: Value = serde_json::from_str(record).unwrap();
+            p.set(&mut want, serde_json::json!({"r": 2})).unwrap();
+            let got: Value =
+                serde_json::from_str(&merged(record, into, false, r#"{"r":2}"#)).unwrap();
+            assert_eq!(got, want, "{record} at {into}");
+        }
+        // A parent that is not an object (refused at ingest): the record passes unchanged.
+        assert_eq!(merged(r#"{"m":5}"#, "/m/e", false, "1"), r#"{"m":5}"#);
     }
 
     #[test]
