@@ -6,18 +6,25 @@
 //! fsync. Entries nobody waits for are synced within `LAZY_SYNC`. The thread also folds
 //! every entry into the live [`State`] and writes snapshots of it every
 //! `checkpoint.interval_ms` (when something changed) and on demand.
+//!
+//! The channel is unbounded and FIFO: sending never blocks an actor thread, and every entry
+//! about a record follows the record's acceptance. What bounds it is the ingress: request
+//! data is counted in the [`Backlog`] until it is written, and the ingress refuses requests
+//! (503) while the journal is too far behind (`durability/backlog.rs`); the partitions' and
+//! the emitter's entries are bounded by the records held.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::backlog::{Backlog, Behind, Cost, Limits};
 use super::codec::{self, Entry};
 use super::files;
 use super::state::State;
@@ -58,6 +65,8 @@ enum Op {
     Write {
         entries: Vec<Entry>,
         ack: Option<oneshot::Sender<Result<(), String>>>,
+        /// Counted in the backlog by the sender (request data); taken off once written.
+        cost: Cost,
     },
     Checkpoint {
         reply: oneshot::Sender<Result<CheckpointInfo, String>>,
@@ -68,48 +77,89 @@ enum Op {
     },
 }
 
-/// Requests queued for the journal thread at most; a sender blocks beyond that, which is
-/// the backpressure that keeps `ack = "received"` from queueing without bound.
-const QUEUE: usize = 256;
-
-/// A cheap, cloneable way to send entries to the journal thread.
+/// A cheap, cloneable way to send entries to the journal thread. Sending never blocks.
 #[derive(Clone)]
 pub struct JournalHandle {
-    tx: SyncSender<Op>,
+    tx: Sender<Op>,
+    backlog: Arc<Backlog>,
 }
 
 /// The receiving end, handed to [`spawn`] once restore has produced the state.
 pub struct JournalInbox {
     rx: Receiver<Op>,
+    backlog: Arc<Backlog>,
 }
 
-/// A journal channel: handles can be given out before the thread starts; what they send
-/// waits in the channel.
-pub fn channel() -> (JournalHandle, JournalInbox) {
-    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-    (JournalHandle { tx }, JournalInbox { rx })
+/// A journal channel whose request data may lag by `limits` at most: handles can be given
+/// out before the thread starts; what they send waits in the channel.
+pub fn channel(limits: Limits) -> (JournalHandle, JournalInbox) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let backlog = Arc::new(Backlog::new(limits));
+    (
+        JournalHandle {
+            tx,
+            backlog: backlog.clone(),
+        },
+        JournalInbox { rx, backlog },
+    )
 }
 
 impl JournalHandle {
     /// Append entries; durable within `LAZY_SYNC` (or with the next group commit).
     pub fn write(&self, entries: Vec<Entry>) {
         if !entries.is_empty() {
-            let _ = self.tx.send(Op::Write { entries, ack: None });
+            self.send(entries, Cost::default(), None);
         }
     }
 
     /// Append entries and learn when they are fsynced.
     pub fn write_durable(&self, entries: Vec<Entry>) -> oneshot::Receiver<Result<(), String>> {
         let (ack, rx) = oneshot::channel();
-        if let Err(std::sync::mpsc::SendError(Op::Write { ack: Some(ack), .. })) =
-            self.tx.send(Op::Write {
-                entries,
-                ack: Some(ack),
-            })
-        {
-            let _ = ack.send(Err("the journal is stopped".into()));
-        }
+        self.send(entries, Cost::default(), Some(ack));
         rx
+    }
+
+    /// Whether a request's entries weighing `cost` may be sent now, or how far behind the
+    /// journal is (refuse the request then). Never blocks; counts nothing.
+    pub fn check(&self, cost: Cost) -> Result<(), Behind> {
+        self.backlog.check(cost)
+    }
+
+    /// Send a request's entries, counted in the backlog as `cost` until they are written;
+    /// with `durable`, learn when they are fsynced. Never blocks.
+    pub fn write_request(
+        &self,
+        entries: Vec<Entry>,
+        cost: Cost,
+        durable: bool,
+    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+        if entries.is_empty() && !durable {
+            return None;
+        }
+        self.backlog.add(cost);
+        if !durable {
+            self.send(entries, cost, None);
+            return None;
+        }
+        let (ack, rx) = oneshot::channel();
+        self.send(entries, cost, Some(ack));
+        Some(rx)
+    }
+
+    fn send(
+        &self,
+        entries: Vec<Entry>,
+        cost: Cost,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        if let Err(std::sync::mpsc::SendError(Op::Write { ack, cost, .. })) =
+            self.tx.send(Op::Write { entries, ack, cost })
+        {
+            self.backlog.release(cost);
+            if let Some(ack) = ack {
+                let _ = ack.send(Err("the journal is stopped".into()));
+            }
+        }
     }
 
     /// The pending records of `partition` (all partitions: `None`) in seq order, as the
@@ -191,6 +241,7 @@ struct Writer {
     /// later fsync that succeeds says nothing about them ("fsyncgate"). `unsynced` is cut
     /// away and written again before anything else.
     rewrite: bool,
+    backlog: Arc<Backlog>,
 }
 
 impl Writer {
@@ -437,10 +488,32 @@ pub fn spawn(
         health,
         unsynced: Vec::new(),
         rewrite: false,
+        backlog: inbox.backlog,
     };
     std::thread::Builder::new()
         .name("sluice-journal".into())
         .spawn(move || run(&mut w, inbox.rx, snap_tx, interval))
+}
+
+/// The backlog cost of the group being written: of entries someone waits for (dropped when
+/// the group fails: their sender is told) and of the others (kept for the next group).
+#[derive(Default)]
+struct GroupCost {
+    awaited: Cost,
+    kept: Cost,
+}
+
+impl GroupCost {
+    /// The group was written (`written`) or failed: take off what no longer waits.
+    fn settle(&mut self, backlog: &Backlog, written: bool) {
+        if written {
+            backlog.release(self.awaited.plus(self.kept));
+            self.kept = Cost::default();
+        } else {
+            backlog.release(self.awaited);
+        }
+        self.awaited = Cost::default();
+    }
 }
 
 fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, interval: Duration) {
@@ -449,6 +522,7 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
     // Entries of this group in order, and whether a sender waits for them (those fail with
     // their group; the others are written again with the next one).
     let mut group: Vec<(Entry, bool)> = Vec::new();
+    let mut cost = GroupCost::default();
     loop {
         let now = Instant::now();
         let wake = next_snapshot.min(w.last_sync + LAZY_SYNC).max(now);
@@ -468,8 +542,17 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
             .chain(std::iter::from_fn(|| rx.try_recv().ok()));
         for op in ops.by_ref().take(4096) {
             match op {
-                Op::Write { entries, ack } => {
+                Op::Write {
+                    entries,
+                    ack,
+                    cost: c,
+                } => {
                     let awaited = ack.is_some();
+                    if awaited {
+                        cost.awaited = cost.awaited.plus(c);
+                    } else {
+                        cost.kept = cost.kept.plus(c);
+                    }
                     // One request's entries are one atomic frame.
                     codec::encode_batch(&entries, &mut buf);
                     for e in entries {
@@ -484,8 +567,9 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
                     // Everything sent before this request is folded in first.
                     if !group.is_empty() {
                         let sync_now = !acks.is_empty();
-                        let r = w.commit_group(&buf, sync_now);
+                        let r = commit_timed(w, &buf, sync_now);
                         settle(w, &mut group, r.is_ok());
+                        cost.settle(&w.backlog, r.is_ok());
                         buf.clear();
                         for (e, _) in &group {
                             codec::encode(e, &mut buf);
@@ -502,8 +586,9 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
                 }
             }
         }
-        let result = w.commit_group(&buf, !acks.is_empty());
+        let result = commit_timed(w, &buf, !acks.is_empty());
         settle(w, &mut group, result.is_ok());
+        cost.settle(&w.backlog, result.is_ok());
         for a in acks {
             let _ = a.send(result.clone());
         }
@@ -527,6 +612,15 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
         }
     }
     let _ = w.sync();
+}
+
+/// [`Writer::commit_group`], timed for the backlog's refusals (how slow the disk is).
+fn commit_timed(w: &mut Writer, buf: &[u8], sync_now: bool) -> Result<(), String> {
+    let synced_before = w.last_sync;
+    w.backlog.commit_started();
+    let r = w.commit_group(buf, sync_now);
+    w.backlog.commit_ended(w.last_sync != synced_before);
+    r
 }
 
 /// After a group: fold it into the live state when it is on disk; when it is not, drop the

@@ -2,8 +2,10 @@
 //! records, and restore after a crash.
 //!
 //! `codec` (framing, CRC32C) and `state` (the fold over entries) are pure; `files` owns the
-//! directory layout and restore; `journal` is the single writer thread.
+//! directory layout and restore; `journal` is the single writer thread; `backlog` (pure)
+//! counts the request data waiting for it, which the ingress admits requests against.
 
+pub mod backlog;
 pub mod codec;
 pub mod files;
 pub mod journal;

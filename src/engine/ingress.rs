@@ -30,6 +30,7 @@ use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
 use super::shared::Shared;
+use crate::durability::backlog::Cost;
 use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
@@ -324,22 +325,23 @@ impl Ingress {
     }
 
     /// Journal `entries`; durable receiver when `durable` (or when anything is staged:
-    /// staged records ship only once durable here).
+    /// staged records ship only once durable here). `cost`: a request's weight in the
+    /// journal's backlog (checked before), zero for everything else.
     fn journal_write(
         &self,
         entries: Vec<Entry>,
         durable: bool,
         staged: Vec<(u32, u64)>,
+        cost: Cost,
     ) -> Option<oneshot::Receiver<Result<(), String>>> {
         let j = self.journal.as_ref()?;
+        let rx = j
+            .handle
+            .write_request(entries, cost, durable || !staged.is_empty());
         if staged.is_empty() {
-            if durable {
-                return Some(j.handle.write_durable(entries));
-            }
-            j.handle.write(entries);
-            return None;
+            return rx;
         }
-        let rx = j.handle.write_durable(entries);
+        let rx = rx?;
         Some(self.relay(rx, move |durable| durable.then_some(Durable(staged))))
     }
 
@@ -699,7 +701,7 @@ impl Ingress {
             }
         }
         entries.push(Entry::Handed { marks });
-        match self.journal_write(entries, true, staged) {
+        match self.journal_write(entries, true, staged, Cost::default()) {
             Some(rx) => rx,
             None => {
                 let (tx, rx) = oneshot::channel();
@@ -750,6 +752,22 @@ impl Handler<Submit> for Ingress {
                 records: msg.records,
             });
         }
+        // A slow disk: refuse the request whole while the journal is too far behind (its
+        // channel never blocks this thread; this check is what bounds it).
+        let cost = if msg.reply.is_none()
+            && let Some(j) = &self.journal
+        {
+            let cost = request_cost(&msg.records);
+            if let Err(behind) = j.handle.check(cost) {
+                return Err(Refused {
+                    reason: Refusal::Unavailable(behind.to_string()),
+                    records: msg.records,
+                });
+            }
+            cost
+        } else {
+            Cost::default()
+        };
         let n = self.partitions.len();
         let mut counts = vec![0usize; n];
         for r in &msg.records {
@@ -867,7 +885,7 @@ impl Handler<Submit> for Ingress {
         // records (started, committed) always follow their acceptance in the journal.
         let durable_ack = self.journal.as_ref().is_some_and(|j| j.durable) && journaled;
         let durable = if journaled || !staged.is_empty() {
-            self.journal_write(entries, durable_ack, staged)
+            self.journal_write(entries, durable_ack, staged, cost)
                 .filter(|_| durable_ack)
         } else {
             None
@@ -1269,7 +1287,7 @@ impl Ingress {
         } else {
             Vec::new()
         };
-        if let Some(rx) = self.journal_write(entries, !staged.is_empty(), staged) {
+        if let Some(rx) = self.journal_write(entries, !staged.is_empty(), staged, Cost::default()) {
             drop(rx);
         }
         self.publish_staged(partition);
@@ -1365,7 +1383,7 @@ impl Handler<Import> for Ingress {
                 upto,
             });
         }
-        let durable = match self.journal_write(entries, true, staged) {
+        let durable = match self.journal_write(entries, true, staged, Cost::default()) {
             Some(rx) => rx,
             None => {
                 let (tx, rx) = oneshot::channel();
@@ -1375,6 +1393,18 @@ impl Handler<Import> for Ingress {
         };
         self.dispatch(batches);
         Ok(ImportAck { accepted, durable })
+    }
+}
+
+/// What a request's records weigh in the journal's backlog: about their bytes on disk
+/// (text, id, key twice, fixed fields) and one entry each.
+fn request_cost(records: &[Admitted]) -> Cost {
+    Cost {
+        bytes: records
+            .iter()
+            .map(|r| (r.text.len() + r.id.len() + r.key.len() + r.canonical.len() + 48) as u64)
+            .sum(),
+        entries: records.len() as u64,
     }
 }
 

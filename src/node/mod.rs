@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cluster::controller::{Controller, JoinError};
-use crate::durability::{journal, lock};
+use crate::durability::{backlog, journal, lock};
 use crate::engine::Engine;
 use crate::engine::ownership::Ownership;
 use crate::http::{self, AppState};
@@ -104,7 +104,7 @@ pub async fn run(
         .map_err(|e| runtime(format!("listener: {e}")))?;
     let advertise = advertise(&settings, addr)?;
     let settings = Arc::new(settings);
-    let (journal, inbox) = journal::channel();
+    let (journal, inbox) = journal::channel(journal_limits(&settings));
     let partitions = settings.pipeline.partitions as u32;
     let ownership = Arc::new(if settings.cluster.enabled {
         Ownership::clustered(&node, partitions)
@@ -223,4 +223,16 @@ fn reopen_on_sighup(engine: std::sync::Weak<Engine>) {
             Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
         }
     }
+}
+
+/// How far the journal may fall behind on request data before the ingress refuses requests
+/// (503): see `durability/backlog.rs`.
+fn journal_limits(s: &Settings) -> backlog::Limits {
+    backlog::Limits::for_node(
+        s.server.max_body_bytes,
+        s.server.max_records_per_request,
+        s.pipeline.partitions,
+        s.pipeline.capacity,
+        s.pipeline.backlog,
+    )
 }
