@@ -1,5 +1,5 @@
 //! How far the journal is behind on request data: the measure the ingress admits records
-//! against, so that a slow disk becomes 503s at the edge instead of threads blocked on a
+//! against, so that a slow disk becomes 429s at the edge instead of threads blocked on a
 //! full channel.
 //!
 //! The ingress adds the size of every request batch it sends to the journal; the journal

@@ -10,7 +10,7 @@
 //! The channel is unbounded and FIFO: sending never blocks an actor thread, and every entry
 //! about a record follows the record's acceptance. What bounds it is the ingress: request
 //! data is counted in the [`Backlog`] until it is written, and the ingress refuses requests
-//! (503) while the journal is too far behind (`durability/backlog.rs`); the partitions' and
+//! (429) while the journal is too far behind (`durability/backlog.rs`); the partitions' and
 //! the emitter's entries are bounded by the records held.
 
 use std::fs::File;

@@ -30,7 +30,7 @@ use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
 use super::shared::Shared;
-use crate::durability::backlog::Cost;
+use crate::durability::backlog::{Behind, Cost};
 use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
@@ -44,26 +44,42 @@ const SHIP_BYTES: usize = 4 << 20;
 /// Pause before shipping again after an owner refused or could not be reached.
 const SHIP_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Refusal: a partition's backlog cannot take its share of the batch. Nothing was accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "partition {partition} cannot take {wanted} more record(s): it holds {held} of {limit} \
-     (pipeline.capacity + pipeline.backlog)"
-)]
+/// Refusal: a partition's backlog cannot take its share of the batch — or, with `journal`
+/// set, the journal's backlog cannot take the batch (the disk is slow). Nothing was
+/// accepted; both are a full backlog (429): retry later.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overloaded {
     pub partition: u32,
     pub wanted: usize,
     pub held: usize,
     pub limit: usize,
+    /// The journal is too far behind (the partition fields are not about a partition then).
+    pub journal: Option<Behind>,
 }
 
 impl Overloaded {
     /// Whether the batch could be accepted once the partition drained; if not, retrying
-    /// the same batch is pointless and it must be split.
+    /// the same batch is pointless and it must be split. (An empty journal takes any batch.)
     pub fn can_ever_fit(&self) -> bool {
-        self.wanted <= self.limit
+        self.journal.is_some() || self.wanted <= self.limit
     }
 }
+
+impl std::fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.journal {
+            Some(behind) => write!(f, "{behind}"),
+            None => write!(
+                f,
+                "partition {} cannot take {} more record(s): it holds {} of {} \
+                 (pipeline.capacity + pipeline.backlog)",
+                self.partition, self.wanted, self.held, self.limit
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Overloaded {}
 
 /// Why nothing of a batch was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +337,7 @@ impl Ingress {
             wanted,
             held,
             limit: self.limit,
+            journal: None,
         }
     }
 
@@ -753,14 +770,25 @@ impl Handler<Submit> for Ingress {
             });
         }
         // A slow disk: refuse the request whole while the journal is too far behind (its
-        // channel never blocks this thread; this check is what bounds it).
+        // channel never blocks this thread; this check is what bounds it). A full backlog
+        // like a partition's: 429, retry later.
         let cost = if msg.reply.is_none()
             && let Some(j) = &self.journal
         {
             let cost = request_cost(&msg.records);
             if let Err(behind) = j.handle.check(cost) {
+                self.shared
+                    .metrics
+                    .records_refused
+                    .inc_by(msg.records.len() as u64);
                 return Err(Refused {
-                    reason: Refusal::Unavailable(behind.to_string()),
+                    reason: Refusal::Overloaded(Overloaded {
+                        partition: 0,
+                        wanted: msg.records.len(),
+                        held: 0,
+                        limit: 0,
+                        journal: Some(behind),
+                    }),
                     records: msg.records,
                 });
             }
