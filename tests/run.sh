@@ -73,7 +73,7 @@ cargo test --workspace --lib --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # Checks beyond cargo's tests; each failure fails the run (and counts as one failed test in
 # the closing line): the Kubernetes manifests, the API against its OpenAPI document
-# (schemathesis from PyPI).
+# (schemathesis from PyPI), a few seconds of each fuzz target (nightly toolchain, cargo-fuzz).
 extra_failed=0
 extra() {
   "$@"
@@ -86,6 +86,7 @@ extra() {
 }
 if [ -f k8s/check.sh ]; then extra bash k8s/check.sh; fi
 extra bash tests/api/conformance.sh target/debug/sluice
+extra bash tests/fuzz-smoke.sh
 set -e
 # One closing line over all test binaries.
 awk -v extra="$extra_failed" \
