@@ -43,9 +43,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits for a node: 8 of the largest request bodies, and half the records its
-    /// partitions may hold (`partitions × (capacity + backlog) / 2`) — at least two of the
-    /// largest requests, so a full-size request always fits behind another.
+    /// The limits for a node: 8 of the largest request bodies, and as many records as its
+    /// partitions may hold (`partitions × (capacity + backlog)`) — at least two of the
+    /// largest requests, so a full-size request always fits behind another. (Half that bound
+    /// refused requests with `ack = "received"` on a healthy disk when the ingress outran
+    /// one group commit.)
     ///
     /// Every record waiting for the journal is also held by its partition (the records of a
     /// request stay held until their sink took them, which is after their attempt was
@@ -62,7 +64,8 @@ impl Limits {
     ) -> Limits {
         Limits {
             bytes: max_body_bytes.saturating_mul(8).max(1),
-            entries: (partitions.saturating_mul(capacity.saturating_add(backlog)) / 2)
+            entries: partitions
+                .saturating_mul(capacity.saturating_add(backlog))
                 .max(max_records_per_request.saturating_mul(2))
                 .max(1),
         }
@@ -352,7 +355,7 @@ mod tests {
             l,
             Limits {
                 bytes: 64 << 20,
-                entries: 20_200
+                entries: 40_400
             }
         );
         // Small partitions: two full requests still fit.
