@@ -95,24 +95,6 @@ fn changing_partitions_while_records_are_pending_is_refused_with_the_counts() {
     assert_eq!(svc.status()["pending"], 0);
 }
 
-/// Wait until `/readyz` answers `status` (or panic); returns its body.
-fn wait_readyz(svc: &Service, status: u16) -> String {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = svc.get("/readyz");
-        if r.status == status {
-            return r.body;
-        }
-        assert!(
-            Instant::now() < until,
-            "/readyz stayed {}: {}",
-            r.status,
-            r.body
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_file_moved_away_keeps_records_pending_until_sighup_reopens_it() {
     let svc = Service::start(&Config::default());
@@ -123,7 +105,7 @@ fn a_file_moved_away_keeps_records_pending_until_sighup_reopens_it() {
     std::fs::rename(&out, &rotated).unwrap();
     // Written after the move: nowhere to go, so nothing is counted emitted.
     ids.extend(svc.post_all(&records("s", 200), 100));
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains("output") && body.contains("moved"), "{body}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
@@ -134,7 +116,7 @@ fn a_file_moved_away_keeps_records_pending_until_sighup_reopens_it() {
     assert!(!out.exists(), "not recreated without SIGHUP");
     svc.signal("HUP");
     svc.wait_quiescent(Duration::from_secs(10));
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     // Still alive and accepting after SIGHUP.
     ids.extend(svc.post_all(&records("t", 100), 100));
     svc.wait_quiescent(Duration::from_secs(10));
@@ -193,12 +175,12 @@ fn a_removed_output_directory_keeps_records_pending_until_sighup() {
     let before = read_lines(&sub.join("out.jsonl"));
     std::fs::remove_dir_all(&sub).unwrap();
     ids.extend(svc.post_all(&records("b", 100), 100));
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains("output"), "{body}");
     assert_eq!(svc.status()["pending"], 100);
     svc.signal("HUP");
     svc.wait_quiescent(Duration::from_secs(10));
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     let after = read_lines(&sub.join("out.jsonl"));
     let (_, dead) = svc.finish();
     assert_eq!(before.len(), 100);
@@ -590,7 +572,7 @@ fn a_full_journal_disk_refuses_whole_requests_processes_nothing_of_them_and_reco
         assert!(r.body.contains("nothing"), "{}", r.body);
         refused.extend(batch.iter().map(|v| v["id"].as_str().unwrap().to_string()));
     }
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains("journal"), "{body}");
     std::thread::sleep(Duration::from_millis(300));
     let out = read_lines(&dir.path().join("out.jsonl"));
@@ -602,7 +584,7 @@ fn a_full_journal_disk_refuses_whole_requests_processes_nothing_of_them_and_reco
     );
     // Space returns: the journal writes again on its own.
     std::fs::remove_file(filler).unwrap();
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     acked.extend(svc.post_all(&records("b", 200), 100));
     svc.wait_quiescent(Duration::from_secs(10));
     let m = svc.get("/metrics").body;
@@ -643,4 +625,25 @@ fn sigterm_right_after_the_listening_line_is_a_graceful_stop() {
             "attempt {attempt}: SIGTERM during startup is a clean stop"
         );
     }
+}
+
+/// An idle node uses next to no CPU. The journal thread used to wait zero time for its next
+/// op once nothing was left unsynced (its lazy-sync deadline stayed in the past), spinning a
+/// whole core on every idle node.
+#[test]
+fn an_idle_node_does_not_spin() {
+    let svc = Service::start(&Config::default());
+    let ids = svc.post_all(&records("idle", 500), 100);
+    assert_eq!(ids.len(), 500);
+    svc.wait_quiescent(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let before = svc.cpu_time().expect("cpu time");
+    let window = Duration::from_secs(2);
+    std::thread::sleep(window);
+    let used = svc.cpu_time().expect("cpu time") - before;
+    // A spinning thread alone uses the whole window; an idle node a few ticks.
+    assert!(
+        used < window / 5,
+        "an idle node used {used:?} of CPU in {window:?}"
+    );
 }

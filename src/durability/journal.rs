@@ -490,9 +490,27 @@ pub fn spawn(
         rewrite: false,
         backlog: inbox.backlog,
     };
+    let health = w.health.clone();
     std::thread::Builder::new()
         .name("sluice-journal".into())
-        .spawn(move || run(&mut w, inbox.rx, snap_tx, interval))
+        .spawn(move || guarded(&health, || run(&mut w, inbox.rx, snap_tx, interval)))
+}
+
+/// Run the journal thread's body; should it panic (a bug), say so where `/readyz` and the
+/// ingress look, so the node answers 503 naming it instead of "the journal is stopped".
+fn guarded(health: &JournalHealth, body: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(%why, "the journal thread stopped");
+        *health.lock() = Some(format!(
+            "the journal thread stopped ({why}); restart the node (acknowledged records are in \
+             its checkpoint directory)"
+        ));
+    }
 }
 
 /// The backlog cost of the group being written: of entries someone waits for (dropped when
@@ -525,7 +543,15 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
     let mut cost = GroupCost::default();
     loop {
         let now = Instant::now();
-        let wake = next_snapshot.min(w.last_sync + LAZY_SYNC).max(now);
+        // Unsynced bytes are due LAZY_SYNC after the last sync; with none, the next tick
+        // (a probe while the disk is failing) is LAZY_SYNC from now — never a zero wait,
+        // which spun an idle node's journal thread at 100 % of a core.
+        let lazy = if w.dirty {
+            w.last_sync + LAZY_SYNC
+        } else {
+            now + LAZY_SYNC
+        };
+        let wake = next_snapshot.min(lazy).max(now);
         let first = match rx.recv_timeout(wake - now) {
             Ok(op) => Some(op),
             Err(RecvTimeoutError::Timeout) => None,
@@ -640,6 +666,16 @@ fn settle(w: &mut Writer, group: &mut Vec<(Entry, bool)>, written: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_thread_that_panics_leaves_its_reason_where_readyz_looks() {
+        let health = JournalHealth::default();
+        guarded(&health, || {});
+        assert!(health.lock().is_none());
+        guarded(&health, || panic!("a bug"));
+        let why = health.lock().clone().expect("set");
+        assert!(why.contains("journal thread stopped (a bug)"), "{why}");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -277,6 +277,25 @@ impl Service {
         svc
     }
 
+    /// Poll `/readyz` until it answers `status` with a body containing `contains` (or panic
+    /// after `limit`); returns that body.
+    pub fn wait_readyz(&self, status: u16, contains: &str, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        loop {
+            let r = self.get("/readyz");
+            if r.status == status && r.body.contains(contains) {
+                return r.body;
+            }
+            assert!(
+                Instant::now() < until,
+                "/readyz never answered {status} with {contains:?} in {limit:?}; last: {} {}",
+                r.status,
+                r.body
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Wait until `/readyz` answers 200 (restore finished).
     pub fn wait_ready(&self, limit: Duration) {
         let until = Instant::now() + limit;
@@ -298,6 +317,18 @@ impl Service {
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// CPU time the process has used so far (user + system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name (which may hold spaces) in parentheses; utime and
+        // stime are the 14th and 15th fields, in clock ticks (100 per second on Linux).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
     }
 
     /// Send a signal (e.g. "KILL", "TERM") without waiting.
