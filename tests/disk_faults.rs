@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::faults::{self, Faults};
@@ -18,24 +18,6 @@ fn records(prefix: &str, n: usize, user: &str) -> Vec<Value> {
     (0..n)
         .map(|i| json!({"id": format!("{prefix}{i}"), "user_id": format!("{user}{}", i % 50 + 1)}))
         .collect()
-}
-
-/// Wait until `/readyz` answers `status` (or panic); returns its body.
-fn wait_readyz(svc: &Service, status: u16) -> String {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = svc.get("/readyz");
-        if r.status == status {
-            return r.body;
-        }
-        assert!(
-            Instant::now() < until,
-            "/readyz stayed {}: {}",
-            r.status,
-            r.body
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The process runs (not gone, not a zombie).
@@ -113,7 +95,7 @@ fn a_full_disk_holding_journal_and_logs_never_kills_the_service_and_loses_nothin
         assert_alive(&svc, &format!("after request {i}"));
     }
     assert!(refused >= 50, "only {refused} of 60 refused on a full disk");
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains("journal"), "{body}");
     assert!(
         metric(&svc, "sluice_log_write_errors_total") > 0.0,
@@ -122,7 +104,7 @@ fn a_full_disk_holding_journal_and_logs_never_kills_the_service_and_loses_nothin
     assert_alive(&svc, "on the full disk");
     // Room again: the journal writes again on its own, no restart.
     std::fs::remove_file(filler).unwrap();
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     acked.extend(svc.post_all(&records("b", 100, "u"), 50));
     svc.wait_quiescent(Duration::from_secs(10));
     svc.kill9();
@@ -157,11 +139,26 @@ fn a_full_sink_disk(sink: &str, name: &str) {
     svc.wait_quiescent(Duration::from_secs(10));
     let filler = disk.fill();
     acked.extend(svc.post_all(&records("b", 200, user), 50));
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains(sink), "{body}");
     std::thread::sleep(Duration::from_millis(300));
-    let in_file = read_lines(&path).len() as f64;
-    let emitted = metric(&svc, "sluice_records_emitted_total");
+    // The sink retries every 20 ms: a retry's write may be in the file for a moment before
+    // it is cut back (a reader of a live file can see it), so look between two retries.
+    let (mut in_file, mut emitted) = (-1.0, 0.0);
+    for _ in 0..100 {
+        let text = std::fs::read(&path).unwrap_or_default();
+        emitted = metric(&svc, "sluice_records_emitted_total");
+        if text.is_empty() || text.ends_with(b"\n") {
+            in_file = text
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count() as f64;
+            if in_file == emitted {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(7));
+    }
     let pending = svc.status()["pending"].as_f64().unwrap();
     assert_eq!(emitted, in_file, "counted emitted = what the file holds");
     assert_eq!(emitted + pending, 300.0);
@@ -169,7 +166,7 @@ fn a_full_sink_disk(sink: &str, name: &str) {
     assert_alive(&svc, "on the full disk");
     std::fs::remove_file(filler).unwrap();
     svc.wait_quiescent(Duration::from_secs(10));
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     acked.extend(svc.post_all(&records("c", 100, user), 50));
     svc.wait_quiescent(Duration::from_secs(10));
     assert_eq!(svc.terminate(), Some(0), "graceful exit");
@@ -221,7 +218,7 @@ fn a_read_only_output_filesystem_keeps_records_pending_until_it_is_writable_agai
         Ok(()) => {
             // A kernel that allows it: the sink's writes fail with EROFS.
             acked.extend(svc.post_all(&records("b", 200, "u"), 50));
-            let body = wait_readyz(&svc, 503);
+            let body = svc.wait_readyz(503, "", Duration::from_secs(10));
             assert!(body.contains("output"), "{body}");
             std::thread::sleep(Duration::from_millis(300));
             assert_eq!(svc.status()["pending"], 200);
@@ -239,7 +236,7 @@ fn a_read_only_output_filesystem_keeps_records_pending_until_it_is_writable_agai
                 .unwrap();
             assert!(ro.success());
             acked.extend(svc.post_all(&records("b", 200, "u"), 50));
-            let body = wait_readyz(&svc, 503);
+            let body = svc.wait_readyz(503, "", Duration::from_secs(10));
             assert!(body.contains("output"), "{body}");
             // SIGHUP reopens the path: on the read-only filesystem that fails (EROFS).
             svc.signal("HUP");
@@ -260,7 +257,7 @@ fn a_read_only_output_filesystem_keeps_records_pending_until_it_is_writable_agai
         }
     }
     svc.wait_quiescent(Duration::from_secs(10));
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     acked.extend(svc.post_all(&records("c", 100, "u"), 50));
     svc.wait_quiescent(Duration::from_secs(10));
     assert_eq!(svc.terminate(), Some(0), "graceful exit");
@@ -304,7 +301,7 @@ fn failing_journal_fsyncs_refuse_requests_until_healed_and_lose_nothing_acknowle
         let detail = p["detail"].as_str().unwrap();
         assert!(detail.contains("journal"), "{detail}");
     }
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains("journal"), "{body}");
     assert!(
         faults.calls().iter().any(|c| c.starts_with("failed")),
@@ -312,7 +309,7 @@ fn failing_journal_fsyncs_refuse_requests_until_healed_and_lose_nothing_acknowle
     );
     assert_alive(&svc, "with failing fsyncs");
     faults.heal();
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     acked.extend(svc.post_all(&records("b", 200, "u"), 50));
     svc.kill9();
     let svc = Service::start_in(&config, dir.path());
@@ -344,7 +341,7 @@ fn failing_output_fsyncs_keep_records_pending_and_deliver_them_once_healed() {
     std::thread::sleep(Duration::from_millis(150));
     let out = dir.path().join("out.jsonl");
     faults.fail_fsync(&out.display().to_string());
-    let body = wait_readyz(&svc, 503);
+    let body = svc.wait_readyz(503, "", Duration::from_secs(10));
     assert!(body.contains("output"), "{body}");
     acked.extend(svc.post_all(&records("b", 200, "u"), 50));
     std::thread::sleep(Duration::from_millis(300));
@@ -358,7 +355,7 @@ fn failing_output_fsyncs_keep_records_pending_and_deliver_them_once_healed() {
     assert!(faults.calls().iter().any(|c| c.contains("out.jsonl")));
     faults.heal();
     svc.wait_quiescent(Duration::from_secs(10));
-    wait_readyz(&svc, 200);
+    svc.wait_readyz(200, "", Duration::from_secs(10));
     acked.extend(svc.post_all(&records("c", 100, "u"), 50));
     svc.kill9();
     let svc = Service::start_in(&config, dir.path());

@@ -71,25 +71,6 @@ fn metric(svc: &Service, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Poll `/readyz` until it answers `status` (and, for 503, a body containing `contains`);
-/// returns that body.
-fn wait_readyz(svc: &Service, status: u16, contains: &str, limit: Duration) -> String {
-    let until = Instant::now() + limit;
-    loop {
-        let r = svc.get("/readyz");
-        if r.status == status && r.body.contains(contains) {
-            return r.body;
-        }
-        assert!(
-            Instant::now() < until,
-            "/readyz never answered {status} with {contains:?} in {limit:?}; last: {} {}",
-            r.status,
-            r.body
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Poll `/v1/status` until its `sink_problems` mention `problem`; returns that status.
 fn wait_status(svc: &Service, problem: &str, limit: Duration) -> Value {
     let until = Instant::now() + limit;
@@ -271,7 +252,7 @@ fn a_5xx_is_retried_with_the_same_key_and_envelopes() {
     ));
     let ids = accept(&svc, &records("r", 20));
     // While the batch is retried, /readyz names the webhook sink.
-    let body = wait_readyz(&svc, 503, "webhook", Duration::from_secs(3));
+    let body = svc.wait_readyz(503, "webhook", Duration::from_secs(3));
     assert!(body.contains("503"), "{body}");
     let taken = r.wait_for_ids(20, Duration::from_secs(5));
     let posts = r.posts();
@@ -307,7 +288,7 @@ fn a_5xx_is_retried_with_the_same_key_and_envelopes() {
     assert_eq!(retries, 2.0);
     assert_eq!(five, 2.0);
     assert!(two >= 1.0);
-    wait_readyz(&svc, 200, "", Duration::from_secs(3));
+    svc.wait_readyz(200, "", Duration::from_secs(3));
     assert_eq!(svc.status()["sink_problems"], json!([]));
 }
 
@@ -491,7 +472,7 @@ fn a_stalled_receiver_turns_into_429s_with_bounded_memory() {
     let taken = r.wait_for_ids(accepted.len(), Duration::from_secs(15));
     assert!(id_set(&taken).is_superset(&expect_ids(&accepted)));
     svc.wait_quiescent(Duration::from_secs(10));
-    wait_readyz(&svc, 200, "", Duration::from_secs(3));
+    svc.wait_readyz(200, "", Duration::from_secs(3));
     println!(
         "un-stalled: {} envelopes taken for {} ids, {} POSTs",
         taken.len(),
@@ -671,7 +652,7 @@ fn a_refusing_dead_letter_keeps_records_pending_until_it_accepts() {
     let svc = Service::start(&dead_letter_config(&out, &dead));
     accept(&svc, &failing_records());
     out.wait_for_ids(2, Duration::from_secs(5));
-    let body = wait_readyz(&svc, 503, "dead_letter", Duration::from_secs(3));
+    let body = svc.wait_readyz(503, "dead_letter", Duration::from_secs(3));
     assert!(body.contains("400"), "{body}");
     // Refused, then offered again about every second: still pending, not emitted.
     dead.wait_for_posts(2, Duration::from_secs(5));
@@ -704,7 +685,7 @@ fn a_refusing_dead_letter_keeps_records_pending_until_it_accepts() {
     let taken = dead.wait_for_ids(4, Duration::from_secs(5));
     assert_dead_letters(&taken);
     svc.wait_quiescent(Duration::from_secs(5));
-    wait_readyz(&svc, 200, "", Duration::from_secs(3));
+    svc.wait_readyz(200, "", Duration::from_secs(3));
     assert_eq!(
         metric(
             &svc,
@@ -727,7 +708,7 @@ fn readyz_stays_503_while_a_refused_dead_letter_is_offered_again() {
     )));
     let svc = Service::start(&dead_letter_config(&out, &dead));
     accept(&svc, &failing_records());
-    wait_readyz(&svc, 503, "dead_letter", Duration::from_secs(3));
+    svc.wait_readyz(503, "dead_letter", Duration::from_secs(3));
     // Watch /readyz across at least one offer again (about every second).
     let first = dead.posts().len();
     let watch = Instant::now();
