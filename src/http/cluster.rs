@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{api, openapi};
+use super::{api, responses};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::problem::ApiError;
@@ -28,7 +28,7 @@ type Data = web::Data<AppState>;
     tag = "cluster",
     responses(
         (status = 200, description = "Members and partition owners as this node sees them.", body = ClusterStatus),
-        (status = 404, response = openapi::NotFound),
+        (status = 404, response = responses::NotFound),
     ),
 )]
 pub async fn get_cluster(state: Data) -> Result<HttpResponse, ApiError> {
@@ -72,14 +72,14 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
     request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
     responses(
         (status = 200, description = "The records are durable here.", body = api::ImportReceipt),
-        (status = 400, response = openapi::Malformed),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 408, response = openapi::RequestTimeout),
-        (status = 409, response = openapi::NotOwner),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::Overloaded),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = responses::Malformed),
+        (status = 401, response = responses::Unauthorized),
+        (status = 404, response = responses::NotFound),
+        (status = 408, response = responses::RequestTimeout),
+        (status = 409, response = responses::NotOwner),
+        (status = 413, response = responses::PayloadTooLarge),
+        (status = 429, response = responses::Overloaded),
+        (status = 503, response = responses::Unavailable),
     ),
     security((), ("bearer" = [])),
 )]

@@ -11,6 +11,7 @@ pub mod body;
 pub mod cluster;
 pub mod openapi;
 pub mod problem;
+pub mod responses;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -484,14 +485,14 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     ),
     responses(
         (status = 202, description = "Every record was accepted.", body = api::RecordsAccepted),
-        (status = 400, response = openapi::Malformed),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 408, response = openapi::RequestTimeout),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 415, response = openapi::UnsupportedMediaType),
-        (status = 422, response = openapi::InvalidRecords),
-        (status = 429, response = openapi::Overloaded),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = responses::Malformed),
+        (status = 401, response = responses::Unauthorized),
+        (status = 408, response = responses::RequestTimeout),
+        (status = 413, response = responses::PayloadTooLarge),
+        (status = 415, response = responses::UnsupportedMediaType),
+        (status = 422, response = responses::InvalidRecords),
+        (status = 429, response = responses::Overloaded),
+        (status = 503, response = responses::Unavailable),
     ),
     security((), ("bearer" = [])),
 )]
@@ -528,15 +529,15 @@ pub async fn post_records(
     ),
     responses(
         (status = 200, description = "One envelope per record, in request order.", body = api::EnrichResults),
-        (status = 400, response = openapi::Malformed),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 408, response = openapi::RequestTimeout),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 415, response = openapi::UnsupportedMediaType),
-        (status = 422, response = openapi::InvalidRecords),
-        (status = 429, response = openapi::Overloaded),
-        (status = 500, response = openapi::Internal),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = responses::Malformed),
+        (status = 401, response = responses::Unauthorized),
+        (status = 408, response = responses::RequestTimeout),
+        (status = 413, response = responses::PayloadTooLarge),
+        (status = 415, response = responses::UnsupportedMediaType),
+        (status = 422, response = responses::InvalidRecords),
+        (status = 429, response = responses::Overloaded),
+        (status = 500, response = responses::Internal),
+        (status = 503, response = responses::Unavailable),
     ),
     security((), ("bearer" = [])),
 )]
@@ -638,9 +639,9 @@ pub async fn get_status(state: Data) -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "The snapshot is durable.", body = api::Checkpoint),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 501, response = openapi::NotImplemented),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = responses::Unauthorized),
+        (status = 501, response = responses::NotImplemented),
+        (status = 503, response = responses::Unavailable),
     ),
     security((), ("bearer" = [])),
 )]
@@ -715,7 +716,7 @@ pub async fn healthz() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "The node takes records.", body = api::Ready),
-        (status = 503, response = openapi::Unavailable),
+        (status = 503, response = responses::Unavailable),
     ),
 )]
 pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
