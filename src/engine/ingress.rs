@@ -939,15 +939,18 @@ impl Handler<Submit> for Ingress {
 impl Ingress {
     /// Send batches to their partitions (after every batch held before them).
     fn dispatch(&mut self, batches: Vec<Vec<(u64, Job)>>) {
+        self.hold(batches, Some(true));
+        self.release_holds();
+    }
+
+    /// Count `batches` against their partitions and queue them behind those held before;
+    /// returns the hold's id.
+    fn hold(&mut self, batches: Vec<Vec<(u64, Job)>>, ready: Option<bool>) -> u64 {
         self.reserve(&batches, true);
         let id = self.next_hold;
         self.next_hold += 1;
-        self.holding.push_back(Holding {
-            id,
-            batches,
-            ready: Some(true),
-        });
-        self.release_holds();
+        self.holding.push_back(Holding { id, batches, ready });
+        id
     }
 
     /// Count batches against their partitions (`add`) or take them off again.
@@ -981,14 +984,7 @@ impl Ingress {
         rx: oneshot::Receiver<Result<(), String>>,
         records: u64,
     ) -> oneshot::Receiver<Result<(), String>> {
-        self.reserve(&batches, true);
-        let id = self.next_hold;
-        self.next_hold += 1;
-        self.holding.push_back(Holding {
-            id,
-            batches,
-            ready: None,
-        });
+        let id = self.hold(batches, None);
         // Counted accepted once durable (before the request hears so), not when refused.
         let accepted = self.shared.metrics.records_accepted.clone();
         self.relay(rx, move |durable| {
