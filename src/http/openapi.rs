@@ -10,15 +10,11 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::responses::{
-    Internal, InvalidRecords, Malformed, NotFound, NotImplemented, NotOwner, Overloaded,
-    PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, UnsupportedMediaType,
-};
-use super::{api, cluster};
+use super::{api, cluster, responses};
 use crate::pointer::Pointer;
 use crate::settings::Settings;
 
-/// Adds the bearer scheme the POST routes name.
+/// Adds the bearer scheme the POST routes name and the problem responses the routes refer to.
 struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
@@ -28,6 +24,11 @@ impl utoipa::Modify for BearerScheme {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        for (name, response) in responses::all() {
+            components
+                .responses
+                .insert(name.to_string(), response.into());
+        }
     }
 }
 
@@ -59,20 +60,6 @@ impl utoipa::Modify for BearerScheme {
             api::RecordKey,
             api::Envelope,
             api::Problem,
-        ),
-        responses(
-            Malformed,
-            Unauthorized,
-            NotFound,
-            RequestTimeout,
-            NotOwner,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            InvalidRecords,
-            Overloaded,
-            Internal,
-            NotImplemented,
-            Unavailable,
         ),
     ),
     modifiers(&BearerScheme),

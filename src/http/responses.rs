@@ -131,6 +131,11 @@ const PROBLEMS: &[ProblemDoc] = &[
     },
 ];
 
+/// Every problem response, by component name (for the document's `components`).
+pub fn all() -> impl Iterator<Item = (&'static str, Response)> {
+    PROBLEMS.iter().map(|p| (p.name, p.response()))
+}
+
 /// One problem response of the document.
 struct ProblemDoc {
     name: &'static str,
