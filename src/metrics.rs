@@ -78,6 +78,9 @@ pub struct Metrics {
     pub lease_renew_failures: IntCounter,
     /// Cluster: records held here for owners elsewhere.
     pub cluster_staged_records: IntGauge,
+    /// Cluster: 1 while this node has not reached that peer over HTTP for
+    /// `cluster.peer_timeout_ms` (and says so in etcd), by peer.
+    pub cluster_peer_unreachable: IntGaugeVec,
     /// Held while a scrape brings counters kept elsewhere (the lookup's) up to date, so
     /// concurrent scrapes never add the same difference twice.
     pub scrape_sync: std::sync::Arc<parking_lot::Mutex<()>>,
@@ -318,6 +321,11 @@ impl Metrics {
             cluster_staged_records: gauge(
                 "sluice_cluster_staged_records",
                 "Records held here for their partition's owner elsewhere",
+            )?,
+            cluster_peer_unreachable: gauge_vec(
+                "sluice_cluster_peer_unreachable",
+                "1 while this node has not reached the peer over HTTP for cluster.peer_timeout_ms",
+                &["peer"],
             )?,
             registry,
         })

@@ -11,9 +11,15 @@
 //!   only then delete the owner key, so the new owner starts with those records, in order;
 //! - **lost lease** (the node was stopped or cut off past its TTL): every partition is
 //!   dropped at once, the sinks are cut back to their last commit, and the pending records
-//!   go to the new owners once they exist.
+//!   go to the new owners once they exist;
+//! - **another incarnation** holds this node's id (a replacement started on an empty volume
+//!   while this node was frozen past its lease): the node never registers again; it admits
+//!   nothing, hands what it holds to the owners and exits 2 (README "Cluster", *Incarnations*);
+//! - **unreachable owners**: every node probes the others over HTTP and marks in etcd those
+//!   it has not reached for `cluster.peer_timeout_ms`; a member most others cannot reach
+//!   loses its partitions (`reach.rs`), and sees it through etcd.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,7 +27,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::assign::assign;
-use super::etcd::{Meta, Store, StoreError, View};
+use super::etcd::{Meta, Registration, Store, StoreError, View};
+use super::reach::{self, Watch};
 use crate::engine::Engine;
 use crate::engine::ownership::{Member, Owner, Ownership};
 use crate::settings::Settings;
@@ -36,6 +43,12 @@ pub const FAST_POLL: Duration = Duration::from_millis(40);
 const HANDOVER_SHIP_LIMIT: Duration = Duration::from_secs(5);
 /// Longest drain of a partition moved by a rebalance (not a leave).
 const REBALANCE_DRAIN: Duration = Duration::from_secs(2);
+/// How often each node probes every other member over HTTP.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long the verdict that an owner is cut off must stand before another node takes its
+/// partitions: the cut-off owner reads the same verdict and stops within a poll or two, so
+/// two nodes do not emit for one partition at once.
+const DEPOSE_AFTER: Duration = Duration::from_millis(1000);
 
 /// Why the node cannot join.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +77,18 @@ pub struct Controller {
     /// Held while partitions change hands here (activate, give away, lose everything), so
     /// a lost lease never interleaves with an activation under that lease.
     transition: tokio::sync::Mutex<()>,
+    incarnation: String,
+    peer_timeout: Duration,
+    /// This node's probes of the other members.
+    watch: Mutex<Watch>,
+    /// Peers this node has marked unreachable in etcd.
+    marked: Mutex<BTreeSet<String>>,
+    /// Members judged cut off, since when this node has seen the verdict.
+    cut_since: Mutex<HashMap<String, Instant>>,
+    /// Found at join: another live incarnation holds this id (see [`Controller::retire`]).
+    retire_at_start: Mutex<Option<String>>,
+    /// Set once the node retired: why it must exit (2).
+    exit: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Controller {
@@ -118,22 +143,29 @@ impl Controller {
             return Err(JoinError::Mismatch(problems.join("\n")));
         }
         let ownership = engine.shared().ownership.clone();
-        // A member key under this id means either this node's earlier life (crashed: its
-        // lease runs out within the TTL) or another running node with the same id, which
-        // would fight over the same keys: wait for the key to go, refuse if it stays.
+        // A member key under this id means this node's earlier life (crashed: its lease
+        // runs out within the TTL), or another running node with the same id. Wait for the
+        // key to go. If it stays: the same incarnation is a copy of this volume running
+        // elsewhere (refuse); another incarnation owns the id now, so this one retires.
         let node = ownership.node().to_string();
+        let incarnation = ownership.incarnation().to_string();
         let until = std::time::Instant::now() + ttl + Duration::from_secs(2);
         let mut announced = false;
+        let mut retire_at_start = None;
         loop {
-            match store.member_exists(&node).await {
-                Ok(false) => break,
-                Ok(true) if std::time::Instant::now() >= until => {
-                    return Err(JoinError::Mismatch(format!(
-                        "cluster.node: another running node uses the id `{node}` in `{}` (its member key outlived the lease TTL); give every node its own id",
-                        c.prefix
-                    )));
+            match store.member(&node).await {
+                Ok(None) => break,
+                Ok(Some(m)) if std::time::Instant::now() >= until => {
+                    if m.incarnation == incarnation {
+                        return Err(JoinError::Mismatch(format!(
+                            "cluster.node: another running node uses the id `{node}` in `{}` (its member key outlived the lease TTL); give every node its own id",
+                            c.prefix
+                        )));
+                    }
+                    retire_at_start = Some(taken_message(&node, &incarnation, &m.incarnation));
+                    break;
                 }
-                Ok(true) => {
+                Ok(Some(_)) => {
                     if !announced {
                         tracing::info!(node = %node, "a member with this id is registered (an earlier run?); waiting for its lease to run out");
                         announced = true;
@@ -157,15 +189,81 @@ impl Controller {
             leaving: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             transition: tokio::sync::Mutex::new(()),
+            incarnation,
+            peer_timeout: c.peer_timeout(),
+            watch: Mutex::new(Watch::default()),
+            marked: Mutex::new(BTreeSet::new()),
+            cut_since: Mutex::new(HashMap::new()),
+            retire_at_start: Mutex::new(retire_at_start),
+            exit: tokio::sync::watch::channel(None).0,
         }))
     }
 
-    /// Run the lease keeper and the reconcile loop in the background.
+    /// Resolves with the reason once this node retired (its id belongs to another
+    /// incarnation): it has handed over what it could and must exit 2.
+    pub async fn retired(&self) -> String {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Run the lease keeper, the reconcile loop and the peer probes in the background (or,
+    /// when another incarnation holds the id, only the retirement).
     pub fn spawn(self: &Arc<Self>) {
+        if let Some(why) = self.retire_at_start.lock().take() {
+            let me = self.clone();
+            actix_rt::spawn(async move { me.retire(why).await });
+            return;
+        }
         let me = self.clone();
         actix_rt::spawn(async move { me.keep_lease().await });
         let me = self.clone();
         actix_rt::spawn(async move { me.reconcile_loop().await });
+        let me = self.clone();
+        actix_rt::spawn(async move { me.probe_loop().await });
+    }
+
+    /// This node's id belongs to another live incarnation: admit nothing, own nothing,
+    /// hand every record held here to the partitions' current owners (as the view in etcd
+    /// names them), then tell `node::run` to exit 2 with `why`.
+    async fn retire(self: Arc<Self>, why: String) {
+        tracing::error!(node = %self.node, incarnation = %self.incarnation, "{why}");
+        self.stopped.store(true, Ordering::Release);
+        self.ownership.retire();
+        {
+            let _held = self.transition.lock().await;
+            if let Err(e) = self.engine.lose_everything().await {
+                tracing::error!(error = %e, "could not drop the partitions cleanly");
+            }
+        }
+        let until = Instant::now() + self.grace + HANDOVER_SHIP_LIMIT * 2;
+        let shared = self.engine.shared().clone();
+        loop {
+            match self.store.load(self.partitions).await {
+                Ok(view) => self.publish(&view, &BTreeSet::new()),
+                Err(e) => tracing::debug!(error = %e, "cannot read the cluster from etcd"),
+            }
+            let held = shared.staged();
+            if held == 0 || Instant::now() >= until {
+                if held > 0 {
+                    tracing::warn!(
+                        held,
+                        "records could not be handed over in time; they stay in this node's checkpoint.dir (start it again on it to hand them over)"
+                    );
+                } else {
+                    tracing::info!("every record held here was handed to its owner");
+                }
+                break;
+            }
+            tokio::time::sleep(FAST_POLL).await;
+        }
+        self.exit.send_replace(Some(why));
     }
 
     fn member(&self) -> Member {
@@ -177,6 +275,7 @@ impl Controller {
             } else {
                 "active".into()
             },
+            incarnation: self.incarnation.clone(),
         }
     }
 
@@ -195,13 +294,24 @@ impl Controller {
             if lease == 0 {
                 let sent = Instant::now();
                 match self.store.grant(self.ttl.as_secs() as i64).await {
-                    Ok(id) => match self.store.put_member(&self.member(), id).await {
-                        Ok(()) => {
+                    Ok(id) => match self.store.register(&self.member(), id).await {
+                        Ok(Registration::Registered) => {
                             self.ownership
                                 .set_lease_until(sent + self.ttl - self.margin());
                             self.lease.store(id, Ordering::Release);
                             keeper = None;
                             tracing::info!(node = %self.node, lease = id, "joined the cluster");
+                        }
+                        Ok(Registration::Busy) => {
+                            tracing::info!(node = %self.node, "this node's earlier member key is still registered; waiting for its lease to run out");
+                            let _ = self.store.revoke(id).await;
+                        }
+                        Ok(Registration::Taken { incarnation }) => {
+                            // Frozen past the lease and replaced: never rejoin under this id.
+                            let _ = self.store.revoke(id).await;
+                            let why = taken_message(&self.node, &self.incarnation, &incarnation);
+                            self.clone().retire(why).await;
+                            return;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot register as a member; retrying");
@@ -299,17 +409,28 @@ impl Controller {
     async fn reconcile(self: &Arc<Self>) -> Result<bool, StoreError> {
         let view = self.store.load(self.partitions).await?;
         let lease = self.lease.load(Ordering::Acquire);
-        self.publish(&view);
+        let active_members: BTreeSet<String> = view
+            .members
+            .values()
+            .filter(|m| m.state == "active")
+            .map(|m| m.node.clone())
+            .collect();
+        let cut = reach::cut_off(&active_members, &view.unreachable);
+        let condemned = self.condemned(&cut);
+        self.publish(&view, &cut);
         let moving = view.owners.iter().any(Option::is_none);
         if lease == 0 || !self.ownership.lease_live() {
             return Ok(moving);
         }
         let leaving = self.leaving.load(Ordering::Acquire);
-        let active: Vec<String> = view
-            .members
-            .values()
-            .filter(|m| m.state == "active")
-            .map(|m| m.node.clone())
+        // A member most others cannot reach takes no part in the assignment: once the
+        // verdict has stood for DEPOSE_AFTER, its partitions go to the others. Itself, it
+        // stops serving them as soon as it reads the verdict.
+        let cut_off_here = cut.contains(&self.node);
+        let active: Vec<String> = active_members
+            .iter()
+            .filter(|m| !(condemned.contains(*m) || (cut_off_here && **m == self.node)))
+            .cloned()
             .collect();
         let current: Vec<Option<String>> = view
             .owners
@@ -328,6 +449,17 @@ impl Controller {
             match &view.owners[i] {
                 Some((o, l)) if o.node == self.node && *l == lease => {
                     if busy {
+                        continue;
+                    }
+                    if cut_off_here {
+                        if local > 0 {
+                            tracing::warn!(
+                                partition = p,
+                                "most other members cannot reach this node: giving the partition up"
+                            );
+                        }
+                        self.drop_partition(p).await;
+                        let _ = self.store.release(p, o.epoch).await;
                         continue;
                     }
                     let to = target[i].clone().filter(|t| *t != self.node);
@@ -349,6 +481,25 @@ impl Controller {
                     // dead, so nothing uses it; free the partition now instead of waiting.
                     let _ = self.store.release(p, o.epoch).await;
                 }
+                Some((o, _))
+                    if condemned.contains(&o.node)
+                        && target[i].as_deref() == Some(self.node.as_str())
+                        && !leaving =>
+                {
+                    // Its owner is cut off from most members (its lease lives on): take
+                    // the partition by a transaction at its epoch; a new epoch follows.
+                    tracing::warn!(partition = p, owner = %o.node, epoch = o.epoch,
+                        "the owner is unreachable from most members: moving the partition");
+                    if let Ok(true) = self.store.release(p, o.epoch).await {
+                        self.engine
+                            .shared()
+                            .metrics
+                            .cluster_handovers
+                            .with_label_values(&["deposed"])
+                            .inc();
+                        self.acquire(p, lease).await;
+                    }
+                }
                 owner => {
                     if local > 0 && !busy {
                         // The partition is active here but its key is gone or someone
@@ -367,17 +518,129 @@ impl Controller {
         Ok(moving)
     }
 
-    fn publish(&self, view: &View) {
+    /// Of the members judged cut off now, those whose verdict has stood for
+    /// [`DEPOSE_AFTER`] here.
+    fn condemned(&self, cut: &BTreeSet<String>) -> BTreeSet<String> {
+        let now = Instant::now();
+        let mut since = self.cut_since.lock();
+        since.retain(|n, _| cut.contains(n));
+        for n in cut {
+            since.entry(n.clone()).or_insert(now);
+        }
+        since
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= DEPOSE_AFTER)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Publish the view (members judged cut off show as `unreachable`).
+    fn publish(&self, view: &View, cut: &BTreeSet<String>) {
         let owners: Vec<Option<Owner>> = view
             .owners
             .iter()
             .map(|o| o.as_ref().map(|(o, _)| o.clone()))
             .collect();
+        let mut members = view.members.clone();
+        for (name, m) in members.iter_mut() {
+            if cut.contains(name) {
+                m.state = "unreachable".into();
+            }
+        }
         let m = &self.engine.shared().metrics;
         m.cluster_members.set(view.members.len() as i64);
         m.cluster_owned_partitions
             .set(self.ownership.active_partitions().len() as i64);
-        self.ownership.set_view(view.members.clone(), owners);
+        self.ownership.set_view(members, owners);
+    }
+
+    /// Probe every other member over HTTP (`GET /healthz` at its advertised URL, the way
+    /// forwarded records travel) and say in etcd which ones have not answered for the peer
+    /// timeout; take it back once they answer.
+    async fn probe_loop(self: Arc<Self>) {
+        let timeout =
+            (self.peer_timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let client = awc::Client::builder()
+            .timeout(timeout)
+            .disable_redirects()
+            .finish();
+        let metric = self
+            .engine
+            .shared()
+            .metrics
+            .cluster_peer_unreachable
+            .clone();
+        while !self.stopped.load(Ordering::Acquire) {
+            let started = Instant::now();
+            let (members, _) = self.ownership.view();
+            let peers: Vec<(String, String)> = members
+                .iter()
+                .filter(|m| m.node != self.node)
+                .map(|m| (m.node.clone(), m.advertise.clone()))
+                .collect();
+            let probes = peers.iter().map(|(node, base)| {
+                let url = format!("{}/healthz", base.trim_end_matches('/'));
+                let req = client.get(url);
+                async move {
+                    let ok = matches!(
+                        tokio::time::timeout(timeout, req.send()).await,
+                        Ok(Ok(res)) if res.status().is_success()
+                    );
+                    (node.clone(), ok)
+                }
+            });
+            let results = futures_util::future::join_all(probes).await;
+            let now = Instant::now();
+            let names: BTreeSet<String> = peers.iter().map(|(n, _)| n.clone()).collect();
+            let lease = self.lease.load(Ordering::Acquire);
+            {
+                let mut w = self.watch.lock();
+                w.retain(&names);
+                for (node, ok) in &results {
+                    w.observe(node, *ok, now);
+                    if !ok {
+                        self.ownership.mark_unreachable(node);
+                    }
+                }
+            }
+            for (node, _) in &results {
+                let overdue = self.watch.lock().overdue(node, now, self.peer_timeout);
+                let marked = self.marked.lock().contains(node);
+                if overdue && !marked && lease != 0 {
+                    tracing::warn!(peer = %node, timeout_ms = self.peer_timeout.as_millis() as u64,
+                        "peer not reached over HTTP for the peer timeout");
+                    if self
+                        .store
+                        .mark_unreachable(node, &self.node, lease)
+                        .await
+                        .is_ok()
+                    {
+                        self.marked.lock().insert(node.clone());
+                        metric.with_label_values(&[node]).set(1);
+                    }
+                } else if !overdue && marked {
+                    tracing::info!(peer = %node, "peer reached again");
+                    if self.store.clear_unreachable(node, &self.node).await.is_ok() {
+                        self.marked.lock().remove(node);
+                        metric.with_label_values(&[node]).set(0);
+                    }
+                }
+            }
+            // Marks about members that left go with them (and with this node's lease).
+            let gone: Vec<String> = self
+                .marked
+                .lock()
+                .iter()
+                .filter(|n| !names.contains(*n))
+                .cloned()
+                .collect();
+            for node in gone {
+                let _ = self.store.clear_unreachable(&node, &self.node).await;
+                self.marked.lock().remove(&node);
+                metric.with_label_values(&[&node]).set(0);
+            }
+            tokio::time::sleep(PROBE_EVERY.saturating_sub(started.elapsed())).await;
+        }
     }
 
     async fn acquire(&self, partition: u32, lease: i64) {
@@ -510,7 +773,7 @@ impl Controller {
         self.leaving.store(true, Ordering::Release);
         let lease = self.lease.load(Ordering::Acquire);
         if lease != 0 {
-            let _ = self.store.put_member(&self.member(), lease).await;
+            let _ = self.store.update_member(&self.member(), lease).await;
         }
         let until = Instant::now() + self.grace + HANDOVER_SHIP_LIMIT * 2;
         loop {
@@ -557,6 +820,24 @@ impl Controller {
         self.ownership.set_fenced(true);
         tracing::info!("left the cluster");
     }
+}
+
+/// The exit message of a node whose id another incarnation holds.
+fn taken_message(node: &str, mine: &str, theirs: &str) -> String {
+    let name = |i: &str| {
+        if i.is_empty() {
+            "the first incarnation (a checkpoint.dir from before incarnations)".to_string()
+        } else {
+            format!("incarnation {i}")
+        }
+    };
+    format!(
+        "cluster.node: the id `{node}` belongs to {} now (a node started on another \
+         checkpoint.dir while this one, {}, was stopped past its lease); this node does not \
+         rejoin: it handed what it held to the owners and exits",
+        name(theirs),
+        name(mine)
+    )
 }
 
 /// The cluster as `GET /v1/cluster` and `sluice cluster status` print it.

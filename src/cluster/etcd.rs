@@ -3,7 +3,8 @@
 //! | key | value | bound to |
 //! |---|---|---|
 //! | `meta` | `{"partitions":P,"mode":"ordered"}` (created once) | — |
-//! | `members/<node>` | `{"node","advertise","state"}` | the node's lease |
+//! | `members/<node>` | `{"node","advertise","state","incarnation"}` | the node's lease |
+//! | `unreachable/<peer>/<observer>` | `""`: the observer has not reached the peer over HTTP for `cluster.peer_timeout_ms` | the observer's lease |
 //! | `owners/<partition>` | `<node> <lease id>`; **epoch = the key's create revision** | the owner's lease |
 //! | `seq/<partition>` | the next seq no owner has leased yet | — |
 //!
@@ -12,7 +13,7 @@
 //! deleted only by the owner at its own epoch, and a seq block is leased by
 //! compare-and-swap on the counter's revision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
@@ -51,6 +52,21 @@ pub struct View {
     pub owners: Vec<Option<(Owner, i64)>>,
     /// The store's revision when read.
     pub revision: i64,
+    /// Per peer: the members that have not reached it for `cluster.peer_timeout_ms`.
+    pub unreachable: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What registering a member key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The key is ours now.
+    Registered,
+    /// A key of the same incarnation exists (this node's own earlier life whose lease has
+    /// not run out yet): try again later.
+    Busy,
+    /// Another incarnation of this node id holds the key (a replacement started while
+    /// this node was frozen past its lease).
+    Taken { incarnation: String },
 }
 
 /// A connection to the cluster's keys in etcd.
@@ -148,23 +164,98 @@ impl Store {
         Ok(())
     }
 
-    /// Register or update this node's member key under `lease`.
-    pub async fn put_member(&self, member: &Member, lease: i64) -> Result<(), StoreError> {
+    /// Register this node's member key under `lease` — only if no member of that id
+    /// exists: one id is one member, whatever its incarnation.
+    pub async fn register(&self, member: &Member, lease: i64) -> Result<Registration, StoreError> {
         let key = self.key(&format!("members/{}", member.node));
         let value = serde_json::to_string(member).unwrap_or_default();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
         let mut c = self.client.clone();
-        self.within(c.put(key, value, Some(PutOptions::new().with_lease(lease))))
+        let res = self.within(c.txn(txn)).await?;
+        if res.succeeded() {
+            return Ok(Registration::Registered);
+        }
+        let held = res.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        // Gone again between the compare and the read: just try again.
+        let Some(held) = held else {
+            return Ok(Registration::Busy);
+        };
+        let theirs: Member = serde_json::from_slice(&held).map_err(|e| StoreError::Malformed {
+            key: key.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(if theirs.incarnation == member.incarnation {
+            Registration::Busy
+        } else {
+            Registration::Taken {
+                incarnation: theirs.incarnation,
+            }
+        })
+    }
+
+    /// Update this node's member key (its state), only while it is bound to `lease`.
+    pub async fn update_member(&self, member: &Member, lease: i64) -> Result<bool, StoreError> {
+        let key = self.key(&format!("members/{}", member.node));
+        let value = serde_json::to_string(member).unwrap_or_default();
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        Ok(self.within(c.txn(txn)).await?.succeeded())
+    }
+
+    /// The member registered under `node` now, if any.
+    pub async fn member(&self, node: &str) -> Result<Option<Member>, StoreError> {
+        let key = self.key(&format!("members/{node}"));
+        let mut c = self.client.clone();
+        let res = self.within(c.get(key.clone(), None)).await?;
+        match res.kvs().first() {
+            None => Ok(None),
+            Some(kv) => {
+                serde_json::from_slice(kv.value())
+                    .map(Some)
+                    .map_err(|e| StoreError::Malformed {
+                        key,
+                        why: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Say (under `lease`) that `observer` has not reached `peer` for the peer timeout.
+    pub async fn mark_unreachable(
+        &self,
+        peer: &str,
+        observer: &str,
+        lease: i64,
+    ) -> Result<(), StoreError> {
+        let key = self.key(&format!("unreachable/{peer}/{observer}"));
+        let mut c = self.client.clone();
+        self.within(c.put(key, "", Some(PutOptions::new().with_lease(lease))))
             .await?;
         Ok(())
     }
 
-    /// Whether a member key for `node` exists now.
-    pub async fn member_exists(&self, node: &str) -> Result<bool, StoreError> {
+    /// Take back [`Store::mark_unreachable`].
+    pub async fn clear_unreachable(&self, peer: &str, observer: &str) -> Result<(), StoreError> {
+        let key = self.key(&format!("unreachable/{peer}/{observer}"));
         let mut c = self.client.clone();
-        let res = self
-            .within(c.get(self.key(&format!("members/{node}")), None))
-            .await?;
-        Ok(!res.kvs().is_empty())
+        self.within(c.delete(key, None)).await?;
+        Ok(())
     }
 
     /// Remove this node's member key.
@@ -186,6 +277,7 @@ impl Store {
             members: BTreeMap::new(),
             owners: vec![None; partitions as usize],
             revision: res.header().map(|h| h.revision()).unwrap_or(0),
+            unreachable: BTreeMap::new(),
         };
         for kv in res.kvs() {
             let key = String::from_utf8_lossy(kv.key());
@@ -196,6 +288,13 @@ impl Store {
                         view.members.insert(node.to_string(), m);
                     }
                     Err(e) => tracing::warn!(key = %key, error = %e, "ignoring a malformed member"),
+                }
+            } else if let Some(pair) = rest.strip_prefix("unreachable/") {
+                if let Some((peer, observer)) = pair.split_once('/') {
+                    view.unreachable
+                        .entry(peer.to_string())
+                        .or_default()
+                        .insert(observer.to_string());
                 }
             } else if let Some(p) = rest.strip_prefix("owners/") {
                 let (Ok(p), Ok(value)) = (p.parse::<usize>(), std::str::from_utf8(kv.value()))

@@ -8,6 +8,7 @@
 pub mod backlog;
 pub mod codec;
 pub mod files;
+pub mod incarnation;
 pub mod journal;
 pub mod lock;
 pub mod state;

@@ -21,6 +21,8 @@ pub const H_SOURCE: &str = "x-sluice-source";
 pub const H_PARTITION: &str = "x-sluice-partition";
 pub const H_EPOCH: &str = "x-sluice-epoch";
 pub const H_HANDOVER: &str = "x-sluice-handover";
+/// The sender's incarnation (README "Cluster", *Incarnations*); absent for the first.
+pub const H_INCARNATION: &str = "x-sluice-incarnation";
 /// On a 409: the receiver already holds the sender's records of that partition numbered
 /// below this (they are its to finish).
 pub const H_IMPORTED_UPTO: &str = "x-sluice-imported-upto";
@@ -128,6 +130,10 @@ impl Handler<Ship> for Forwarder {
             .insert_header((H_PARTITION, msg.partition.to_string()))
             .insert_header((H_EPOCH, msg.epoch.to_string()))
             .insert_header((H_HANDOVER, if msg.handover { "1" } else { "0" }));
+        let incarnation = self.shared.ownership.incarnation();
+        if !incarnation.is_empty() {
+            req = req.insert_header((H_INCARNATION, incarnation));
+        }
         if let Some(t) = &self.token {
             req = req.insert_header(("authorization", format!("Bearer {t}")));
         }

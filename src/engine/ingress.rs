@@ -266,6 +266,8 @@ pub struct Ingress {
     /// and always in order, so every partition receives its seqs ascending.
     holding: VecDeque<Holding>,
     next_hold: u64,
+    /// Records this node holds for other owners at most (`cluster.max_staged_records`).
+    max_staged: usize,
 }
 
 /// Batches admitted together, waiting for the journal (`ready: None`) or ready to go.
@@ -312,7 +314,14 @@ impl Ingress {
             me: None,
             holding: VecDeque::new(),
             next_hold: 0,
+            max_staged: usize::MAX,
         }
+    }
+
+    /// Hold at most `max` records for other owners (then 503).
+    pub fn with_max_staged(mut self, max: usize) -> Self {
+        self.max_staged = max;
+        self
     }
 
     /// Leases to journal so that the next `wanted` seqs of each partition are covered.
@@ -465,7 +474,7 @@ impl Ingress {
                 continue;
             }
             let parked_on = |node: &str| ob.parked.iter().any(|b| b.node == node);
-            match self.shared.ownership.route(partition) {
+            match self.shared.ownership.delivery_route(partition) {
                 Route::Local(_) => self.deliver_locally(partition),
                 // A node asked about a parked batch gets nothing newer before it answered:
                 // its resend watermark must not jump over the parked numbers.
@@ -519,7 +528,7 @@ impl Ingress {
         let Some(m) = self.shared.ownership.member(&node) else {
             return;
         };
-        let epoch = match self.shared.ownership.route(partition) {
+        let epoch = match self.shared.ownership.delivery_route(partition) {
             Route::Remote { node: n, epoch, .. } if n == node => epoch,
             _ => 0,
         };
@@ -672,7 +681,10 @@ impl Ingress {
         let mut parts: Vec<u32> = self.dormant.keys().map(|(p, _)| *p).collect();
         parts.dedup();
         for partition in parts {
-            if !matches!(self.shared.ownership.route(partition), Route::Remote { .. }) {
+            if !matches!(
+                self.shared.ownership.delivery_route(partition),
+                Route::Remote { .. }
+            ) {
                 continue;
             }
             let keys: Vec<(u32, u64)> = self
@@ -803,6 +815,7 @@ impl Handler<Submit> for Ingress {
         }
         let ownership = self.shared.ownership.clone();
         let mut remote = vec![false; n];
+        let mut staging = 0usize;
         for (p, wanted) in counts.iter().enumerate() {
             if *wanted == 0 {
                 continue;
@@ -820,9 +833,19 @@ impl Handler<Submit> for Ingress {
                 )),
                 Route::Remote { .. } => {
                     remote[p] = true;
+                    staging += wanted;
                     let held = self.outbox[p].queue.len();
-                    (held + wanted > self.limit)
-                        .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
+                    let staged = self.shared.staged() as usize;
+                    if staged + staging > self.max_staged {
+                        Some(Refusal::Unavailable(format!(
+                            "this node holds {staged} record(s) for owners it cannot hand them \
+                             to yet, and cluster.max_staged_records is {}",
+                            self.max_staged
+                        )))
+                    } else {
+                        (held + wanted > self.limit)
+                            .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
+                    }
                 }
                 Route::Unavailable(why) => Some(Refusal::Unavailable(why)),
             };
@@ -861,7 +884,12 @@ impl Handler<Submit> for Ingress {
                 // A generated id must be unique in the cluster: name this node and the stage.
                 let mut r = a;
                 if r.id.is_empty() {
-                    r.id = generated_id(&format!("{}:p{p}-s{stage}", ownership.node()));
+                    // Stage numbers start again in a new incarnation: name it too.
+                    let sender = crate::durability::incarnation::sender_key(
+                        ownership.node(),
+                        ownership.incarnation(),
+                    );
+                    r.id = generated_id(&format!("{sender}:p{p}-s{stage}"));
                 }
                 r.partition = p as u32;
                 r.accepted_ms = now_ms;
@@ -903,6 +931,13 @@ impl Handler<Submit> for Ingress {
             let (mut e, upto) = self.stage(partition, records);
             entries.append(&mut e);
             staged.push((partition, upto));
+            // The answer waits a moment for the owner to take them — not for an owner that
+            // does not answer: they are durable here, and delivered when it does.
+            if let Route::Remote { node, .. } = ownership.route(partition)
+                && ownership.unreachable_now(&node)
+            {
+                continue;
+            }
             let (tx, rx) = oneshot::channel();
             self.outbox[partition as usize]
                 .waiters

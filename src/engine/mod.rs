@@ -189,6 +189,7 @@ impl Engine {
                 durable: settings.checkpoint.ack == Ack::Durable,
             });
             let token = settings.server.auth_tokens.first().cloned();
+            let max_staged = settings.cluster.max_staged_records as usize;
             Ingress::start_in_arbiter(&ingress_arbiter.handle(), move |_| {
                 Ingress::new(
                     addrs,
@@ -198,6 +199,7 @@ impl Engine {
                     ingress_journal,
                     token,
                 )
+                .with_max_staged(max_staged)
             })
         };
 

@@ -17,8 +17,14 @@ use serde::Serialize;
 pub struct Member {
     pub node: String,
     pub advertise: String,
-    /// `joining`, `active` or `leaving`.
+    /// `joining`, `active`, `leaving`, or (in `/v1/cluster`) `unreachable`: a majority of
+    /// the other members cannot reach it over HTTP.
     pub state: String,
+    /// Which life of the node id this is (README "Cluster", *Incarnations*): a node that
+    /// starts on an empty `checkpoint.dir` is a new incarnation. Empty for the first
+    /// incarnation and for members written by earlier versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
 }
 
 /// The owner of a partition: a node and the epoch (the create revision of its owner key).
@@ -81,7 +87,12 @@ struct Table {
 /// See module docs.
 pub struct Ownership {
     node: String,
+    /// This node's incarnation (see [`Member::incarnation`]).
+    incarnation: String,
     clustered: bool,
+    /// The node id belongs to a live member of another incarnation: this node only hands
+    /// what it holds to the owners, then exits (it admits nothing and owns nothing).
+    retired: AtomicBool,
     started: Instant,
     /// Milliseconds since `started` until which the lease is surely valid on the server.
     lease_until_ms: AtomicU64,
@@ -98,7 +109,9 @@ impl Ownership {
     pub fn standalone(node: &str, partitions: u32) -> Self {
         Ownership {
             node: node.to_string(),
+            incarnation: String::new(),
             clustered: false,
+            retired: AtomicBool::new(false),
             started: Instant::now(),
             lease_until_ms: AtomicU64::new(u64::MAX),
             fenced: AtomicBool::new(false),
@@ -123,10 +136,12 @@ impl Ownership {
     }
 
     /// A cluster member that owns nothing until the controller says so.
-    pub fn clustered(node: &str, partitions: u32) -> Self {
+    pub fn clustered(node: &str, incarnation: &str, partitions: u32) -> Self {
         Ownership {
             node: node.to_string(),
+            incarnation: incarnation.to_string(),
             clustered: true,
+            retired: AtomicBool::new(false),
             started: Instant::now(),
             lease_until_ms: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
@@ -146,6 +161,26 @@ impl Ownership {
     /// This node's id.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This node's incarnation (empty: the first, or standalone).
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    /// The node id belongs to another live incarnation: admit nothing from now on, and
+    /// route what this node still holds to the partitions' owners (even those named like
+    /// this node: they are the other incarnation).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.fenced.store(true, Ordering::Release);
+        let mut t = self.table.write();
+        t.active.iter_mut().for_each(|a| *a = 0);
+    }
+
+    /// Whether [`Ownership::retire`] was called.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Whether the node runs in a cluster.
@@ -301,10 +336,17 @@ impl Ownership {
         (t.members.values().cloned().collect(), t.owners.clone())
     }
 
-    /// Where records of `partition` go from here.
+    /// Where records of `partition` go from here (admission: what a request may do now).
     pub fn route(&self, partition: u32) -> Route {
         if !self.clustered {
             return Route::Local(0);
+        }
+        if self.retired() {
+            return Route::Unavailable(format!(
+                "this node's id `{}` belongs to another incarnation now; this node is handing \
+                 over what it holds and exiting",
+                self.node
+            ));
         }
         if self.fenced.load(Ordering::Acquire) || !self.lease_live() {
             return Route::Unavailable(
@@ -322,9 +364,6 @@ impl Ownership {
             return Route::Local(e);
         }
         match t.owners.get(p).cloned().flatten() {
-            None => Route::Unavailable(format!(
-                "partition {partition} has no owner right now (failover or handover in progress)"
-            )),
             Some(o) if o.node == self.node => Route::Unavailable(format!(
                 "partition {partition} is moving to or from this node"
             )),
@@ -337,28 +376,52 @@ impl Ownership {
             {
                 Route::Unavailable(format!("partition {partition} is being handed over"))
             }
-            Some(o)
-                if t.unreachable
-                    .get(&o.node)
-                    .is_some_and(|until| *until > Instant::now()) =>
-            {
-                Route::Unavailable(format!(
-                    "partition {partition}'s owner {} does not answer (failover in progress)",
-                    o.node
-                ))
-            }
-            Some(o) => match t.members.get(&o.node) {
-                Some(m) => Route::Remote {
-                    node: o.node.clone(),
-                    advertise: m.advertise.clone(),
-                    epoch: o.epoch,
-                },
-                None => Route::Unavailable(format!(
-                    "partition {partition}'s owner {} left the cluster",
-                    o.node
-                )),
-            },
+            owner => Self::remote(&t, partition, owner),
         }
+    }
+
+    /// Where the outbox sends what this node holds for `partition`: [`Ownership::route`],
+    /// except that a retired node still delivers to the owners — even to one named like
+    /// itself, which is the other incarnation — without a lease of its own (the owner
+    /// checks the epoch; nothing is emitted here).
+    pub fn delivery_route(&self, partition: u32) -> Route {
+        if !self.retired() {
+            return self.route(partition);
+        }
+        let t = self.table.read();
+        let owner = t.owners.get(partition as usize).cloned().flatten();
+        Self::remote(&t, partition, owner)
+    }
+
+    /// An owner elsewhere (reachable or not: records for an owner that does not answer are
+    /// staged here and delivered later), or nobody.
+    fn remote(t: &Table, partition: u32, owner: Option<Owner>) -> Route {
+        let Some(o) = owner else {
+            return Route::Unavailable(format!(
+                "partition {partition} has no owner right now (failover or handover in progress)"
+            ));
+        };
+        match t.members.get(&o.node) {
+            Some(m) => Route::Remote {
+                node: o.node.clone(),
+                advertise: m.advertise.clone(),
+                epoch: o.epoch,
+            },
+            None => Route::Unavailable(format!(
+                "partition {partition}'s owner {} left the cluster",
+                o.node
+            )),
+        }
+    }
+
+    /// Whether `node` refused or did not answer a connection within the last second (the
+    /// HTTP edge does not wait for its answer then: the records are staged here).
+    pub fn unreachable_now(&self, node: &str) -> bool {
+        self.table
+            .read()
+            .unreachable
+            .get(node)
+            .is_some_and(|until| *until > Instant::now())
     }
 }
 
@@ -374,6 +437,7 @@ mod tests {
                 node: "b".into(),
                 advertise: "http://b".into(),
                 state: "active".into(),
+                incarnation: String::new(),
             },
         );
         members
@@ -389,7 +453,7 @@ mod tests {
 
     #[test]
     fn stale_epochs_and_dead_leases_may_not_emit() {
-        let o = Ownership::clustered("a", 2);
+        let o = Ownership::clustered("a", "", 2);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
         o.set_active(0, 7);
         assert!(o.may_emit(0, 7));
@@ -402,7 +466,7 @@ mod tests {
 
     #[test]
     fn routes_follow_the_view() {
-        let o = Ownership::clustered("a", 2);
+        let o = Ownership::clustered("a", "", 2);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
         let members = member_b();
         o.set_view(
@@ -422,8 +486,8 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_owner_is_routed_around_and_a_moment_later_tried_again() {
-        let o = Ownership::clustered("a", 1);
+    fn records_for_an_owner_that_does_not_answer_are_staged_not_refused() {
+        let o = Ownership::clustered("a", "", 1);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
         let members = member_b();
         let owners = vec![Some(Owner {
@@ -433,20 +497,76 @@ mod tests {
         o.set_view(members, owners);
         o.mark_unreachable("b");
         assert!(
-            matches!(o.route(0), Route::Unavailable(_)),
-            "503, not a pile-up"
+            matches!(o.route(0), Route::Remote { epoch: 2, .. }),
+            "refused, reset or no answer: staged here and acknowledged"
+        );
+        assert!(
+            o.unreachable_now("b"),
+            "the edge does not wait for its answer"
         );
         assert!(o.hurried(), "the controller re-reads etcd soon");
         o.table
             .write()
             .unreachable
             .insert("b".into(), Instant::now());
-        assert!(matches!(o.route(0), Route::Remote { epoch: 2, .. }));
+        assert!(!o.unreachable_now("b"));
+    }
+
+    #[test]
+    fn a_retired_node_admits_nothing_but_delivers_to_the_owners_even_under_its_own_name() {
+        let o = Ownership::clustered("a", "00000000000000aa", 2);
+        o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
+        let mut members = member_b();
+        members.insert(
+            "a".into(),
+            Member {
+                node: "a".into(),
+                advertise: "http://a-replacement".into(),
+                state: "active".into(),
+                incarnation: "00000000000000bb".into(),
+            },
+        );
+        o.set_active(1, 5);
+        o.set_view(
+            members,
+            vec![
+                Some(Owner {
+                    node: "a".into(),
+                    epoch: 9,
+                }),
+                Some(Owner {
+                    node: "b".into(),
+                    epoch: 4,
+                }),
+            ],
+        );
+        assert_eq!(o.route(1), Route::Local(5));
+        o.retire();
+        assert!(
+            matches!(o.route(0), Route::Unavailable(_)),
+            "admits nothing"
+        );
+        assert!(matches!(o.route(1), Route::Unavailable(_)), "owns nothing");
+        assert_eq!(o.emit_check(1, 5), EmitCheck::Stale, "emits nothing");
+        assert_eq!(
+            o.delivery_route(0),
+            Route::Remote {
+                node: "a".into(),
+                advertise: "http://a-replacement".into(),
+                epoch: 9
+            },
+            "the other incarnation owns it"
+        );
+        o.set_lease_until(Instant::now());
+        assert!(
+            matches!(o.delivery_route(1), Route::Remote { epoch: 4, .. }),
+            "no lease needed to hand records on"
+        );
     }
 
     #[test]
     fn a_closing_partition_refuses_records_but_still_emits() {
-        let o = Ownership::clustered("a", 1);
+        let o = Ownership::clustered("a", "", 1);
         o.set_lease_until(Instant::now() + std::time::Duration::from_secs(5));
         o.set_active(0, 3);
         assert_eq!(o.route(0), Route::Local(3));

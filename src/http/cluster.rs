@@ -10,8 +10,9 @@ use super::problem::ApiError;
 use super::{AppState, authorize, read_body};
 use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
+use crate::durability::incarnation;
 use crate::engine::admit::Admitted;
-use crate::engine::forwarder::{H_EPOCH, H_HANDOVER, H_PARTITION, H_SOURCE};
+use crate::engine::forwarder::{H_EPOCH, H_HANDOVER, H_INCARNATION, H_PARTITION, H_SOURCE};
 use crate::engine::ingress::{Import, ImportRefused};
 use crate::engine::ownership::Route;
 use crate::engine::{ImportError, reply};
@@ -65,6 +66,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
                    to the node taking it over). Not for clients.",
     params(
         ("x-sluice-source" = String, Header, description = "The sending node."),
+        ("x-sluice-incarnation" = Option<String>, Header, description = "The sender's incarnation (absent: its first): a node started on an empty checkpoint.dir is a new incarnation of its id, whose batches are never taken for resends of its former life's."),
         ("x-sluice-partition" = u32, Header, description = "The records' partition."),
         ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
         ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
@@ -91,7 +93,16 @@ pub async fn post_import(
     authorize(&req, &state.settings)?;
     // The request's own form first (400), whatever this node is: then 404 on a standalone
     // node and 503 before restore finished.
-    let source = header(&req, H_SOURCE)?.to_string();
+    let node = header(&req, H_SOURCE)?;
+    let sender = req
+        .headers()
+        .get(H_INCARNATION)
+        .map(|v| v.to_str())
+        .transpose()
+        .map_err(|_| ApiError::BadRequest(format!("the {H_INCARNATION} header is not text")))?
+        .unwrap_or("");
+    // Resend watermarks are kept per incarnation of the sender.
+    let source = incarnation::sender_key(node, sender);
     let partition: u32 = number(&req, H_PARTITION)?;
     let epoch: u64 = number(&req, H_EPOCH)?;
     let handover = header(&req, H_HANDOVER)? == "1";

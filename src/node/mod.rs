@@ -106,8 +106,14 @@ pub async fn run(
     let settings = Arc::new(settings);
     let (journal, inbox) = journal::channel(journal_limits(&settings));
     let partitions = settings.pipeline.partitions as u32;
+    // Before anything is written to the directory: a fresh one is a new incarnation.
+    let incarnation = if settings.cluster.enabled {
+        crate::durability::incarnation::establish(&dir).map_err(|e| runtime(e.to_string()))?
+    } else {
+        String::new()
+    };
     let ownership = Arc::new(if settings.cluster.enabled {
-        Ownership::clustered(&node, partitions)
+        Ownership::clustered(&node, &incarnation, partitions)
     } else {
         Ownership::standalone(&node, partitions)
     });
@@ -152,7 +158,7 @@ pub async fn run(
                 JoinError::Store(e) => runtime(e.to_string()),
             })?;
         c.spawn();
-        tracing::info!(node = %node, %advertise, prefix = %settings.cluster.prefix, "cluster member");
+        tracing::info!(node = %node, %incarnation, %advertise, prefix = %settings.cluster.prefix, "cluster member");
         Some(c)
     } else {
         None
@@ -162,7 +168,28 @@ pub async fn run(
         partitions = settings.pipeline.partitions, reissued,
         restore_ms = recovered.millis, "serving");
 
-    shutdown.await;
+    // The signal, or (cluster) the news that this node's id belongs to another
+    // incarnation: then it has handed over what it held and exits 2.
+    let retired = async {
+        match &controller {
+            Some(c) => Some(c.retired().await),
+            None => std::future::pending().await,
+        }
+    };
+    let retired = tokio::select! {
+        () = shutdown => None,
+        why = retired => why,
+    };
+    if let Some(why) = retired {
+        engine.shared().draining.store(true, Ordering::Release);
+        let _ = grace_over_tx.send(true);
+        if let Err(e) = engine.checkpoint().await {
+            tracing::warn!(error = %e, "final checkpoint failed");
+        }
+        handle.stop(true).await;
+        let _ = server_task.await;
+        return Err(NodeError::Usage(vec![why]));
+    }
     // Keep serving while draining: POSTs and /readyz answer 503, so Kubernetes takes the
     // pod out of the Service and clients get a clear answer, not a refused connection.
     tracing::info!("shutting down: no longer accepting records, draining");

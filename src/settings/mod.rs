@@ -44,6 +44,22 @@ pub struct Cluster {
     pub prefix: String,
     /// A crashed node's partitions move after this long (etcd lease TTL, whole seconds).
     pub lease_ttl_ms: u64,
+    /// An owner that a majority of the other members has not reached over HTTP for this
+    /// long loses its partitions (0 = `lease_ttl_ms`).
+    pub peer_timeout_ms: u64,
+    /// Records this node holds durably for owners it cannot reach (staged), then 503.
+    pub max_staged_records: u64,
+}
+
+impl Cluster {
+    /// `peer_timeout_ms`, with 0 meaning the lease TTL.
+    pub fn peer_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(if self.peer_timeout_ms == 0 {
+            self.lease_ttl_ms
+        } else {
+            self.peer_timeout_ms
+        })
+    }
 }
 
 /// `[server]`: the REST edge.

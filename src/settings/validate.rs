@@ -69,6 +69,18 @@ pub fn validate(s: &Settings) -> Vec<String> {
             ),
         );
         need(
+            s.cluster.peer_timeout_ms == 0 || s.cluster.peer_timeout_ms >= 500,
+            format!(
+                "cluster.peer_timeout_ms: must be 0 (= lease_ttl_ms) or at least 500 (peers probe \
+                 each other every 250 ms), got {}",
+                s.cluster.peer_timeout_ms
+            ),
+        );
+        need(
+            s.cluster.max_staged_records >= 1,
+            "cluster.max_staged_records: must be at least 1".to_string(),
+        );
+        need(
             s.cluster.advertise.is_empty()
                 || s.cluster.advertise.starts_with("http://")
                 || s.cluster.advertise.starts_with("https://"),

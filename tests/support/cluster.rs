@@ -27,6 +27,11 @@ pub struct TestCluster {
     /// Per node index: the running process (None once stopped or killed).
     pub nodes: Vec<Option<Service>>,
     dirs: Vec<tempfile::TempDir>,
+    /// Data directories taken away from their node (a volume deleted): kept so the audit
+    /// still reads what was emitted into them.
+    spare: Vec<(usize, tempfile::TempDir)>,
+    /// Per node index: extra environment of its process (e.g. a fixed bind and advertise).
+    pub env: Vec<Vec<(String, String)>>,
     /// Base URLs of the nodes that accept load now (the load generator reads this).
     pub live: Arc<RwLock<Vec<String>>>,
 }
@@ -42,6 +47,8 @@ impl TestCluster {
             config,
             nodes: Vec::new(),
             dirs: Vec::new(),
+            spare: Vec::new(),
+            env: Vec::new(),
             live: Arc::new(RwLock::new(Vec::new())),
         };
         for _ in 0..nodes {
@@ -77,9 +84,10 @@ impl TestCluster {
             .collect();
         Config {
             cluster: format!(
-                "enabled = true\nnode = \"n{i}\"\netcd = [{}]\nprefix = \"{}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n",
+                "enabled = true\nnode = \"n{i}\"\netcd = [{}]\nprefix = \"{}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n{}",
                 endpoints.join(", "),
-                self.prefix
+                self.prefix,
+                self.config.cluster,
             ),
             server: self.config.server.clone(),
             pipeline: self.config.pipeline.clone(),
@@ -88,6 +96,7 @@ impl TestCluster {
             memory: self.config.memory.clone(),
             cql: self.config.cql.clone(),
             checkpoint: self.config.checkpoint.clone(),
+            env: self.env.get(i).cloned().unwrap_or_default(),
             ..Config::default()
         }
     }
@@ -101,6 +110,32 @@ impl TestCluster {
         self.nodes.push(Some(svc));
         self.dirs.push(dir);
         i
+    }
+
+    /// The volume of stopped node `i` is deleted: its next start finds an empty directory
+    /// (what it emitted stays readable for the audit).
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} still runs");
+        let old = std::mem::replace(&mut self.dirs[i], tempfile::tempdir().expect("tempdir"));
+        self.spare.push((i, old));
+    }
+
+    /// Take node `i`'s process out of the cluster's bookkeeping (it keeps running, e.g.
+    /// frozen, until the caller ends it) and give its slot an empty volume, as a
+    /// replacement pod gets; the process's own directory stays readable for the audit.
+    pub fn detach(&mut self, i: usize) -> Service {
+        self.unlist(i);
+        let svc = self.nodes[i].take().expect("node runs");
+        self.wipe(i);
+        svc
+    }
+
+    /// The checkpoint directories no node uses any more (deleted volumes), newest last.
+    pub fn spare_checkpoints(&self) -> Vec<PathBuf> {
+        self.spare
+            .iter()
+            .map(|(_, d)| d.path().join("checkpoints"))
+            .collect()
     }
 
     /// Start node `i` again on its data directory.
@@ -178,7 +213,9 @@ impl TestCluster {
     /// file holds it, in file order.
     pub fn envelopes(&self) -> Vec<(usize, Value)> {
         let mut all = Vec::new();
-        for (i, d) in self.dirs.iter().enumerate() {
+        // A deleted volume's files were written by the node of that slot.
+        let spare = self.spare.iter().map(|(i, d)| (*i, d));
+        for (i, d) in self.dirs.iter().enumerate().chain(spare) {
             for f in ["out.jsonl", "dead.jsonl"] {
                 for v in read_lines(&d.path().join(f)) {
                     all.push((i, v));

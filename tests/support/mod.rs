@@ -467,6 +467,13 @@ impl Service {
         }
     }
 
+    /// Wait up to `limit` for the process to exit on its own: its exit code (`None`: killed
+    /// by a signal, or still running after `limit` — then it is killed).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        wait_exit(&mut child, limit)
+    }
+
     /// Stop the service gracefully and read both sinks' envelopes.
     pub fn finish(mut self) -> (Vec<Value>, Vec<Value>) {
         assert_eq!(self.terminate(), Some(0), "graceful exit");
