@@ -14,16 +14,8 @@ use actix::prelude::*;
 
 use super::shared::Shared;
 use crate::durability::codec;
+use crate::peer_api::{H_EPOCH, H_HANDOVER, H_IMPORTED_UPTO, H_PARTITION, H_SOURCE};
 use crate::record::Record;
-
-/// Headers of the internal import API.
-pub const H_SOURCE: &str = "x-sluice-source";
-pub const H_PARTITION: &str = "x-sluice-partition";
-pub const H_EPOCH: &str = "x-sluice-epoch";
-pub const H_HANDOVER: &str = "x-sluice-handover";
-/// On a 409: the receiver already holds the sender's records of that partition numbered
-/// below this (they are its to finish).
-pub const H_IMPORTED_UPTO: &str = "x-sluice-imported-upto";
 
 /// How a shipped batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,23 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use super::{api, responses};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 
+use super::body::read_body;
 use super::problem::ApiError;
-use super::{AppState, authorize, read_body};
+use super::state::{AppState, Data, authorize, submit_error};
+use super::{api, responses};
 use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
 use crate::engine::admit::Admitted;
-use crate::engine::forwarder::{H_EPOCH, H_HANDOVER, H_PARTITION, H_SOURCE};
 use crate::engine::ingress::{Import, ImportRefused};
 use crate::engine::ownership::Route;
 use crate::engine::{ImportError, reply};
-
-/// Marks a `/v1/enrich` request one node sent on to an owner: it is never sent on again.
-pub const H_FORWARDED: &str = "x-sluice-forwarded";
-
-type Data = web::Data<AppState>;
+use crate::peer_api::{H_EPOCH, H_FORWARDED, H_HANDOVER, H_PARTITION, H_SOURCE};
 
 /// `GET /v1/cluster`: members and partition owners as this node sees them.
 #[utoipa::path(
@@ -68,6 +64,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
         ("x-sluice-partition" = u32, Header, description = "The records' partition."),
         ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
         ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
+        ("x-sluice-incarnation" = Option<String>, Header, nullable = false, description = "The sender's incarnation (optional): a node started on an empty checkpoint.dir is a new incarnation of its id."),
     ),
     request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
     responses(
@@ -85,7 +82,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
 )]
 pub async fn post_import(
     req: HttpRequest,
-    payload: web::Payload,
+    payload: actix_web::web::Payload,
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
@@ -249,11 +246,7 @@ pub async fn enrich_across(
             if local.is_empty() {
                 Ok(Vec::new())
             } else {
-                state
-                    .engine
-                    .enrich(local)
-                    .await
-                    .map_err(super::submit_error)
+                state.engine.enrich(local).await.map_err(submit_error)
             }
         })
         .await;
