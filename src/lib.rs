@@ -15,6 +15,7 @@ pub mod logging;
 pub mod lookup;
 pub mod metrics;
 pub mod node;
+pub mod peer_api;
 pub mod pointer;
 pub mod record;
 pub mod settings;

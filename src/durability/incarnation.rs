@@ -10,8 +10,8 @@
 //!
 //! A directory written before incarnations existed (data but no `INCARNATION` file) is the
 //! *first* incarnation, spelled as the empty string: its peers' watermarks were kept under
-//! the bare node id, which is what an empty incarnation maps to, so an upgrade in place
-//! neither drops nor doubles anything.
+//! the bare node id, which is what an empty incarnation maps to (`engine/outbox.rs`,
+//! `Source::to_key`), so an upgrade in place neither drops nor doubles anything.
 
 use std::fs;
 use std::io::{self, Write};
@@ -103,17 +103,6 @@ fn write(dir: &Path, value: &str) -> io::Result<()> {
     files::sync_dir(dir)
 }
 
-/// How a sender is named where a string is kept (the journal's import watermarks): the
-/// node id for the first incarnation — exactly what was kept before incarnations — and
-/// `node#incarnation` otherwise.
-pub fn sender_key(node: &str, incarnation: &str) -> String {
-    if incarnation.is_empty() {
-        node.to_string()
-    } else {
-        format!("{node}#{incarnation}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,14 +135,5 @@ mod tests {
         fs::write(d.path().join(FILE), b"not one\n").unwrap();
         let e = establish(d.path()).unwrap_err().to_string();
         assert!(e.contains("INCARNATION") && e.contains("not one"), "{e}");
-    }
-
-    #[test]
-    fn the_first_incarnation_is_keyed_as_before() {
-        assert_eq!(sender_key("sluice-0", ""), "sluice-0");
-        assert_eq!(
-            sender_key("sluice-0", "00000000000000ab"),
-            "sluice-0#00000000000000ab"
-        );
     }
 }

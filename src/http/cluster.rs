@@ -3,24 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use super::{api, responses};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 
+use super::body::read_body;
 use super::problem::ApiError;
-use super::{AppState, authorize, read_body};
+use super::state::{AppState, Data, authorize, submit_error};
+use super::{api, responses};
 use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
-use crate::durability::incarnation;
 use crate::engine::admit::Admitted;
-use crate::engine::forwarder::{H_EPOCH, H_HANDOVER, H_INCARNATION, H_PARTITION, H_SOURCE};
 use crate::engine::ingress::{Import, ImportRefused};
+use crate::engine::outbox::Source;
 use crate::engine::ownership::Route;
 use crate::engine::{ImportError, reply};
-
-/// Marks a `/v1/enrich` request one node sent on to an owner: it is never sent on again.
-pub const H_FORWARDED: &str = "x-sluice-forwarded";
-
-type Data = web::Data<AppState>;
+use crate::peer_api::{H_EPOCH, H_FORWARDED, H_HANDOVER, H_INCARNATION, H_PARTITION, H_SOURCE};
 
 /// `GET /v1/cluster`: members and partition owners as this node sees them.
 #[utoipa::path(
@@ -66,10 +62,10 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
                    to the node taking it over). Not for clients.",
     params(
         ("x-sluice-source" = String, Header, description = "The sending node."),
-        ("x-sluice-incarnation" = Option<String>, Header, description = "The sender's incarnation (absent: its first): a node started on an empty checkpoint.dir is a new incarnation of its id, whose batches are never taken for resends of its former life's."),
         ("x-sluice-partition" = u32, Header, description = "The records' partition."),
         ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
         ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
+        ("x-sluice-incarnation" = Option<String>, Header, nullable = false, description = "The sender's incarnation (absent: its first): a node started on an empty checkpoint.dir is a new incarnation of its id, whose batches are never taken for resends of its former life's."),
     ),
     request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
     responses(
@@ -87,14 +83,14 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
 )]
 pub async fn post_import(
     req: HttpRequest,
-    payload: web::Payload,
+    payload: actix_web::web::Payload,
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
     // The request's own form first (400), whatever this node is: then 404 on a standalone
     // node and 503 before restore finished.
     let node = header(&req, H_SOURCE)?;
-    let sender = req
+    let incarnation = req
         .headers()
         .get(H_INCARNATION)
         .map(|v| v.to_str())
@@ -102,7 +98,10 @@ pub async fn post_import(
         .map_err(|_| ApiError::BadRequest(format!("the {H_INCARNATION} header is not text")))?
         .unwrap_or("");
     // Resend watermarks are kept per incarnation of the sender.
-    let source = incarnation::sender_key(node, sender);
+    let source = Source {
+        node: node.to_string(),
+        incarnation: incarnation.to_string(),
+    };
     let partition: u32 = number(&req, H_PARTITION)?;
     let epoch: u64 = number(&req, H_EPOCH)?;
     let handover = header(&req, H_HANDOVER)? == "1";
@@ -260,11 +259,7 @@ pub async fn enrich_across(
             if local.is_empty() {
                 Ok(Vec::new())
             } else {
-                state
-                    .engine
-                    .enrich(local)
-                    .await
-                    .map_err(super::submit_error)
+                state.engine.enrich(local).await.map_err(submit_error)
             }
         })
         .await;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{api, cluster, responses};
+use super::{api, cluster, ops, records, responses};
 use crate::pointer::Pointer;
 use crate::settings::Settings;
 
@@ -42,15 +42,15 @@ impl utoipa::Modify for BearerScheme {
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        super::post_records,
-        super::post_enrich,
-        super::get_status,
-        super::post_checkpoint,
+        records::post_records,
+        records::post_enrich,
+        ops::get_status,
+        ops::post_checkpoint,
         cluster::get_cluster,
         cluster::post_import,
-        super::get_metrics,
-        super::healthz,
-        super::readyz,
+        ops::get_metrics,
+        ops::healthz,
+        ops::readyz,
         get_openapi,
     ),
     components(
@@ -156,7 +156,9 @@ fn require_at(schema: &mut Value, path: &[String], leaf: Value, required: bool) 
     responses((status = 200, description = "The OpenAPI 3.1 document of this API, fitted to \
                this node's configuration.", content_type = "application/json", body = Object)),
 )]
-pub async fn get_openapi(state: actix_web::web::Data<super::AppState>) -> actix_web::HttpResponse {
+pub async fn get_openapi(
+    state: actix_web::web::Data<super::state::AppState>,
+) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok().json(document(&state.settings))
 }
 
@@ -186,6 +188,27 @@ mod tests {
             Some(&json!(7))
         );
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn the_import_route_documents_the_internal_apis_headers() {
+        use crate::peer_api::*;
+        let doc = document(&Settings::defaults());
+        let params = doc
+            .pointer("/paths/~1internal~1v1~1import/post/parameters")
+            .and_then(Value::as_array)
+            .expect("the import route has parameters");
+        let named = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name && p["in"] == "header")
+                .unwrap_or_else(|| panic!("{name} is not documented"))
+        };
+        for h in [H_SOURCE, H_PARTITION, H_EPOCH, H_HANDOVER] {
+            assert_eq!(named(h)["required"], true, "{h}");
+        }
+        assert_eq!(named(H_INCARNATION)["required"], false);
+        assert_eq!(named(H_INCARNATION)["schema"]["type"], "string");
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl ResponseError for ApiError {
                 resp.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Conflict(_, upto) => {
-                resp.insert_header((crate::engine::forwarder::H_IMPORTED_UPTO, upto.to_string()));
+                resp.insert_header((crate::peer_api::H_IMPORTED_UPTO, upto.to_string()));
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 resp.insert_header((header::ALLOW, *allow));

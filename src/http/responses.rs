@@ -55,7 +55,7 @@ const PROBLEMS: &[ProblemDoc] = &[
         title: "Not the partition's owner at that epoch",
         when: "The receiving node does not own the partition at the sender's epoch.",
         headers: &[(
-            "x-sluice-imported-upto",
+            crate::peer_api::H_IMPORTED_UPTO,
             "The sender's records below this number are held here already.",
         )],
     },

@@ -253,7 +253,7 @@ fn reopen_on_sighup(engine: std::sync::Weak<Engine>) {
 }
 
 /// How far the journal may fall behind on request data before the ingress refuses requests
-/// (503): see `durability/backlog.rs`.
+/// (429 + `Retry-After`, like a full partition): see `durability/backlog.rs`.
 fn journal_limits(s: &Settings) -> backlog::Limits {
     backlog::Limits::for_node(
         s.server.max_body_bytes,
