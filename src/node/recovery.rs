@@ -36,11 +36,15 @@ pub async fn recover(
         actix_rt::task::spawn_blocking(move || files::restore(&read_dir))
             .await
             .map_err(|e| NodeError::Runtime(format!("restore failed: {e}")))?
-            .map_err(|e| {
-                NodeError::Runtime(format!(
+            .map_err(|e| match e {
+                // Not damage and not a failure: this build is older than the data.
+                files::RestoreError::Unsupported(v) => {
+                    NodeError::Usage(vec![format!("checkpoint.dir `{}`: {v}", dir.display())])
+                }
+                files::RestoreError::Io(e) => NodeError::Runtime(format!(
                     "cannot read checkpoint.dir `{}`: {e}",
                     dir.display()
-                ))
+                )),
             })?;
     let accepted_loss = check_chain(&mut state, &report, settings, &dir)?;
     check_partitions(&state, settings.pipeline.partitions as u32, &dir)?;
