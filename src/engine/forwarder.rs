@@ -12,27 +12,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::outbox::ShipResult;
 use super::shared::Shared;
 use crate::durability::codec;
 use crate::peer_api::{H_EPOCH, H_HANDOVER, H_IMPORTED_UPTO, H_PARTITION, H_SOURCE};
 use crate::record::Record;
-
-/// How a shipped batch ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShipResult {
-    /// The owner made every record durable.
-    Taken,
-    /// The receiver does not own the partition at that epoch (re-route); it holds the
-    /// records numbered below `taken_upto` already.
-    NotOwner { why: String, taken_upto: u64 },
-    /// Not delivered (overload, failure, an answer saying so): try again later, anywhere.
-    Retry(String),
-    /// Never connected: nothing was sent, and the node looks down.
-    Unreachable(String),
-    /// The request may have been taken (the connection broke after it was sent): only the
-    /// same node can say, so ask it again before sending these records anywhere else.
-    InDoubt(String),
-}
 
 /// A forwarder's answer for one shipped batch (to the ingress).
 #[derive(Message)]

@@ -5,15 +5,19 @@
 //! and keeps each partition's mailbox in seq order.
 //!
 //! Cluster mode adds three holding areas, all journaled so a crash loses none of them:
-//! - the **outbox** of each partition owned elsewhere: records accepted here (or handed
-//!   over) waiting for the owner, shipped in stage order by one [`Forwarder`] per remote
-//!   node, at most one batch per partition in flight, removed once the owner made them
-//!   durable (`Forwarded`);
+//! - the **outbox** of each partition owned elsewhere (`engine/outbox.rs`, the forwarding
+//!   protocol as a pure state machine): records accepted here (or handed over) waiting for
+//!   the owner, shipped in stage order by one [`Forwarder`] per remote node, at most one
+//!   batch per partition in flight, removed once the owner made them durable (`Forwarded`),
+//!   parked when the answer was lost;
 //! - **dormant** records: pending here from before a restart or a lost lease, for
 //!   partitions this node does not serve now; re-issued if the partition comes back
 //!   (`Activate`), restaged into the outbox once another node owns it;
-//! - the **import watermarks**: per (source node, partition) the stage numbers already
-//!   taken, so a batch resent after the source crashed is not taken twice.
+//! - the **import watermarks** (`outbox::Imports`): per (source, partition) the stage
+//!   numbers already taken, so a batch resent after the source crashed is not taken twice.
+//!
+//! This actor is the glue: it reads the routing view and the counters, hands them to those
+//! pure parts, journals what they answer and sends what they hand out.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,8 +28,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::admit::Admitted;
-use super::forwarder::{Forwarder, Ship, ShipResult, Shipped};
+use super::forwarder::{Forwarder, Ship, Shipped};
 use super::job::Job;
+use super::outbox::{Answer, Batch, Delivery, Imports, Next, Outbox, ShipResult, Source};
 use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
@@ -35,14 +40,6 @@ use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
 use crate::record::Record;
-
-/// Records shipped to an owner in one request at most.
-const SHIP_BATCH: usize = 4096;
-/// Record bytes shipped in one request at most (one record always goes, however large:
-/// a record fits `server.max_body_bytes`, and the import route takes 8 times that).
-const SHIP_BYTES: usize = 4 << 20;
-/// Pause before shipping again after an owner refused or could not be reached.
-const SHIP_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Refusal: a partition's backlog cannot take its share of the batch — or, with `journal`
 /// set, the journal's backlog cannot take the batch (the disk is slow). Nothing was
@@ -161,7 +158,7 @@ pub struct Dormant(pub Vec<Arc<Record>>);
 #[derive(Message)]
 #[rtype(result = "Result<ImportAck, ImportRefused>")]
 pub struct Import {
-    pub source: String,
+    pub source: Source,
     pub partition: u32,
     /// The epoch the sender believes this node owns the partition at; 0 for a handover.
     pub epoch: u64,
@@ -205,45 +202,6 @@ pub struct IngressJournal {
     pub durable: bool,
 }
 
-/// Records of one partition waiting here for its owner elsewhere.
-#[derive(Default)]
-struct Outbox {
-    /// In stage order; each record's `seq` is its stage number.
-    queue: VecDeque<Arc<Record>>,
-    /// Stage numbers below this are durable here and may be shipped.
-    durable_upto: u64,
-    /// The batch in flight ships stage numbers below this.
-    in_flight: Option<u64>,
-    /// Callers waiting until the owner took stage numbers below `.0`.
-    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
-    /// Graceful handover: the node that will own the partition next.
-    handover_to: Option<String>,
-    not_before: Option<Instant>,
-    /// Batches whose answer was lost: the node they went to may hold them. Each is asked
-    /// again of that node (and nothing else of the partition goes to that node first);
-    /// what it does not hold is staged again under new numbers.
-    parked: Vec<Parked>,
-}
-
-/// Where and how a batch of an outbox goes.
-struct Dest {
-    node: String,
-    advertise: String,
-    /// The epoch the receiver is believed to own the partition at (0: handover/question).
-    epoch: u64,
-    handover: bool,
-    /// Asking about a parked batch.
-    parked: bool,
-}
-
-/// A batch in doubt (see [`Outbox::parked`]).
-struct Parked {
-    node: String,
-    /// In stage order.
-    records: Vec<Arc<Record>>,
-    asking: bool,
-}
-
 /// See module docs.
 pub struct Ingress {
     partitions: Vec<Addr<Partition>>,
@@ -253,10 +211,10 @@ pub struct Ingress {
     limit: usize,
     shared: Arc<Shared>,
     journal: Option<IngressJournal>,
-    outbox: Vec<Outbox>,
-    next_stage: Vec<u64>,
+    /// Per partition; a waiter is woken once the owner took its records.
+    outbox: Vec<Outbox<oneshot::Sender<()>>>,
     dormant: BTreeMap<(u32, u64), Arc<Record>>,
-    imported: HashMap<(String, u32), u64>,
+    imported: Imports,
     forwarders: HashMap<String, (String, Addr<Forwarder>)>,
     /// Bearer token for the internal API of other nodes.
     token: Option<String>,
@@ -303,10 +261,9 @@ impl Ingress {
             limit,
             shared,
             journal,
-            outbox: (0..n).map(|_| Outbox::default()).collect(),
-            next_stage: vec![0; n],
+            outbox: (0..n as u32).map(Outbox::new).collect(),
             dormant: BTreeMap::new(),
-            imported: HashMap::new(),
+            imported: Imports::default(),
             forwarders: HashMap::new(),
             token,
             me: None,
@@ -390,18 +347,11 @@ impl Ingress {
     /// Stage `records` of `partition` in the outbox (new stage numbers); returns the
     /// entries to journal and the stage number after the last.
     fn stage(&mut self, partition: u32, records: Vec<Record>) -> (Vec<Entry>, u64) {
-        let p = partition as usize;
-        let mut entries = Vec::with_capacity(records.len());
-        for mut r in records {
-            r.partition = partition;
-            r.seq = self.next_stage[p];
-            self.next_stage[p] += 1;
-            let r = Arc::new(r);
-            entries.push(Entry::Staged((*r).clone()));
-            self.outbox[p].queue.push_back(r);
-        }
+        let ob = &mut self.outbox[partition as usize];
+        let entries = ob.stage(records);
+        let next = ob.next_stage();
         self.publish_staged(partition);
-        (entries, self.next_stage[p])
+        (entries, next)
     }
 
     fn publish_staged(&self, partition: u32) {
@@ -410,11 +360,9 @@ impl Ingress {
             .dormant
             .range((partition, 0)..=(partition, u64::MAX))
             .count();
-        let parked: usize = self.outbox[p].parked.iter().map(|b| b.records.len()).sum();
-        self.shared.partitions[p].staged.store(
-            self.outbox[p].queue.len() + parked + dormant,
-            Ordering::Release,
-        );
+        self.shared.partitions[p]
+            .staged
+            .store(self.outbox[p].held() + dormant, Ordering::Release);
         self.shared
             .metrics
             .cluster_staged_records
@@ -454,153 +402,54 @@ impl Ingress {
     /// Ship or self-deliver every outbox that can move.
     fn pump(&mut self) {
         let now = Instant::now();
+        let own = self.shared.ownership.clone();
         for p in 0..self.outbox.len() {
+            if !self.outbox[p].may_move(now) {
+                continue;
+            }
             let partition = p as u32;
-            if self.outbox[p].not_before.is_some_and(|t| t > now) {
-                continue;
+            let route = own.route(partition);
+            let pumped = self.outbox[p].pump(now, &route, own.node(), |n| own.member(n));
+            if let Some(ask) = pumped.ask {
+                self.send_ship(partition, ask);
             }
-            self.ask_parked(partition);
-            let ob = &self.outbox[p];
-            if ob.queue.is_empty() || ob.in_flight.is_some() {
-                continue;
-            }
-            let parked_on = |node: &str| ob.parked.iter().any(|b| b.node == node);
-            match self.shared.ownership.route(partition) {
-                Route::Local(_) => self.deliver_locally(partition),
-                // A node asked about a parked batch gets nothing newer before it answered:
-                // its resend watermark must not jump over the parked numbers.
-                Route::Remote { node, .. } if parked_on(&node) => {}
-                Route::Remote {
-                    node,
-                    advertise,
-                    epoch,
-                } => self.ship(
-                    partition,
-                    Dest {
-                        node,
-                        advertise,
-                        epoch,
-                        handover: false,
-                        parked: false,
-                    },
-                ),
-                Route::Unavailable(_) => {
-                    let target = ob.handover_to.clone().filter(|t| !parked_on(t));
-                    if let Some(target) = target
-                        && target != self.shared.ownership.node()
-                        && let Some(m) = self.shared.ownership.member(&target)
-                    {
-                        let dest = Dest {
-                            node: m.node,
-                            advertise: m.advertise,
-                            epoch: 0,
-                            handover: true,
-                            parked: false,
-                        };
-                        self.ship(partition, dest);
-                    }
-                }
+            match pumped.next {
+                Some(Next::Ship(batch)) => self.send_ship(partition, batch),
+                Some(Next::Deliver(d)) => self.take_delivery(partition, d),
+                None => {}
             }
         }
         self.restage_dormant();
     }
 
-    /// Ask the node of the first parked batch of `partition` whether it holds it, once
-    /// that node is a member again.
-    fn ask_parked(&mut self, partition: u32) {
-        let p = partition as usize;
-        let Some(first) = self.outbox[p].parked.first() else {
-            return;
-        };
-        if first.asking {
-            return;
-        }
-        let node = first.node.clone();
-        let Some(m) = self.shared.ownership.member(&node) else {
-            return;
-        };
-        let epoch = match self.shared.ownership.route(partition) {
-            Route::Remote { node: n, epoch, .. } if n == node => epoch,
-            _ => 0,
-        };
-        let records = self.outbox[p].parked[0].records.clone();
-        let upto = records.last().map(|r| r.seq + 1).unwrap_or(0);
-        self.outbox[p].parked[0].asking = true;
-        let dest = Dest {
-            node: m.node,
-            advertise: m.advertise,
-            epoch,
-            handover: false,
-            parked: true,
-        };
-        self.send_ship(partition, dest, upto, records);
-    }
-
     /// The partition is active here: its durable outbox records join it directly.
     fn deliver_locally(&mut self, partition: u32) {
-        let p = partition as usize;
-        // A batch on its way to another node may be taken there: nothing of the outbox
-        // joins the partition here until that is settled.
-        if self.outbox[p].in_flight.is_some() {
-            return;
+        if let Some(d) = self.outbox[partition as usize].deliver() {
+            self.take_delivery(partition, d);
         }
-        let upto = self.outbox[p].durable_upto;
-        let mut take = Vec::new();
-        while self.outbox[p].queue.front().is_some_and(|r| r.seq < upto) {
-            if let Some(r) = self.outbox[p].queue.pop_front() {
-                take.push(r);
-            }
-        }
-        let (Some(from), Some(last)) =
-            (take.first().map(|r| r.seq), take.last().map(|r| r.seq + 1))
-        else {
-            return;
-        };
-        let (mut entries, batches) = self.take_in(partition, take);
-        entries.push(Entry::Forwarded {
-            partition,
-            from,
-            upto: last,
-        });
+    }
+
+    fn take_delivery(&mut self, partition: u32, d: Delivery<oneshot::Sender<()>>) {
+        let (mut entries, batches) = self.take_in(partition, d.records);
+        entries.push(d.forwarded);
         if let Some(j) = &self.journal {
             j.handle.write(entries);
         }
         self.dispatch(batches);
-        self.release_waiters(partition, last);
+        release(d.released);
         self.publish_staged(partition);
     }
 
-    fn ship(&mut self, partition: u32, dest: Dest) {
-        let p = partition as usize;
-        let upto = self.outbox[p].durable_upto;
-        let mut bytes = 0usize;
-        let records: Vec<Arc<Record>> = self.outbox[p]
-            .queue
-            .iter()
-            .take_while(|r| r.seq < upto)
-            .take(SHIP_BATCH)
-            .take_while(|r| {
-                let first = bytes == 0;
-                bytes += r.text.len() + 128;
-                first || bytes <= SHIP_BYTES
-            })
-            .cloned()
-            .collect();
-        let Some(last) = records.last().map(|r| r.seq + 1) else {
-            return;
-        };
-        self.outbox[p].in_flight = Some(last);
-        self.send_ship(partition, dest, last, records);
-    }
-
-    fn send_ship(&mut self, partition: u32, dest: Dest, upto: u64, records: Vec<Arc<Record>>) {
-        let Dest {
+    fn send_ship(&mut self, partition: u32, batch: Batch) {
+        let Batch {
             node,
             advertise,
             epoch,
             handover,
             parked,
-        } = dest;
+            upto,
+            records,
+        } = batch;
         let Some(me) = self.me.clone() else { return };
         let fwd = match self.forwarders.get(&node) {
             Some((url, addr)) if *url == advertise && addr.connected() => addr.clone(),
@@ -629,39 +478,36 @@ impl Ingress {
         });
     }
 
-    /// The outbox records of `partition` numbered below `upto` left this node for good.
-    fn taken(&mut self, partition: u32, upto: u64, records: usize) {
-        let ob = &mut self.outbox[partition as usize];
-        let from = ob.queue.front().map(|r| r.seq).unwrap_or(upto);
-        while ob.queue.front().is_some_and(|r| r.seq < upto) {
-            ob.queue.pop_front();
+    /// Journal what an answer about a shipped batch changed, count what left, wake waiters.
+    fn apply(&mut self, partition: u32, answer: Answer<oneshot::Sender<()>>) {
+        if let Some(s) = &answer.settled {
+            tracing::info!(partition, node = %s.node, held_there = s.held_there,
+                missing = s.missing, "parked records settled");
         }
-        ob.not_before = None;
-        if let Some(j) = &self.journal {
-            j.handle.write(vec![Entry::Forwarded {
-                partition,
-                from,
-                upto,
-            }]);
+        if answer.forwarded > 0 {
+            self.shared
+                .metrics
+                .cluster_forwarded_records
+                .inc_by(answer.forwarded as u64);
         }
-        self.shared
-            .metrics
-            .cluster_forwarded_records
-            .inc_by(records as u64);
-        self.release_waiters(partition, upto);
-        self.publish_staged(partition);
-    }
-
-    fn release_waiters(&mut self, partition: u32, upto: u64) {
-        let ob = &mut self.outbox[partition as usize];
-        while ob.waiters.front().is_some_and(|(w, _)| *w <= upto) {
-            if let Some((_, tx)) = ob.waiters.pop_front() {
-                let _ = tx.send(());
+        if !answer.entries.is_empty() {
+            match answer.staged_upto {
+                // Records staged again: they ship once durable here.
+                Some(upto) => drop(self.journal_write(
+                    answer.entries,
+                    true,
+                    vec![(partition, upto)],
+                    Cost::default(),
+                )),
+                None => {
+                    if let Some(j) = &self.journal {
+                        j.handle.write(answer.entries);
+                    }
+                }
             }
         }
-        if ob.queue.is_empty() {
-            ob.handover_to = None;
-        }
+        release(answer.released);
+        self.publish_staged(partition);
     }
 
     /// Dormant records of partitions another node owns move to the outbox.
@@ -713,8 +559,8 @@ impl Ingress {
             let (mut e, upto) = self.stage(partition, records);
             entries.append(&mut e);
             staged.push((partition, upto));
-            if handover_to.is_some() {
-                self.outbox[partition as usize].handover_to = handover_to.clone();
+            if let Some(target) = &handover_to {
+                self.outbox[partition as usize].set_handover_to(target.clone());
             }
         }
         entries.push(Entry::Handed { marks });
@@ -726,6 +572,13 @@ impl Ingress {
                 rx
             }
         }
+    }
+}
+
+/// Wake the callers waiting for these records to reach their owner.
+fn release(waiters: Vec<oneshot::Sender<()>>) {
+    for tx in waiters {
+        let _ = tx.send(());
     }
 }
 
@@ -820,7 +673,7 @@ impl Handler<Submit> for Ingress {
                 )),
                 Route::Remote { .. } => {
                     remote[p] = true;
-                    let held = self.outbox[p].queue.len();
+                    let held = self.outbox[p].queued();
                     (held + wanted > self.limit)
                         .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
                 }
@@ -856,8 +709,8 @@ impl Handler<Submit> for Ingress {
         for (i, a) in msg.records.into_iter().enumerate() {
             let p = a.partition as usize % n;
             if remote[p] {
-                let stage =
-                    self.next_stage[p] + to_stage.get(&(p as u32)).map_or(0, Vec::len) as u64;
+                let stage = self.outbox[p].next_stage()
+                    + to_stage.get(&(p as u32)).map_or(0, Vec::len) as u64;
                 // A generated id must be unique in the cluster: name this node and the stage.
                 let mut r = a;
                 if r.id.is_empty() {
@@ -904,9 +757,7 @@ impl Handler<Submit> for Ingress {
             entries.append(&mut e);
             staged.push((partition, upto));
             let (tx, rx) = oneshot::channel();
-            self.outbox[partition as usize]
-                .waiters
-                .push_back((upto, tx));
+            self.outbox[partition as usize].wait(upto, tx);
             forwarded.push(rx);
         }
         // Journal first: the channel is FIFO, so the partitions' later entries about these
@@ -1045,33 +896,20 @@ impl Handler<Restore> for Ingress {
             self.next_seq[p] = next;
             // The restored lease is already journaled; force a fresh one above it.
             self.lease_upto[p] = next;
-            self.next_stage[p] = state.next_stage_of(p as u32);
+            self.outbox[p].restore_next_stage(state.next_stage_of(p as u32));
         }
         let leases = self.leases(&vec![0; n]);
         if let Some(j) = &self.journal {
             j.handle.write(leases);
         }
         for ((source, p), upto) in state.imported {
-            self.imported.insert((source, p), upto);
+            self.imported.restore(&source, p, upto);
         }
         for ((p, _), r) in state.staged {
-            let ob = &mut self.outbox[p as usize % n];
-            ob.durable_upto = ob.durable_upto.max(r.seq + 1);
-            ob.queue.push_back(r);
+            self.outbox[p as usize % n].restore_staged(r);
         }
         for ((p, from), (upto, node)) in state.in_doubt {
-            let ob = &mut self.outbox[p as usize % n];
-            let (parked, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut ob.queue)
-                .into_iter()
-                .partition(|r| r.seq >= from && r.seq < upto);
-            ob.queue = rest;
-            if !parked.is_empty() {
-                ob.parked.push(Parked {
-                    node,
-                    records: parked.into_iter().collect(),
-                    asking: false,
-                });
-            }
+            self.outbox[p as usize % n].restore_in_doubt(from, upto, node);
         }
         let total = state.pending.len();
         if msg.clustered {
@@ -1178,7 +1016,7 @@ impl Handler<Held> for Ingress {
 
     fn handle(&mut self, msg: Held, _: &mut Self::Context) -> usize {
         let p = msg.0;
-        self.outbox[p as usize].queue.len() + self.dormant.range((p, 0)..=(p, u64::MAX)).count()
+        self.outbox[p as usize].queued() + self.dormant.range((p, 0)..=(p, u64::MAX)).count()
     }
 }
 
@@ -1187,8 +1025,7 @@ impl Handler<Durable> for Ingress {
 
     fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
         for (p, upto) in msg.0 {
-            let ob = &mut self.outbox[p as usize];
-            ob.durable_upto = ob.durable_upto.max(upto);
+            self.outbox[p as usize].durable(upto);
         }
         self.pump();
     }
@@ -1200,121 +1037,32 @@ impl Handler<Shipped> for Ingress {
     fn handle(&mut self, msg: Shipped, _: &mut Self::Context) {
         let partition = msg.partition;
         let p = partition as usize;
-        if msg.parked {
-            self.settle_parked(partition, msg);
-            self.pump();
-            return;
-        }
-        self.outbox[p].in_flight = None;
-        match msg.result {
-            ShipResult::Taken => self.taken(partition, msg.upto, msg.records),
-            ShipResult::NotOwner { why, .. } => {
-                tracing::debug!(partition, %why, "owner refused forwarded records");
-                if self.outbox[p].handover_to.is_none() {
-                    self.shared.ownership.mark_refused(partition);
+        let answer =
+            self.outbox[p].answer(Instant::now(), &msg.node, msg.upto, msg.parked, &msg.result);
+        if !msg.parked {
+            match &msg.result {
+                ShipResult::Taken => {}
+                ShipResult::NotOwner { why, .. } => {
+                    tracing::debug!(partition, %why, "owner refused forwarded records");
+                    if self.outbox[p].handover_to().is_none() {
+                        self.shared.ownership.mark_refused(partition);
+                    }
                 }
-                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
-            }
-            ShipResult::Retry(why) => {
-                tracing::debug!(partition, %why, "forwarding failed; will retry");
-                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
-            }
-            ShipResult::Unreachable(why) => {
-                tracing::debug!(partition, node = %msg.node, %why, "owner unreachable");
-                self.shared.ownership.mark_unreachable(&msg.node);
-                self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
-            }
-            ShipResult::InDoubt(why) => {
-                tracing::warn!(partition, node = %msg.node, %why,
-                    "forwarded records may or may not have been taken; parked until that node answers");
-                self.park(partition, msg.node, msg.upto);
+                ShipResult::Retry(why) => {
+                    tracing::debug!(partition, %why, "forwarding failed; will retry");
+                }
+                ShipResult::Unreachable(why) => {
+                    tracing::debug!(partition, node = %msg.node, %why, "owner unreachable");
+                    self.shared.ownership.mark_unreachable(&msg.node);
+                }
+                ShipResult::InDoubt(why) => {
+                    tracing::warn!(partition, node = %msg.node, %why,
+                        "forwarded records may or may not have been taken; parked until that node answers");
+                }
             }
         }
+        self.apply(partition, answer);
         self.pump();
-    }
-}
-
-impl Ingress {
-    /// The outbox records of `partition` below `upto` went to `node`, whose answer was
-    /// lost: park them (journaled) and let the rest of the outbox move on.
-    fn park(&mut self, partition: u32, node: String, upto: u64) {
-        let p = partition as usize;
-        let mut records = Vec::new();
-        while self.outbox[p].queue.front().is_some_and(|r| r.seq < upto) {
-            if let Some(r) = self.outbox[p].queue.pop_front() {
-                records.push(r);
-            }
-        }
-        let Some(from) = records.first().map(|r| r.seq) else {
-            return;
-        };
-        if let Some(j) = &self.journal {
-            j.handle.write(vec![Entry::InDoubt {
-                partition,
-                from,
-                upto,
-                node: node.clone(),
-            }]);
-        }
-        // Their callers need not wait: the records are durable here.
-        self.release_waiters(partition, upto);
-        self.outbox[p].parked.push(Parked {
-            node,
-            records,
-            asking: false,
-        });
-        self.publish_staged(partition);
-    }
-
-    /// The answer about the first parked batch of `partition`.
-    fn settle_parked(&mut self, partition: u32, msg: Shipped) {
-        let p = partition as usize;
-        let Some(i) = self.outbox[p].parked.iter().position(|b| b.asking) else {
-            return;
-        };
-        let (taken_upto, done) = match msg.result {
-            ShipResult::Taken => (msg.upto, true),
-            ShipResult::NotOwner { taken_upto, .. } => (taken_upto, true),
-            _ => (0, false),
-        };
-        if !done {
-            self.outbox[p].parked[i].asking = false;
-            self.outbox[p].not_before = Some(Instant::now() + SHIP_BACKOFF);
-            return;
-        }
-        let batch = self.outbox[p].parked.remove(i);
-        let from = batch.records.first().map(|r| r.seq).unwrap_or(0);
-        let upto = batch.records.last().map(|r| r.seq + 1).unwrap_or(0);
-        let held_there = batch.records.iter().filter(|r| r.seq < taken_upto).count();
-        let missing: Vec<Record> = batch
-            .records
-            .into_iter()
-            .filter(|r| r.seq >= taken_upto)
-            .map(Arc::unwrap_or_clone)
-            .collect();
-        tracing::info!(partition, node = %batch.node, held_there, missing = missing.len(),
-            "parked records settled");
-        self.shared
-            .metrics
-            .cluster_forwarded_records
-            .inc_by(held_there as u64);
-        // Those the node does not hold are staged again under new numbers (above anything
-        // shipped since), removed under the old ones in the same write.
-        let (mut entries, next) = self.stage(partition, missing);
-        entries.push(Entry::Forwarded {
-            partition,
-            from,
-            upto,
-        });
-        let staged = if entries.len() > 1 {
-            vec![(partition, next)]
-        } else {
-            Vec::new()
-        };
-        if let Some(rx) = self.journal_write(entries, !staged.is_empty(), staged, Cost::default()) {
-            drop(rx);
-        }
-        self.publish_staged(partition);
     }
 }
 
@@ -1330,15 +1078,9 @@ impl Handler<Import> for Ingress {
                 0,
             ));
         }
-        let key = (msg.source.clone(), partition);
-        let watermark = self.imported.get(&key).copied().unwrap_or(0);
-        let upto = msg.records.last().map(|r| r.seq + 1).unwrap_or(0);
-        let fresh: Vec<Arc<Record>> = msg
-            .records
-            .into_iter()
-            .filter(|r| r.seq >= watermark)
-            .map(Arc::new)
-            .collect();
+        let source = msg.source;
+        let fresh = self.imported.fresh(&source, partition, msg.records);
+        let (watermark, upto, fresh) = (fresh.watermark, fresh.upto, fresh.records);
         if fresh.is_empty() {
             // A resend of what this node already holds: taken, whoever owns it now.
             let (tx, durable) = oneshot::channel();
@@ -1387,26 +1129,14 @@ impl Handler<Import> for Ingress {
         if msg.handover {
             self.shared.ownership.hurry();
         }
-        let (mut entries, batches) = if local {
-            self.take_in(partition, fresh)
+        let (mut entries, batches, staged) = if local {
+            let (e, b) = self.take_in(partition, fresh.into_iter().map(Arc::new).collect());
+            (e, b, Vec::new())
         } else {
-            let records = fresh.into_iter().map(Arc::unwrap_or_clone).collect();
-            let (e, _) = self.stage(partition, records);
-            (e, Vec::new())
+            let (e, next) = self.stage(partition, fresh);
+            (e, Vec::new(), vec![(partition, next)])
         };
-        let staged = if local {
-            Vec::new()
-        } else {
-            vec![(partition, self.next_stage[p])]
-        };
-        if upto > watermark {
-            self.imported.insert(key, upto);
-            entries.push(Entry::Imported {
-                source: msg.source,
-                partition,
-                upto,
-            });
-        }
+        entries.extend(self.imported.took(&source, partition, upto));
         let durable = match self.journal_write(entries, true, staged, Cost::default()) {
             Some(rx) => rx,
             None => {

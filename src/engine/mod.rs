@@ -1,9 +1,10 @@
 //! The enrichment engine: ingress → partitions → emitter, as actix actors.
 //!
 //! Pure logic lives in `queue` (ordering, capacity, deadlines), `retry` (backoff schedule),
-//! `admit` (per-record validation and routing), `hash` (stable partitioning) and
-//! `outcome` (routing and the envelope); the actors in `ingress`, `partition` and
-//! `emitter` only move data between them.
+//! `admit` (per-record validation and routing), `outbox` (the forwarding protocol and the
+//! import watermarks), `hash` (stable partitioning) and `outcome` (routing and the
+//! envelope); the actors in `ingress`, `partition`, `emitter` and `forwarder` only move
+//! data between them.
 
 pub mod admit;
 pub mod emitter;
@@ -11,6 +12,7 @@ pub mod forwarder;
 pub mod hash;
 pub mod ingress;
 pub mod job;
+pub mod outbox;
 pub mod outcome;
 pub mod ownership;
 pub mod partition;

@@ -13,6 +13,7 @@ use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
 use crate::engine::admit::Admitted;
 use crate::engine::ingress::{Import, ImportRefused};
+use crate::engine::outbox::Source;
 use crate::engine::ownership::Route;
 use crate::engine::{ImportError, reply};
 use crate::peer_api::{H_EPOCH, H_FORWARDED, H_HANDOVER, H_PARTITION, H_SOURCE};
@@ -88,7 +89,7 @@ pub async fn post_import(
     authorize(&req, &state.settings)?;
     // The request's own form first (400), whatever this node is: then 404 on a standalone
     // node and 503 before restore finished.
-    let source = header(&req, H_SOURCE)?.to_string();
+    let source = Source::node(header(&req, H_SOURCE)?);
     let partition: u32 = number(&req, H_PARTITION)?;
     let epoch: u64 = number(&req, H_EPOCH)?;
     let handover = header(&req, H_HANDOVER)? == "1";
