@@ -1,11 +1,12 @@
 //! The enrichment engine: ingress → partitions → emitter, as actix actors.
 //!
 //! Pure logic lives in `queue` (ordering, capacity, deadlines), `retry` (backoff schedule),
-//! `admit` (per-record validation and routing), `outbox` (the forwarding protocol and the
-//! import watermarks), `hash` (stable partitioning) and `outcome` (routing and the
-//! envelope); the actors in `ingress`, `partition`, `emitter` and `forwarder` only move
-//! data between them.
+//! `admit` (per-record validation and routing), `admission` (the all-or-nothing check of a
+//! batch), `outbox` (the forwarding protocol and the import watermarks), `hash` (stable
+//! partitioning) and `outcome` (routing and the envelope); the actors in `ingress`,
+//! `partition`, `emitter` and `forwarder` only move data between them.
 
+pub mod admission;
 pub mod admit;
 pub mod emitter;
 pub mod forwarder;
@@ -28,11 +29,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_rt::Arbiter;
 
+use self::admission::{Overloaded, Refusal};
 use self::admit::{Admitted, RecordRules};
 use self::emitter::{Emitter, Flush, Reopen, Reset, Truncate};
 use self::ingress::{
     Activate, Dormant, EvictPartition, Held, Import, ImportAck, ImportRefused, Ingress,
-    IngressJournal, Overloaded, Refusal, Refused, Restage, Restore, Submit,
+    IngressJournal, Refused, Restage, Restore, Submit,
 };
 use self::outcome::OutcomeRules;
 use self::ownership::Ownership;
