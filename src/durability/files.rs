@@ -31,6 +31,34 @@ const MAGIC: &[u8; 10] = b"SLUICESNAP";
 const VERSION: u32 = 1;
 const TRAILER: &[u8; 4] = b"END!";
 
+/// Why a snapshot image cannot be used (restore falls back to an older one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("not a sluice snapshot (bad magic)")]
+    BadMagic,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("unsupported snapshot version {0}")]
+    Version(u32),
+    #[error("missing trailer")]
+    NoTrailer,
+    #[error("bad frame at byte {at}: {why}")]
+    Frame { at: usize, why: codec::FrameError },
+    #[error("{frames} frames, trailer says {count}")]
+    Count { frames: usize, count: u64 },
+}
+
+/// Why the manifest cannot be read (damage: the chain cannot be checked).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{MANIFEST} is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("cannot read {MANIFEST}: {0}")]
+    Read(io::Error),
+}
+
 /// Path of journal segment `n`.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("journal-{n:020}.log"))
@@ -97,13 +125,13 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
 }
 
 /// The manifest, `Ok(None)` when there is none.
-pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, String> {
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
     match fs::read(dir.join(MANIFEST)) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| format!("{MANIFEST} is unreadable: {e}")),
+            .map_err(ManifestError::Unreadable),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {MANIFEST}: {e}")),
+        Err(e) => Err(ManifestError::Read(e)),
     }
 }
 
@@ -150,37 +178,40 @@ pub fn write_snapshot(dir: &Path, n: u64, state: &State) -> io::Result<u64> {
 }
 
 /// Decode a snapshot image, checking magic, version, frame count and checksum.
-pub fn parse_snapshot(bytes: &[u8]) -> Result<State, String> {
+pub fn parse_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
     let min = MAGIC.len() + 4 + TRAILER.len() + 8 + 4;
     if bytes.len() < min {
-        return Err(format!("too short ({} bytes)", bytes.len()));
+        return Err(SnapshotError::TooShort(bytes.len()));
     }
     if &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a sluice snapshot (bad magic)".into());
+        return Err(SnapshotError::BadMagic);
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if crc32c::crc32c(body) != crc {
-        return Err("checksum mismatch".into());
+        return Err(SnapshotError::Checksum);
     }
     let version = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
     if version != VERSION {
-        return Err(format!("unsupported snapshot version {version}"));
+        return Err(SnapshotError::Version(version));
     }
     let frames = &body[MAGIC.len() + 4..body.len() - TRAILER.len() - 8];
     let trailer = &body[body.len() - TRAILER.len() - 8..];
     if &trailer[..4] != TRAILER {
-        return Err("missing trailer".into());
+        return Err(SnapshotError::NoTrailer);
     }
     let mut count = [0u8; 8];
     count.copy_from_slice(&trailer[4..]);
     let count = u64::from_le_bytes(count);
     let (entries, err) = codec::decode_all(frames);
-    if let Some((at, e)) = err {
-        return Err(format!("bad frame at byte {at}: {e}"));
+    if let Some((at, why)) = err {
+        return Err(SnapshotError::Frame { at, why });
     }
     if entries.len() as u64 != count {
-        return Err(format!("{} frames, trailer says {count}", entries.len()));
+        return Err(SnapshotError::Count {
+            frames: entries.len(),
+            count,
+        });
     }
     let mut state = State::default();
     for e in entries {
@@ -232,7 +263,7 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
             .unwrap_or_default();
         match fs::read(&path)
             .map_err(|e| e.to_string())
-            .and_then(|b| parse_snapshot(&b))
+            .and_then(|b| parse_snapshot(&b).map_err(|e| e.to_string()))
         {
             Ok(s) => {
                 state = s;
@@ -301,7 +332,7 @@ fn chain_damage(
 ) -> Vec<String> {
     let mut damage = Vec::new();
     match read_manifest(dir) {
-        Err(e) => damage.push(e),
+        Err(e) => damage.push(e.to_string()),
         Ok(None) if !segments.is_empty() || !snapshots.is_empty() => damage.push(format!(
             "{MANIFEST} is missing: which journal segments should be here cannot be checked"
         )),

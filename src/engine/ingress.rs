@@ -38,7 +38,7 @@ use super::reply::Collector;
 use super::shared::Shared;
 use crate::durability::backlog::Cost;
 use crate::durability::codec::Entry;
-use crate::durability::journal::{JournalHandle, unix_ms};
+use crate::durability::journal::{JournalError, JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
 use crate::record::Record;
 
@@ -53,7 +53,7 @@ pub struct Refused {
 /// fires once the batch is in the journal and fsynced.
 pub struct Admission {
     pub ids: Vec<Arc<str>>,
-    pub durable: Option<oneshot::Receiver<Result<(), String>>>,
+    pub durable: Option<oneshot::Receiver<Result<(), JournalError>>>,
     /// Cluster: one receiver per partition owned elsewhere, fired once its owner took the
     /// records forwarded for this batch.
     pub forwarded: Vec<oneshot::Receiver<()>>,
@@ -98,7 +98,7 @@ pub struct EvictPartition(pub u32);
 /// to `handover_to` even before it owns the partition (graceful handover), or else to the
 /// owner. Answers when the move is durable.
 #[derive(Message)]
-#[rtype(result = "oneshot::Receiver<Result<(), String>>")]
+#[rtype(result = "oneshot::Receiver<Result<(), JournalError>>")]
 pub struct Restage {
     pub records: Vec<Arc<Record>>,
     pub handover_to: Option<String>,
@@ -125,7 +125,7 @@ pub struct Import {
 /// An import taken: how many records were new, and when they are durable here.
 pub struct ImportAck {
     pub accepted: usize,
-    pub durable: oneshot::Receiver<Result<(), String>>,
+    pub durable: oneshot::Receiver<Result<(), JournalError>>,
 }
 
 /// Why an import was not taken (nothing of it was).
@@ -252,7 +252,7 @@ impl Ingress {
         durable: bool,
         staged: Vec<(u32, u64)>,
         cost: Cost,
-    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+    ) -> Option<oneshot::Receiver<Result<(), JournalError>>> {
         let j = self.journal.as_ref()?;
         let rx = j
             .handle
@@ -268,9 +268,9 @@ impl Ingress {
     /// hand the same answer on (to the request waiting for it).
     fn relay<M>(
         &self,
-        rx: oneshot::Receiver<Result<(), String>>,
+        rx: oneshot::Receiver<Result<(), JournalError>>,
         tell: impl FnOnce(bool) -> Option<M> + 'static,
-    ) -> oneshot::Receiver<Result<(), String>>
+    ) -> oneshot::Receiver<Result<(), JournalError>>
     where
         M: Message<Result = ()> + Send + 'static,
         Ingress: Handler<M>,
@@ -278,9 +278,7 @@ impl Ingress {
         let (tx, out) = oneshot::channel();
         let me = self.me.clone();
         actix_rt::spawn(async move {
-            let result = rx
-                .await
-                .unwrap_or_else(|_| Err("the journal stopped".into()));
+            let result = rx.await.unwrap_or(Err(JournalError::Stopped));
             if let (Some(me), Some(msg)) = (me, tell(result.is_ok())) {
                 me.do_send(msg);
             }
@@ -487,7 +485,7 @@ impl Ingress {
         &mut self,
         records: Vec<Arc<Record>>,
         handover_to: Option<String>,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), JournalError>> {
         let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let mut marks = Vec::with_capacity(records.len());
         for r in records {
@@ -513,7 +511,7 @@ impl Ingress {
             Some(rx) => rx,
             None => {
                 let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Err("no journal".into()));
+                let _ = tx.send(Err(JournalError::Absent));
                 rx
             }
         }
@@ -745,9 +743,9 @@ impl Ingress {
     fn hold_until_durable(
         &mut self,
         batches: Vec<Vec<(u64, Job)>>,
-        rx: oneshot::Receiver<Result<(), String>>,
+        rx: oneshot::Receiver<Result<(), JournalError>>,
         records: u64,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), JournalError>> {
         let id = self.hold(batches, None);
         // Counted accepted once durable (before the request hears so), not when refused.
         let accepted = self.shared.metrics.records_accepted.clone();
