@@ -127,14 +127,23 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
 }
 
 /// The manifest, `Ok(None)` when there is none.
-pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, String> {
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
     match fs::read(dir.join(MANIFEST)) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| format!("{MANIFEST} is unreadable: {e}")),
+            .map_err(ManifestError::Unreadable),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {MANIFEST}: {e}")),
+        Err(e) => Err(ManifestError::Read(e)),
     }
+}
+
+/// Why the manifest cannot be read (damage: the chain cannot be checked).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{MANIFEST} is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("cannot read {MANIFEST}: {0}")]
+    Read(io::Error),
 }
 
 /// Refuse a manifest of a format version this build does not read. One that cannot be
@@ -376,7 +385,7 @@ fn chain_damage(
 ) -> Vec<String> {
     let mut damage = Vec::new();
     match read_manifest(dir) {
-        Err(e) => damage.push(e),
+        Err(e) => damage.push(e.to_string()),
         Ok(None) if !segments.is_empty() || !snapshots.is_empty() => damage.push(format!(
             "{MANIFEST} is missing: which journal segments should be here cannot be checked"
         )),

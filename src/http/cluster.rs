@@ -134,7 +134,7 @@ pub async fn post_import(
                 retry_after_secs: 1,
             },
             ImportError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
-            ImportError::Journal(e) => ApiError::Unavailable(e),
+            ImportError::Journal(e) => ApiError::Unavailable(e.to_string()),
         })?;
     Ok(HttpResponse::Ok().json(api::ImportReceipt {
         received: n,

@@ -85,8 +85,8 @@ pub async fn recover(
         journal
             .write_durable(Vec::new())
             .await
-            .map_err(|_| NodeError::Runtime("the journal stopped".into()))?
-            .map_err(NodeError::Runtime)?;
+            .map_err(|_| NodeError::Runtime(journal::JournalError::Stopped.to_string()))?
+            .map_err(|e| NodeError::Runtime(e.to_string()))?;
     }
     tracing::info!(
         snapshot = report.snapshot.as_deref().unwrap_or("none"),
