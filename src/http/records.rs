@@ -17,7 +17,7 @@ use crate::engine::admit::Admitted;
     path = "/v1/records",
     tag = "records",
     description = "All records are accepted (202, their ids in request order) or none. With \
-                   `pipeline.ack = \"durable\"` the 202 comes once they are in the journal.",
+                   `checkpoint.ack = \"durable\"` the 202 comes once they are in the journal.",
     request_body(
         description = "A JSON array of records, or NDJSON: one record per line, blank lines \
                        skipped (its schema describes the lines as the items of an array).",
