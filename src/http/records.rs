@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::body::{format_of, parse_records, read_body};
 use super::problem::ApiError;
-use super::state::{AppState, Data, authorize, ensure_ready, submit_error};
+use super::state::{AppState, Data, authorize, ensure_ready, refusal};
 use super::{api, cluster, responses};
 use crate::engine::admit::Admitted;
 
@@ -45,7 +45,12 @@ pub async fn post_records(
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
-    let ids = state.engine.submit(records).await.map_err(submit_error)?;
+    let n = records.len();
+    let ids = state
+        .engine
+        .submit(records)
+        .await
+        .map_err(|e| refusal(&state, n, e))?;
     let answer = api::RecordsAccepted {
         accepted: ids.len(),
         ids,
@@ -101,7 +106,11 @@ pub async fn post_enrich(
         if state.engine.shared().ownership.is_clustered() {
             cluster::enrich_across(&req, &state, records).await
         } else {
-            state.engine.enrich(records).await.map_err(submit_error)
+            state
+                .engine
+                .enrich(records)
+                .await
+                .map_err(|e| refusal(&state, n, e))
         }
     };
     let mut grace_over = state.grace_over.clone();
