@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
 use super::problem::ApiError;
-use super::state::{AppState, Data, authorize, submit_error};
+use super::state::{AppState, Data, authorize, count_if_fenced, refusal};
 use super::{api, responses};
 use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
@@ -127,6 +127,7 @@ pub async fn post_import(
         .await
         .map_err(|e| match e {
             ImportError::Refused(ImportRefused::NotOwner(why, upto)) => {
+                count_if_fenced(&state, n);
                 ApiError::Conflict(why, upto)
             }
             ImportError::Refused(ImportRefused::Overloaded(o)) => ApiError::Overloaded {
@@ -210,6 +211,7 @@ pub async fn enrich_across(
                 )));
             }
             Route::Unavailable(why) => {
+                count_if_fenced(state, total);
                 return Err(ApiError::Unavailable(format!(
                     "{why}; nothing was enriched, retry shortly"
                 )));
@@ -270,7 +272,12 @@ pub async fn enrich_across(
             if local.is_empty() {
                 Ok(Vec::new())
             } else {
-                state.engine.enrich(local).await.map_err(submit_error)
+                let n = local.len();
+                state
+                    .engine
+                    .enrich(local)
+                    .await
+                    .map_err(|e| refusal(state, n, e))
             }
         })
         .await;
