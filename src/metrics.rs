@@ -312,7 +312,9 @@ impl Metrics {
             )?,
             fencing_refusals: counter(
                 "sluice_cluster_fencing_refusals_total",
-                "Records refused because of a stale ownership epoch",
+                "Records refused because this node is fenced (no live etcd lease, or it left \
+                 the cluster: requests answered 503, forwarded batches 409) or under a stale \
+                 ownership epoch (batches not written here, forwarded batches refused with 409)",
             )?,
             lease_renew_failures: counter(
                 "sluice_cluster_lease_renew_failures_total",

@@ -484,3 +484,77 @@ fn values_are_not_coerced_and_enum_errors_name_the_choices() {
         ]
     );
 }
+
+/// The entries of a help section (`Commands:`, `Options:`): each item's first line and its
+/// description (on that line after the item, or on the next, more indented line).
+fn help_entries(help: &str, section: &str) -> Vec<(String, String)> {
+    let mut lines = help
+        .lines()
+        .skip_while(|l| l.trim() != section)
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .peekable();
+    let mut out = Vec::new();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        let (item, mut description) = match trimmed.split_once("  ") {
+            Some((item, rest)) => (item.to_string(), rest.trim().to_string()),
+            None => (trimmed.to_string(), String::new()),
+        };
+        let indent = line.len() - trimmed.len();
+        if description.is_empty()
+            && let Some(next) = lines.next_if(|n| n.len() - n.trim_start().len() > indent)
+        {
+            description = next.trim().to_string();
+        }
+        out.push((item, description));
+    }
+    out
+}
+
+#[test]
+fn every_command_and_option_says_what_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, help, _) = run(&["--help"], &[], None, dir.path());
+    assert_eq!(code, 0);
+    let commands = help_entries(&help, "Commands:");
+    let described = |name: &str| {
+        commands
+            .iter()
+            .find(|(c, _)| c == name)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{help}"))
+    };
+    assert_eq!(described("cluster"), "Cluster commands (read from etcd)");
+    assert!(
+        described("inspect").starts_with("Show what a checkpoint directory holds"),
+        "{help}"
+    );
+    let mut invocations: Vec<Vec<&str>> = Vec::new();
+    for (name, description) in &commands {
+        assert!(
+            !description.is_empty(),
+            "`{name}` has no description:\n{help}"
+        );
+        if name != "help" && name != "cluster" {
+            invocations.push(vec![name]);
+        }
+    }
+    assert!(invocations.len() >= 4, "{help}");
+    invocations.push(vec!["cluster", "status"]);
+    for args in invocations {
+        let mut with_help = args.clone();
+        with_help.push("--help");
+        let (code, help, _) = run(&with_help, &[], None, dir.path());
+        assert_eq!(code, 0, "{args:?}");
+        let options = help_entries(&help, "Options:");
+        assert!(!options.is_empty(), "{args:?}:\n{help}");
+        for (option, description) in options {
+            assert!(
+                !description.is_empty(),
+                "`sluice {}`: {option} has no description:\n{help}",
+                args.join(" ")
+            );
+        }
+    }
+}

@@ -224,11 +224,28 @@ fn etcd_leader_loss_is_survived_and_quorum_loss_fences_until_etcd_returns() {
     run_for(Duration::from_secs(2));
     let still = load.sent.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(fenced_at, still, "no 202 while the lease cannot be renewed");
+    let fencing = |n: &support::Service| {
+        support::metric_sum(
+            &n.get("/metrics").body,
+            "sluice_cluster_fencing_refusals_total",
+        )
+    };
     for n in c.nodes.iter().flatten() {
         assert_eq!(n.get("/readyz").status, 503, "fenced node is not ready");
-        let r = n.post_json("/v1/records", &[serde_json::json!({"user_id": "u1"})]);
+        let before = fencing(n);
+        let two = [
+            serde_json::json!({"user_id": "u1"}),
+            serde_json::json!({"user_id": "u2"}),
+        ];
+        let r = n.post_json("/v1/records", &two);
         r.problem(503);
         assert!(r.header("retry-after").is_some());
+        // The load still runs against the fenced nodes: at least these two are counted.
+        let after = fencing(n);
+        assert!(
+            after >= before + 2.0,
+            "both records refused while fenced are counted ({before} -> {after})"
+        );
     }
     for i in &frozen {
         c.etcd.cont(*i);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs on a fresh machine: Rust toolchain
 # components, and Debian's etcd-server for the cluster tests (everything else comes from
-# crates.io through cargo; schemathesis comes from PyPI into target/).
+# crates.io through cargo; schemathesis and openapi-spec-validator come from PyPI into target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
@@ -73,7 +73,7 @@ cargo test --workspace --lib --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # Checks beyond cargo's tests; each failure fails the run (and counts as one failed test in
 # the closing line): the Kubernetes manifests, the API against its OpenAPI document
-# (schemathesis from PyPI), a few seconds of each fuzz target (nightly toolchain, cargo-fuzz).
+# (openapi-spec-validator and schemathesis from PyPI), a few seconds of each fuzz target (nightly toolchain, cargo-fuzz).
 extra_failed=0
 extra() {
   "$@"

@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
     let state = match parse_snapshot(&image) {
         Ok(state) => state,
         Err(why) => {
+            let why = why.to_string();
             assert!(!why.is_empty() && !why.contains('\n'), "reason: {why:?}");
             return;
         }

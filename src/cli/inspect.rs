@@ -19,8 +19,14 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
     }
     let (segments, snapshots) = files::list(dir)
         .map_err(|e| CliError::Runtime(format!("cannot list `{}`: {e}", dir.display())))?;
-    let (state, next_segment, report) = files::restore(dir)
-        .map_err(|e| CliError::Runtime(format!("cannot read `{}`: {e}", dir.display())))?;
+    let (state, next_segment, report) = files::restore(dir).map_err(|e| match e {
+        files::RestoreError::Unsupported(v) => {
+            CliError::Usage(vec![format!("checkpoint dir `{}`: {v}", dir.display())])
+        }
+        files::RestoreError::Io(e) => {
+            CliError::Runtime(format!("cannot read `{}`: {e}", dir.display()))
+        }
+    })?;
     let damage = report.damage.clone();
     let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let per_partition = state.pending_per_partition();

@@ -36,11 +36,13 @@ pub enum Command {
     },
     /// Validate and print the effective config (exit 2 with one line per problem).
     CheckConfig {
+        /// Config file layered over the built-in defaults.
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Enrich an NDJSON file offline through the same engine and write envelopes.
     Enrich {
+        /// Config file layered over the built-in defaults.
         #[arg(long)]
         config: Option<PathBuf>,
         /// NDJSON input, `-` for stdin.
@@ -56,12 +58,12 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Show what a checkpoint directory holds: snapshots, segments, pending records, damage.
     /// Cluster commands (read from etcd).
     Cluster {
         #[command(subcommand)]
         action: ClusterCommand,
     },
+    /// Show what a checkpoint directory holds: snapshots, segments, pending records, damage.
     Inspect {
         /// The directory (`checkpoint.dir`).
         #[arg(long)]
@@ -72,18 +74,19 @@ pub enum Command {
     },
 }
 
-/// A failed command: what to print and which exit code to use.
 /// `sluice cluster …`.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Print the members and partition owners (with epochs) of the cluster `[cluster]`
     /// names, as JSON.
     Status {
+        /// Config file layered over the built-in defaults (its `[cluster]` names etcd).
         #[arg(long)]
         config: Option<PathBuf>,
     },
 }
 
+/// A failed command: what to print and which exit code to use.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Bad usage or config: exit 2.

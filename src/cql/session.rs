@@ -5,10 +5,27 @@ use std::time::Duration;
 
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::NewSessionError;
 use scylla::statement::Consistency;
 
+/// A consistency name the driver has no level for (the settings check names the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("consistency: unknown level `{0}`")]
+pub struct UnknownConsistency(pub String);
+
+/// No session could be opened to the contact points.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {points:?}: {source}")]
+pub struct ConnectError {
+    /// The contact points tried.
+    pub points: Vec<String>,
+    /// The driver's reason (boxed: the driver's error is large).
+    #[source]
+    pub source: Box<NewSessionError>,
+}
+
 /// The driver's consistency level for a config name.
-pub fn consistency(s: &str) -> Result<Consistency, String> {
+pub fn consistency(s: &str) -> Result<Consistency, UnknownConsistency> {
     Ok(match s.to_ascii_uppercase().as_str() {
         "ANY" => Consistency::Any,
         "ONE" => Consistency::One,
@@ -20,7 +37,7 @@ pub fn consistency(s: &str) -> Result<Consistency, String> {
         "EACH_QUORUM" => Consistency::EachQuorum,
         "LOCAL_ONE" => Consistency::LocalOne,
         other => {
-            return Err(format!("consistency: unknown level `{other}`"));
+            return Err(UnknownConsistency(other.to_string()));
         }
     })
 }
@@ -82,7 +99,10 @@ pub fn classify(message: String) -> DriverError {
 
 /// A session to `contact_points` (schema metadata off: sluice needs none), using
 /// `keyspace` when given.
-pub async fn connect_session(contact_points: &[String], keyspace: &str) -> Result<Session, String> {
+pub async fn connect_session(
+    contact_points: &[String],
+    keyspace: &str,
+) -> Result<Session, ConnectError> {
     connect_session_as(contact_points, keyspace, "", "").await
 }
 
@@ -92,7 +112,7 @@ pub async fn connect_session_as(
     keyspace: &str,
     username: &str,
     password: &str,
-) -> Result<Session, String> {
+) -> Result<Session, ConnectError> {
     let mut builder = SessionBuilder::new()
         .known_nodes(contact_points)
         .fetch_schema_metadata(false)
@@ -104,15 +124,24 @@ pub async fn connect_session_as(
     if !username.is_empty() {
         builder = builder.user(username, password);
     }
-    builder
-        .build()
-        .await
-        .map_err(|e| format!("cannot connect to {contact_points:?}: {e}"))
+    builder.build().await.map_err(|source| ConnectError {
+        points: contact_points.to_vec(),
+        source: Box::new(source),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consistency_names_are_case_blind_and_unknown_ones_named() {
+        assert_eq!(consistency("local_quorum"), Ok(Consistency::LocalQuorum));
+        assert_eq!(
+            consistency("most").unwrap_err().to_string(),
+            "consistency: unknown level `MOST`"
+        );
+    }
 
     #[test]
     fn errors_are_classified() {

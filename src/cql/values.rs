@@ -5,6 +5,17 @@ use scylla::frame::response::result::{ColumnType, NativeType};
 use scylla::value::{CqlTimestamp, CqlValue};
 use serde_json::Value;
 
+/// A JSON value that does not fit its CQL type: the lookup answers 422 (or fails the
+/// record), the sink rejects the envelope to the dead letter, with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot bind {value} as CQL {ty}")]
+pub struct BindError {
+    /// The value's JSON text, shortened to 40 characters.
+    pub value: String,
+    /// The CQL type's name.
+    pub ty: &'static str,
+}
+
 /// The CQL types a JSON value can be bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindType {
@@ -67,9 +78,12 @@ impl BindType {
     }
 
     /// Convert a JSON value, or say why it cannot be bound.
-    pub fn bind(self, v: &Value) -> Result<CqlValue, String> {
-        let bad = || format!("cannot bind {} as CQL {}", short(v), self.name());
-        let int = |lo: i64, hi: i64| -> Result<i64, String> {
+    pub fn bind(self, v: &Value) -> Result<CqlValue, BindError> {
+        let bad = || BindError {
+            value: short(v),
+            ty: self.name(),
+        };
+        let int = |lo: i64, hi: i64| -> Result<i64, BindError> {
             let n = match v {
                 Value::Number(n) => n.as_i64(),
                 Value::String(s) => s.trim().parse().ok(),
@@ -128,12 +142,12 @@ impl BindType {
     }
 }
 
+/// A value's JSON text, cut after 40 characters (never inside one).
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}…", &s[..40])
-    } else {
-        s
+    match s.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
     }
 }
 
@@ -329,13 +343,35 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_long_value_is_shortened_in_the_message_between_characters() {
+        // 39 ASCII bytes (with the quote), then two-byte characters: byte 40 is inside one.
+        let v = json!(format!("{}{}", "a".repeat(38), "é".repeat(10)));
+        let e = BindType::Int.bind(&v).unwrap_err();
+        assert_eq!(e.value, format!("\"{}{}…", "a".repeat(38), "é"));
+        assert_eq!(
+            BindType::Int
+                .bind(&json!("a".repeat(38)))
+                .unwrap_err()
+                .value
+                .chars()
+                .count(),
+            40
+        );
+    }
+
+    #[test]
     fn binds_convert_or_explain() {
         assert_eq!(BindType::Int.bind(&json!(7)), Ok(CqlValue::Int(7)));
-        assert!(
-            BindType::Int
-                .bind(&json!(1u64 << 40))
-                .unwrap_err()
-                .contains("CQL int")
+        assert_eq!(
+            BindType::Int.bind(&json!(1u64 << 40)).unwrap_err(),
+            BindError {
+                value: "1099511627776".into(),
+                ty: "int"
+            }
+        );
+        assert_eq!(
+            BindType::Int.bind(&json!("x")).unwrap_err().to_string(),
+            "cannot bind \"x\" as CQL int"
         );
         assert_eq!(
             BindType::TinyInt.bind(&json!("12")),

@@ -1,15 +1,21 @@
 //! The checkpoint directory on disk: journal segments, snapshots, and restore from them.
 //!
 //! - `journal-<N>.log`: frames appended by the journal thread; a new segment at every
-//!   start and every snapshot, so a torn tail is never appended to.
+//!   start and every snapshot, so a torn tail is never appended to. Version 1 has no
+//!   format marker (`codec::segment_version`).
 //! - `snapshot-<N>.snap`: the whole state when segment N was opened; replay starts at N.
 //!   Written to a temp file, fsynced, renamed, directory fsynced. Layout:
 //!   `MAGIC | version u32 | frames… | "END!" | frame count u64 | crc32c u32` (the CRC
-//!   covers everything before it).
+//!   covers everything before it). Every version keeps the magic, the version and the
+//!   closing CRC where they are, so a newer snapshot is told from a damaged one.
 //!
 //! - `MANIFEST`: the newest segment number and every partition's seq lease when it was
-//!   opened (JSON, replaced atomically each time a segment is opened). It makes the chain
-//!   self-describing: a deleted newest segment, a gap, or missing snapshots are found.
+//!   opened (JSON, replaced atomically each time a segment is opened), and its `format`
+//!   (absent: 1). It makes the chain self-describing: a deleted newest segment, a gap, or
+//!   missing snapshots are found.
+//!
+//! A format version this build does not read (`durability::versions`) stops the restore
+//! ([`RestoreError::Unsupported`]): neither skipped like damage nor misread.
 //!
 //! Restore loads the newest valid snapshot (falling back to older ones), then replays every
 //! later segment frame by frame, stopping at a torn or corrupt tail — reported, never
@@ -26,9 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use super::codec;
 use super::state::State;
+use super::versions::{Format, UnsupportedVersion};
 
 const MAGIC: &[u8; 10] = b"SLUICESNAP";
-const VERSION: u32 = 1;
 const TRAILER: &[u8; 4] = b"END!";
 
 /// Path of journal segment `n`.
@@ -83,10 +89,34 @@ pub struct Manifest {
     pub next_seq: BTreeMap<u32, u64>,
 }
 
+/// The manifest as written: its format version first (`b6dd6cc` and earlier wrote none,
+/// and ignore it).
+#[derive(Serialize)]
+struct ManifestFile<'a> {
+    format: u32,
+    #[serde(flatten)]
+    manifest: &'a Manifest,
+}
+
+/// The manifest's format version (absent: 1).
+#[derive(Deserialize)]
+struct ManifestVersion {
+    #[serde(default = "version_1")]
+    format: u32,
+}
+
+fn version_1() -> u32 {
+    1
+}
+
 /// Replace the manifest atomically (temp file, fsync, rename, fsync the directory).
 pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
     let tmp = dir.join("MANIFEST.tmp");
-    let text = serde_json::to_vec(m).map_err(io::Error::other)?;
+    let text = serde_json::to_vec(&ManifestFile {
+        format: Format::Manifest.current(),
+        manifest: m,
+    })
+    .map_err(io::Error::other)?;
     {
         let mut f = File::create(&tmp)?;
         f.write_all(&text)?;
@@ -97,13 +127,34 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
 }
 
 /// The manifest, `Ok(None)` when there is none.
-pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, String> {
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
     match fs::read(dir.join(MANIFEST)) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| format!("{MANIFEST} is unreadable: {e}")),
+            .map_err(ManifestError::Unreadable),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {MANIFEST}: {e}")),
+        Err(e) => Err(ManifestError::Read(e)),
+    }
+}
+
+/// Why the manifest cannot be read (damage: the chain cannot be checked).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{MANIFEST} is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("cannot read {MANIFEST}: {0}")]
+    Read(io::Error),
+}
+
+/// Refuse a manifest of a format version this build does not read. One that cannot be
+/// read at all is not refused here: restore reports it as damage.
+fn check_manifest_version(dir: &Path) -> Result<(), RestoreError> {
+    let Ok(bytes) = fs::read(dir.join(MANIFEST)) else {
+        return Ok(());
+    };
+    match serde_json::from_slice::<ManifestVersion>(&bytes) {
+        Ok(v) => Ok(Format::Manifest.check(MANIFEST, v.format)?),
+        Err(_) => Ok(()),
     }
 }
 
@@ -116,7 +167,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 pub fn snapshot_bytes(state: &State) -> (Vec<u8>, u64) {
     let mut buf = Vec::with_capacity(64 + state.pending.len() * 256);
     buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.extend_from_slice(&Format::Snapshot.current().to_le_bytes());
     let header = state.header_entries();
     for e in &header {
         codec::encode(e, &mut buf);
@@ -149,38 +200,51 @@ pub fn write_snapshot(dir: &Path, n: u64, state: &State) -> io::Result<u64> {
     Ok(bytes.len() as u64)
 }
 
-/// Decode a snapshot image, checking magic, version, frame count and checksum.
-pub fn parse_snapshot(bytes: &[u8]) -> Result<State, String> {
+/// Why a snapshot image was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Torn, corrupt or not a snapshot: restore falls back to an older one.
+    #[error("{0}")]
+    Damaged(String),
+    /// Whole, but of a format version this build does not read: restore stops.
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedVersion),
+}
+
+/// Decode a snapshot image, checking magic, checksum, version and frame count.
+pub fn parse_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+    let damaged = |why: String| SnapshotError::Damaged(why);
     let min = MAGIC.len() + 4 + TRAILER.len() + 8 + 4;
     if bytes.len() < min {
-        return Err(format!("too short ({} bytes)", bytes.len()));
+        return Err(damaged(format!("too short ({} bytes)", bytes.len())));
     }
     if &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a sluice snapshot (bad magic)".into());
+        return Err(damaged("not a sluice snapshot (bad magic)".into()));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if crc32c::crc32c(body) != crc {
-        return Err("checksum mismatch".into());
+        return Err(damaged("checksum mismatch".into()));
     }
     let version = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-    if version != VERSION {
-        return Err(format!("unsupported snapshot version {version}"));
-    }
+    Format::Snapshot.check("the snapshot", version)?;
     let frames = &body[MAGIC.len() + 4..body.len() - TRAILER.len() - 8];
     let trailer = &body[body.len() - TRAILER.len() - 8..];
     if &trailer[..4] != TRAILER {
-        return Err("missing trailer".into());
+        return Err(damaged("missing trailer".into()));
     }
     let mut count = [0u8; 8];
     count.copy_from_slice(&trailer[4..]);
     let count = u64::from_le_bytes(count);
     let (entries, err) = codec::decode_all(frames);
     if let Some((at, e)) = err {
-        return Err(format!("bad frame at byte {at}: {e}"));
+        return Err(damaged(format!("bad frame at byte {at}: {e}")));
     }
     if entries.len() as u64 != count {
-        return Err(format!("{} frames, trailer says {count}", entries.len()));
+        return Err(damaged(format!(
+            "{} frames, trailer says {count}",
+            entries.len()
+        )));
     }
     let mut state = State::default();
     for e in entries {
@@ -217,8 +281,19 @@ pub struct SegmentReport {
     pub skipped_bytes: u64,
 }
 
+/// Why restore stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// A snapshot, segment or manifest of a format version this build does not read.
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedVersion),
+}
+
 /// The state in `dir` and the number the next segment must use.
-pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
+pub fn restore(dir: &Path) -> Result<(State, u64, RestoreReport), RestoreError> {
+    check_manifest_version(dir)?;
     let (segments, snapshots) = list(dir)?;
     let mut report = RestoreReport::default();
     let mut state = State::default();
@@ -231,7 +306,7 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         match fs::read(&path)
-            .map_err(|e| e.to_string())
+            .map_err(|e| SnapshotError::Damaged(e.to_string()))
             .and_then(|b| parse_snapshot(&b))
         {
             Ok(s) => {
@@ -240,7 +315,14 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
                 report.snapshot = Some(name);
                 break;
             }
-            Err(why) => {
+            Err(SnapshotError::Unsupported(e)) => {
+                return Err(UnsupportedVersion {
+                    what: format!("snapshot {name}"),
+                    ..e
+                }
+                .into());
+            }
+            Err(SnapshotError::Damaged(why)) => {
                 tracing::warn!(snapshot = %name, %why, "skipping unusable snapshot");
                 report.skipped_snapshots.push((name, why));
             }
@@ -249,16 +331,18 @@ pub fn restore(dir: &Path) -> io::Result<(State, u64, RestoreReport)> {
     for n in segments.iter().filter(|n| **n >= start) {
         let path = segment_path(dir, *n);
         let bytes = fs::read(&path)?;
-        let (entries, err) = codec::decode_all(&bytes);
-        let count = entries.len();
-        for e in entries {
-            state.apply(e);
-        }
         let name = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (damaged_at, damage, skipped) = match err {
+        let (version, first) = codec::segment_version(&bytes);
+        Format::Journal.check(format!("journal segment {name}"), version)?;
+        let (entries, err) = codec::decode_all(&bytes[first..]);
+        let count = entries.len();
+        for e in entries {
+            state.apply(e);
+        }
+        let (damaged_at, damage, skipped) = match err.map(|(at, why)| (at + first, why)) {
             Some((at, why)) => {
                 tracing::warn!(segment = %name, offset = at, %why, skipped_bytes = bytes.len() - at,
                     "torn or corrupt journal tail skipped");
@@ -301,7 +385,7 @@ fn chain_damage(
 ) -> Vec<String> {
     let mut damage = Vec::new();
     match read_manifest(dir) {
-        Err(e) => damage.push(e),
+        Err(e) => damage.push(e.to_string()),
         Ok(None) if !segments.is_empty() || !snapshots.is_empty() => damage.push(format!(
             "{MANIFEST} is missing: which journal segments should be here cannot be checked"
         )),
@@ -475,6 +559,125 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(parse_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    /// A restore of `d` that stops on a version: the refusal's text.
+    fn refused(d: &Path) -> String {
+        match restore(d) {
+            Err(RestoreError::Unsupported(e)) => e.to_string(),
+            other => panic!("not refused: {:?}", other.map(|r| r.2)),
+        }
+    }
+
+    #[test]
+    fn a_segment_of_a_newer_format_version_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_manifest(d, &Manifest::default()).unwrap();
+        append(d, 0, &[rec(0)]);
+        // A marker of version 1 is version 1 (this build writes none).
+        let mut marked = Vec::new();
+        codec::encode_format(1, &mut marked);
+        codec::encode(&rec(1), &mut marked);
+        open_segment(d, 1).unwrap().write_all(&marked).unwrap();
+        let (state, _, report) = restore(d).unwrap();
+        assert_eq!(state.pending.len(), 2);
+        assert_eq!(report.segments[1].entries, 1);
+        assert_eq!(report.segments[1].damage, None);
+        let mut newer = Vec::new();
+        codec::encode_format(3, &mut newer);
+        codec::encode(&rec(2), &mut newer);
+        open_segment(d, 2).unwrap().write_all(&newer).unwrap();
+        let text = refused(d);
+        assert!(
+            text.starts_with(
+                "journal segment journal-00000000000000000002.log has format version 3; \
+                 this sluice ("
+            ) && text.contains("reads version 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_a_newer_format_version_is_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_manifest(d, &Manifest::default()).unwrap();
+        append(d, 0, &[rec(0)]);
+        let mut s = State::default();
+        s.apply(rec(0));
+        write_snapshot(d, 1, &s).unwrap();
+        write_snapshot(d, 2, &s).unwrap();
+        // Snapshot 2 as a newer release would write it: whole, with its checksum.
+        let path = snapshot_path(d, 2);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
+        let end = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..end]);
+        bytes[end..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            parse_snapshot(&bytes),
+            Err(SnapshotError::Unsupported(UnsupportedVersion {
+                found: 2,
+                ..
+            }))
+        ));
+        fs::write(&path, &bytes).unwrap();
+        let text = refused(d);
+        assert!(
+            text.starts_with(
+                "snapshot snapshot-00000000000000000002.snap has format version 2; this sluice ("
+            ),
+            "{text}"
+        );
+        // The same bytes with one more flip are damage: skipped for snapshot 1.
+        bytes[end] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let (_, _, report) = restore(d).unwrap();
+        assert_eq!(
+            report.snapshot.as_deref(),
+            Some("snapshot-00000000000000000001.snap")
+        );
+        assert_eq!(report.skipped_snapshots[0].1, "checksum mismatch");
+    }
+
+    #[test]
+    fn the_manifest_names_its_format_and_one_without_is_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = Manifest {
+            newest_segment: 4,
+            next_seq: BTreeMap::from([(0, 1 << 20)]),
+        };
+        write_manifest(d, &m).unwrap();
+        let text = fs::read_to_string(d.join(MANIFEST)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"format":1,"newest_segment":4,"next_seq":{"0":1048576}}"#
+        );
+        assert_eq!(read_manifest(d).unwrap(), Some(m.clone()));
+        // As b6dd6cc wrote it.
+        fs::write(
+            d.join(MANIFEST),
+            r#"{"newest_segment":4,"next_seq":{"0":1048576}}"#,
+        )
+        .unwrap();
+        assert_eq!(read_manifest(d).unwrap(), Some(m));
+        assert!(check_manifest_version(d).is_ok());
+        fs::write(
+            d.join(MANIFEST),
+            r#"{"format":2,"newest_segment":4,"next_seq":{}}"#,
+        )
+        .unwrap();
+        let text = refused(d);
+        assert!(
+            text.starts_with("MANIFEST has format version 2; this sluice ("),
+            "{text}"
+        );
+        // Unreadable is damage, not a version.
+        fs::write(d.join(MANIFEST), "{").unwrap();
+        let (_, _, report) = restore(d).unwrap();
+        assert!(report.damage[0].contains("MANIFEST is unreadable"));
     }
 
     #[test]

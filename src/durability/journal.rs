@@ -14,7 +14,7 @@
 //! the emitter's entries are bounded by the records held.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +38,32 @@ pub type CheckpointSlot = Arc<parking_lot::Mutex<Option<CheckpointInfo>>>;
 /// Why the journal cannot write right now (`None`: it can); read by `/readyz` and the
 /// ingress, which refuses new records while it is set.
 pub type JournalHealth = Arc<parking_lot::Mutex<Option<String>>>;
+
+/// Why the journal did not take, write or snapshot something. Clone: one failed group
+/// answers every request in it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// The journal thread is gone (the node is stopping, or the thread failed).
+    #[error("the journal stopped")]
+    Stopped,
+    /// This engine runs without a journal.
+    #[error("no journal")]
+    Absent,
+    /// Appending to the segment failed (disk full, I/O error).
+    #[error("journal write failed: {0}")]
+    Write(Arc<io::Error>),
+    /// The fsync failed: what followed the last good one is written again before the next.
+    #[error("journal fsync failed: {0}")]
+    Fsync(Arc<io::Error>),
+    #[error("cannot open journal segment {segment}: {why}")]
+    Segment { segment: u64, why: Arc<io::Error> },
+    #[error("cannot write the manifest: {0}")]
+    Manifest(Arc<io::Error>),
+    #[error("snapshot failed: {0}")]
+    Snapshot(Arc<io::Error>),
+    #[error("the snapshot writer is gone")]
+    SnapshotWriterGone,
+}
 
 /// Entries nobody waits for are on disk within this long.
 const LAZY_SYNC: Duration = Duration::from_millis(100);
@@ -64,12 +90,12 @@ pub struct CheckpointInfo {
 enum Op {
     Write {
         entries: Vec<Entry>,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        ack: Option<oneshot::Sender<Result<(), JournalError>>>,
         /// Counted in the backlog by the sender (request data); taken off once written.
         cost: Cost,
     },
     Checkpoint {
-        reply: oneshot::Sender<Result<CheckpointInfo, String>>,
+        reply: oneshot::Sender<Result<CheckpointInfo, JournalError>>,
     },
     Export {
         partition: Option<u32>,
@@ -113,7 +139,10 @@ impl JournalHandle {
     }
 
     /// Append entries and learn when they are fsynced.
-    pub fn write_durable(&self, entries: Vec<Entry>) -> oneshot::Receiver<Result<(), String>> {
+    pub fn write_durable(
+        &self,
+        entries: Vec<Entry>,
+    ) -> oneshot::Receiver<Result<(), JournalError>> {
         let (ack, rx) = oneshot::channel();
         self.send(entries, Cost::default(), Some(ack));
         rx
@@ -132,7 +161,7 @@ impl JournalHandle {
         entries: Vec<Entry>,
         cost: Cost,
         durable: bool,
-    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+    ) -> Option<oneshot::Receiver<Result<(), JournalError>>> {
         if entries.is_empty() && !durable {
             return None;
         }
@@ -150,35 +179,35 @@ impl JournalHandle {
         &self,
         entries: Vec<Entry>,
         cost: Cost,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        ack: Option<oneshot::Sender<Result<(), JournalError>>>,
     ) {
         if let Err(std::sync::mpsc::SendError(Op::Write { ack, cost, .. })) =
             self.tx.send(Op::Write { entries, ack, cost })
         {
             self.backlog.release(cost);
             if let Some(ack) = ack {
-                let _ = ack.send(Err("the journal is stopped".into()));
+                let _ = ack.send(Err(JournalError::Stopped));
             }
         }
     }
 
     /// The pending records of `partition` (all partitions: `None`) in seq order, as the
     /// journal holds them after every entry sent before this call.
-    pub async fn export(&self, partition: Option<u32>) -> Result<Vec<Arc<Record>>, String> {
+    pub async fn export(&self, partition: Option<u32>) -> Result<Vec<Arc<Record>>, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Op::Export { partition, reply })
-            .map_err(|_| "the journal is stopped".to_string())?;
-        rx.await.map_err(|_| "the journal stopped".to_string())
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.map_err(|_| JournalError::Stopped)
     }
 
     /// Take a snapshot now; answers once it is durable.
-    pub async fn checkpoint(&self) -> Result<CheckpointInfo, String> {
+    pub async fn checkpoint(&self) -> Result<CheckpointInfo, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Op::Checkpoint { reply })
-            .map_err(|_| "the journal is stopped".to_string())?;
-        rx.await.map_err(|_| "the journal stopped".to_string())?
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.map_err(|_| JournalError::Stopped)?
     }
 }
 
@@ -248,7 +277,7 @@ impl Writer {
     /// Append and (when someone waits, or lazily) sync one group; on failure cut the
     /// segment back to where the group started, so no torn or unacknowledged frame stays
     /// in front of later ones.
-    fn commit_group(&mut self, buf: &[u8], sync_now: bool) -> Result<(), String> {
+    fn commit_group(&mut self, buf: &[u8], sync_now: bool) -> Result<(), JournalError> {
         if buf.is_empty() && !sync_now && !self.dirty {
             // Nothing to write: while failing, find out whether the disk takes writes again.
             if self.health.lock().is_some() {
@@ -287,12 +316,12 @@ impl Writer {
 
     /// After a failed fsync: cut the segment back to its last good fsync and append again
     /// what followed it, from the copy (the next fsync then covers it for real).
-    fn rewrite_unsynced(&mut self) -> Result<(), String> {
+    fn rewrite_unsynced(&mut self) -> Result<(), JournalError> {
         let synced = self.segment_len - self.unsynced.len() as u64;
         self.file
             .set_len(synced)
             .and_then(|_| self.file.write_all(&self.unsynced))
-            .map_err(|e| format!("journal write failed: {e}"))?;
+            .map_err(|e| JournalError::Write(Arc::new(e)))?;
         self.dirty = true;
         self.rewrite = false;
         Ok(())
@@ -300,17 +329,17 @@ impl Writer {
 
     /// Whether a small write and fsync succeed in the directory (a failing journal's way
     /// back: the disk has room again).
-    fn probe(&self) -> Result<(), String> {
+    fn probe(&self) -> Result<(), JournalError> {
         let path = self.dir.join("probe.tmp");
         let r = File::create(&path)
             .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|_| f.sync_all()))
-            .map_err(|e| format!("journal write failed: {e}"));
+            .map_err(|e| JournalError::Write(Arc::new(e)));
         let _ = std::fs::remove_file(&path);
         r
     }
 
     /// Publish the journal's health after a write.
-    fn note(&self, result: &Result<(), String>) {
+    fn note(&self, result: &Result<(), JournalError>) {
         let mut health = self.health.lock();
         match result {
             Ok(()) if health.is_some() => {
@@ -322,15 +351,15 @@ impl Writer {
                 if health.is_none() {
                     tracing::error!(error = %e, "the journal cannot write: new records are refused (503) until it can");
                 }
-                *health = Some(e.clone());
+                *health = Some(e.to_string());
             }
         }
     }
 
-    fn append(&mut self, buf: &[u8]) -> Result<(), String> {
+    fn append(&mut self, buf: &[u8]) -> Result<(), JournalError> {
         self.file
             .write_all(buf)
-            .map_err(|e| format!("journal write failed: {e}"))?;
+            .map_err(|e| JournalError::Write(Arc::new(e)))?;
         self.segment_len += buf.len() as u64;
         self.unsynced.extend_from_slice(buf);
         self.dirty = true;
@@ -338,11 +367,11 @@ impl Writer {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), JournalError> {
         if self.dirty {
             if let Err(e) = self.file.sync_data() {
                 self.rewrite = true;
-                return Err(format!("journal fsync failed: {e}"));
+                return Err(JournalError::Fsync(Arc::new(e)));
             }
             self.metrics.journal_fsyncs.inc();
             self.dirty = false;
@@ -352,15 +381,17 @@ impl Writer {
         Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), String> {
+    fn rotate(&mut self) -> Result<(), JournalError> {
         self.sync()?;
         let next = self.segment + 1;
-        let file = files::open_segment(&self.dir, next)
-            .map_err(|e| format!("cannot open journal segment {next}: {e}"))?;
+        let file = files::open_segment(&self.dir, next).map_err(|e| JournalError::Segment {
+            segment: next,
+            why: Arc::new(e),
+        })?;
         // Switch only once the manifest names the new segment: until then appends go on in
         // the current one, whose length `segment_len` is (a failed group is cut back by it).
         files::write_manifest(&self.dir, &manifest(next, &self.state))
-            .map_err(|e| format!("cannot write the manifest: {e}"))?;
+            .map_err(|e| JournalError::Manifest(Arc::new(e)))?;
         self.file = file;
         self.segment = next;
         self.segment_len = 0;
@@ -372,7 +403,7 @@ impl Writer {
     fn checkpoint(
         &mut self,
         snapshots: &SyncSender<SnapshotJob>,
-        replies: Vec<oneshot::Sender<Result<CheckpointInfo, String>>>,
+        replies: Vec<oneshot::Sender<Result<CheckpointInfo, JournalError>>>,
     ) {
         let started = Instant::now();
         if let Err(e) = self.rotate() {
@@ -397,7 +428,7 @@ impl Writer {
         };
         if let Err(std::sync::mpsc::SendError(job)) = snapshots.send(job) {
             for r in job.replies {
-                let _ = r.send(Err("the snapshot writer is gone".into()));
+                let _ = r.send(Err(JournalError::SnapshotWriterGone));
             }
         }
     }
@@ -407,7 +438,7 @@ struct SnapshotJob {
     segment: u64,
     state: State,
     started: Instant,
-    replies: Vec<oneshot::Sender<Result<CheckpointInfo, String>>>,
+    replies: Vec<oneshot::Sender<Result<CheckpointInfo, JournalError>>>,
 }
 
 fn write_snapshots(
@@ -419,7 +450,7 @@ fn write_snapshots(
 ) {
     for job in jobs {
         let result = files::write_snapshot(&dir, job.segment, &job.state)
-            .map_err(|e| format!("snapshot failed: {e}"))
+            .map_err(|e| JournalError::Snapshot(Arc::new(e)))
             .map(|bytes| {
                 if let Err(e) = files::prune(&dir, KEEP_SNAPSHOTS) {
                     tracing::warn!(error = %e, "could not delete old checkpoint files");
@@ -497,7 +528,7 @@ pub fn spawn(
 }
 
 /// Run the journal thread's body; should it panic (a bug), say so where `/readyz` and the
-/// ingress look, so the node answers 503 naming it instead of "the journal is stopped".
+/// ingress look, so the node answers 503 naming it instead of "the journal stopped".
 fn guarded(health: &JournalHealth, body: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         let why = panic
@@ -641,7 +672,7 @@ fn run(w: &mut Writer, rx: Receiver<Op>, snapshots: SyncSender<SnapshotJob>, int
 }
 
 /// [`Writer::commit_group`], timed for the backlog's refusals (how slow the disk is).
-fn commit_timed(w: &mut Writer, buf: &[u8], sync_now: bool) -> Result<(), String> {
+fn commit_timed(w: &mut Writer, buf: &[u8], sync_now: bool) -> Result<(), JournalError> {
     let synced_before = w.last_sync;
     w.backlog.commit_started();
     let r = w.commit_group(buf, sync_now);
@@ -675,6 +706,31 @@ mod tests {
         guarded(&health, || panic!("a bug"));
         let why = health.lock().clone().expect("set");
         assert!(why.contains("journal thread stopped (a bug)"), "{why}");
+    }
+
+    #[test]
+    fn errors_say_what_failed_as_the_readme_and_the_503_details_quote_them() {
+        let eio = || Arc::new(io::Error::from_raw_os_error(5));
+        assert!(
+            JournalError::Fsync(eio())
+                .to_string()
+                .starts_with("journal fsync failed: ")
+        );
+        assert!(
+            JournalError::Write(eio())
+                .to_string()
+                .starts_with("journal write failed: ")
+        );
+        let segment = JournalError::Segment {
+            segment: 7,
+            why: eio(),
+        };
+        assert!(
+            segment
+                .to_string()
+                .starts_with("cannot open journal segment 7: ")
+        );
+        assert_eq!(JournalError::Stopped.to_string(), "the journal stopped");
     }
 
     #[test]

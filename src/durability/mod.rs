@@ -3,7 +3,9 @@
 //!
 //! `codec` (framing, CRC32C) and `state` (the fold over entries) are pure; `files` owns the
 //! directory layout and restore; `journal` is the single writer thread; `backlog` (pure)
-//! counts the request data waiting for it, which the ingress admits requests against.
+//! counts the request data waiting for it, which the ingress admits requests against;
+//! `versions` names the format versions of what is written and forwarded (README
+//! "Upgrades").
 
 pub mod backlog;
 pub mod codec;
@@ -12,3 +14,4 @@ pub mod incarnation;
 pub mod journal;
 pub mod lock;
 pub mod state;
+pub mod versions;

@@ -174,7 +174,7 @@ impl RecordRules {
         };
         let splice = match self.merge_target_fits(&top) {
             Ok(splice) => splice,
-            Err(at) => {
+            Err(NotAnObject(at)) => {
                 errors.push(err(
                     self.into.as_str(),
                     format!(
@@ -214,8 +214,11 @@ impl RecordRules {
 
     /// Whether the result can be merged at `lookup.into`: `Ok(true)` when it can be
     /// appended as a new top-level member, `Ok(false)` when it needs the slow merge, and
-    /// `Err(prefix)` when a prefix of the path holds a non-object.
-    fn merge_target_fits(&self, top: &[(std::borrow::Cow<'_, str>, &str)]) -> Result<bool, String> {
+    /// an error naming the prefix of the path that holds a non-object.
+    fn merge_target_fits(
+        &self,
+        top: &[(std::borrow::Cow<'_, str>, &str)],
+    ) -> Result<bool, NotAnObject> {
         let tokens = self.into.tokens();
         if tokens.len() == 1 {
             return Ok(!top.iter().any(|(k, _)| k == &tokens[0]));
@@ -225,16 +228,22 @@ impl RecordRules {
                 None => return Ok(false),
                 Some(v) if v.trim_start().starts_with('{') => continue,
                 Some(_) => {
-                    return Err(tokens[..depth]
-                        .iter()
-                        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
-                        .collect());
+                    return Err(NotAnObject(
+                        tokens[..depth]
+                            .iter()
+                            .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+                            .collect(),
+                    ));
                 }
             }
         }
         Ok(false)
     }
 }
+
+/// A prefix of `lookup.into` (as a JSON pointer) holds a value that is not an object, so
+/// the lookup result cannot be merged below it.
+struct NotAnObject(String);
 
 #[cfg(test)]
 mod tests {

@@ -24,10 +24,10 @@ use super::outcome::OutcomeKind;
 use super::ownership::EmitCheck;
 use super::shared::Shared;
 use crate::durability::codec::Entry;
-use crate::durability::journal::JournalHandle;
+use crate::durability::journal::{JournalError, JournalHandle};
 use crate::envelope::Envelopes;
 use crate::record::Decided;
-use crate::sink::{Attach, Completion, Guarantee, Refusal, Role, Sink};
+use crate::sink::{Attach, Completion, Guarantee, Refusal, Role, Sink, SinkError};
 
 /// Rendered envelopes of one partition, in release order.
 #[derive(Message)]
@@ -65,10 +65,22 @@ impl EmitBatch {
     }
 }
 
+/// Why the emitter did not flush, commit or cut its sinks back.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitterError {
+    /// The etcd lease is not live and something was written since the last commit:
+    /// nothing is committed until the lease is renewed (or lost, then it is cut away).
+    #[error("fenced: the etcd lease is not live")]
+    Fenced,
+    /// A sink could not be cut back to its committed length.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
 /// Flush both sinks now (and, with a journal, make them durable and commit what they
 /// hold); answers once done (or with the error).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), EmitterError>")]
 pub struct Flush;
 
 /// A sink completed something or has room again.
@@ -91,7 +103,7 @@ struct Deciding {
     guard: Option<(u32, u64)>,
     batch: Envelopes,
     /// Set when the journal answered.
-    result: Option<Result<(), String>>,
+    result: Option<Result<(), JournalError>>,
 }
 
 const OUTPUT: usize = 0;
@@ -329,7 +341,7 @@ impl Emitter {
         ctx.spawn(
             async move {
                 rx.await
-                    .unwrap_or_else(|_| Err("the journal stopped".to_string()))
+                    .unwrap_or(Err(JournalError::Stopped))
             }
             .into_actor(self)
             .map(move |result, act, _| {
@@ -576,7 +588,7 @@ impl Emitter {
         }
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
+    fn flush(&mut self, ctx: &mut Context<Self>) -> Result<(), EmitterError> {
         // Fenced with something written since the last commit: commit nothing. If the
         // lease turns out lost, everything after the last commit is cut away (and handed
         // to the new owners); if it is renewed, this commit happens next tick. (With
@@ -585,7 +597,7 @@ impl Emitter {
         let at = self.positions();
         let written = self.committed_at != Some(at) || !self.uncommitted.is_empty();
         if !own.lease_live() && own.is_clustered() && written && self.committed_at.is_some() {
-            return Err("fenced: the etcd lease is not live".into());
+            return Err(EmitterError::Fenced);
         }
         self.release_fenced(ctx);
         let failed: Vec<u64> = self
@@ -729,11 +741,11 @@ impl Handler<Wake> for Emitter {
 /// the last commit: every record after it is still pending in the journal and goes to the
 /// partition's new owner, so nothing written under the lost epochs remains.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), EmitterError>")]
 pub struct Reset;
 
 impl Handler<Reset> for Emitter {
-    type Result = Result<(), String>;
+    type Result = Result<(), EmitterError>;
 
     fn handle(&mut self, _: Reset, _: &mut Self::Context) -> Self::Result {
         let mut dropped = vec![0u64; self.shared.partitions.len()];
@@ -777,10 +789,10 @@ impl Handler<Reset> for Emitter {
         if let Some((output, dead_letter)) = self.committed_at {
             let [o, d] = &mut self.sinks;
             if let Some(r) = o.rewind() {
-                r.truncate(output).map_err(|e| e.to_string())?;
+                r.truncate(output)?;
             }
             if let Some(r) = d.rewind() {
-                r.truncate(dead_letter).map_err(|e| e.to_string())?;
+                r.truncate(dead_letter)?;
             }
         }
         Ok(())
@@ -789,7 +801,7 @@ impl Handler<Reset> for Emitter {
 
 /// Cut the sinks back to their committed lengths (restore, before anything is emitted).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), EmitterError>")]
 pub struct Truncate {
     pub output: u64,
     pub dead_letter: u64,
@@ -799,7 +811,7 @@ pub struct Truncate {
 }
 
 impl Handler<Truncate> for Emitter {
-    type Result = Result<(), String>;
+    type Result = Result<(), EmitterError>;
 
     fn handle(&mut self, t: Truncate, _: &mut Self::Context) -> Self::Result {
         for (route, len, file) in [
@@ -816,7 +828,7 @@ impl Handler<Truncate> for Emitter {
                     "the file is not the one the journal committed (rotated or replaced since); left as it is");
                 continue;
             }
-            r.truncate(len).map_err(|e| e.to_string())?;
+            r.truncate(len)?;
         }
         self.committed_at = Some(self.positions());
         self.may_commit = true;
@@ -843,7 +855,7 @@ impl Handler<Reopen> for Emitter {
 }
 
 impl Handler<Flush> for Emitter {
-    type Result = Result<(), String>;
+    type Result = Result<(), EmitterError>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
         // Asked for explicitly (after the restore, or on a fresh directory): commit.

@@ -5,7 +5,9 @@
 //!
 //! Each request names the source node (for the owner's resend watermark), the partition and
 //! the epoch the sender believes the owner holds; an owner at another epoch refuses (409)
-//! and the ingress re-routes once its view catches up.
+//! and the ingress re-routes once its view catches up. It names the body's format version
+//! too (`durability::versions`): a receiver that does not read it answers 415, and the
+//! records stay here like after any other refusal (README "Upgrades").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +17,23 @@ use actix::prelude::*;
 use super::outbox::ShipResult;
 use super::shared::Shared;
 use crate::durability::codec;
+use crate::durability::versions::{FORWARD_HEADER, Format};
 use crate::peer_api::{H_EPOCH, H_HANDOVER, H_IMPORTED_UPTO, H_INCARNATION, H_PARTITION, H_SOURCE};
 use crate::record::Record;
+
+/// What the receiver's answer means. Only a 200 lets the records go; anything but a 409
+/// (another owner) keeps them here to be sent again — a 415 from a node that does not read
+/// this batch's format version included.
+fn answered(status: u16, taken_upto: u64, text: String) -> ShipResult {
+    match status {
+        200 => ShipResult::Taken,
+        409 => ShipResult::NotOwner {
+            why: text,
+            taken_upto,
+        },
+        _ => ShipResult::Retry(format!("HTTP {status}: {text}")),
+    }
+}
 
 /// A forwarder's answer for one shipped batch (to the ingress).
 #[derive(Message)]
@@ -103,7 +120,8 @@ impl Handler<Ship> for Forwarder {
             .insert_header((H_SOURCE, self.source.as_str()))
             .insert_header((H_PARTITION, msg.partition.to_string()))
             .insert_header((H_EPOCH, msg.epoch.to_string()))
-            .insert_header((H_HANDOVER, if msg.handover { "1" } else { "0" }));
+            .insert_header((H_HANDOVER, if msg.handover { "1" } else { "0" }))
+            .insert_header((FORWARD_HEADER, Format::Forward.current().to_string()));
         let incarnation = self.shared.ownership.incarnation();
         if !incarnation.is_empty() {
             req = req.insert_header((H_INCARNATION, incarnation));
@@ -134,14 +152,7 @@ impl Handler<Ship> for Forwarder {
                             .await
                             .map(|b| String::from_utf8_lossy(&b).into_owned())
                             .unwrap_or_default();
-                        match status {
-                            200 => ShipResult::Taken,
-                            409 => ShipResult::NotOwner {
-                                why: text,
-                                taken_upto,
-                            },
-                            _ => ShipResult::Retry(format!("HTTP {status}: {text}")),
-                        }
+                        answered(status, taken_upto, text)
                     }
                     // Never connected: nothing was sent. (awc also reports a connection closed
                     // before the answer as `Connect(Disconnected)`: that one is in doubt.)
@@ -172,5 +183,34 @@ impl Handler<Ship> for Forwarder {
             }
             .into_actor(self),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_format_version_keeps_the_records_for_a_retry() {
+        let detail =
+            "the forwarded batch has format version 1; this sluice (9.0.0) reads version 2";
+        assert_eq!(
+            answered(415, 0, detail.into()),
+            ShipResult::Retry(format!("HTTP 415: {detail}"))
+        );
+        assert_eq!(answered(200, 0, String::new()), ShipResult::Taken);
+        assert_eq!(
+            answered(409, 7, "other owner".into()),
+            ShipResult::NotOwner {
+                why: "other owner".into(),
+                taken_upto: 7
+            }
+        );
+        for status in [400, 401, 404, 413, 429, 500, 503] {
+            assert!(matches!(
+                answered(status, 0, String::new()),
+                ShipResult::Retry(_)
+            ));
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! The ingress actor: the one place that admits records. It routes every record of a batch
 //! (local partition, remote owner, or nobody), checks the whole batch against every target's
-//! bound (all or nothing), assigns ids and per-partition seqs, journals the batch in one
-//! write, and forwards one batch per partition. Being a single actor makes admission atomic
-//! and keeps each partition's mailbox in seq order.
+//! bound (all or nothing, `engine/admission.rs`), assigns ids and per-partition seqs,
+//! journals the batch in one write, and forwards one batch per partition. Being a single
+//! actor makes admission atomic and keeps each partition's mailbox in seq order.
 //!
 //! Cluster mode adds three holding areas, all journaled so a crash loses none of them:
 //! - the **outbox** of each partition owned elsewhere (`engine/outbox.rs`, the forwarding
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::admission::{self, Journal, Overloaded, Refusal, Target, request_cost};
 use super::admit::Admitted;
 use super::forwarder::{Forwarder, Ship, Shipped};
 use super::job::Job;
@@ -35,57 +36,11 @@ use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
 use super::shared::Shared;
-use crate::durability::backlog::{Behind, Cost};
+use crate::durability::backlog::Cost;
 use crate::durability::codec::Entry;
-use crate::durability::journal::{JournalHandle, unix_ms};
+use crate::durability::journal::{JournalError, JournalHandle, unix_ms};
 use crate::durability::state::{LEASE, State};
 use crate::record::Record;
-
-/// Refusal: a partition's backlog cannot take its share of the batch — or, with `journal`
-/// set, the journal's backlog cannot take the batch (the disk is slow). Nothing was
-/// accepted; both are a full backlog (429): retry later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Overloaded {
-    pub partition: u32,
-    pub wanted: usize,
-    pub held: usize,
-    pub limit: usize,
-    /// The journal is too far behind (the partition fields are not about a partition then).
-    pub journal: Option<Behind>,
-}
-
-impl Overloaded {
-    /// Whether the batch could be accepted once the partition drained; if not, retrying
-    /// the same batch is pointless and it must be split. (An empty journal takes any batch.)
-    pub fn can_ever_fit(&self) -> bool {
-        self.journal.is_some() || self.wanted <= self.limit
-    }
-}
-
-impl std::fmt::Display for Overloaded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.journal {
-            Some(behind) => write!(f, "{behind}"),
-            None => write!(
-                f,
-                "partition {} cannot take {} more record(s): it holds {} of {} \
-                 (pipeline.capacity + pipeline.backlog)",
-                self.partition, self.wanted, self.held, self.limit
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Overloaded {}
-
-/// Why nothing of a batch was accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// A target is full (429).
-    Overloaded(Overloaded),
-    /// A target partition has no owner that can take records now (503).
-    Unavailable(String),
-}
 
 /// A refused batch: why, and the records handed back untouched.
 #[derive(Debug)]
@@ -98,7 +53,7 @@ pub struct Refused {
 /// fires once the batch is in the journal and fsynced.
 pub struct Admission {
     pub ids: Vec<Arc<str>>,
-    pub durable: Option<oneshot::Receiver<Result<(), String>>>,
+    pub durable: Option<oneshot::Receiver<Result<(), JournalError>>>,
     /// Cluster: one receiver per partition owned elsewhere, fired once its owner took the
     /// records forwarded for this batch.
     pub forwarded: Vec<oneshot::Receiver<()>>,
@@ -143,7 +98,7 @@ pub struct EvictPartition(pub u32);
 /// to `handover_to` even before it owns the partition (graceful handover), or else to the
 /// owner. Answers when the move is durable.
 #[derive(Message)]
-#[rtype(result = "oneshot::Receiver<Result<(), String>>")]
+#[rtype(result = "oneshot::Receiver<Result<(), JournalError>>")]
 pub struct Restage {
     pub records: Vec<Arc<Record>>,
     pub handover_to: Option<String>,
@@ -170,7 +125,7 @@ pub struct Import {
 /// An import taken: how many records were new, and when they are durable here.
 pub struct ImportAck {
     pub accepted: usize,
-    pub durable: oneshot::Receiver<Result<(), String>>,
+    pub durable: oneshot::Receiver<Result<(), JournalError>>,
 }
 
 /// Why an import was not taken (nothing of it was).
@@ -297,16 +252,6 @@ impl Ingress {
         out
     }
 
-    fn overloaded(&self, partition: usize, wanted: usize, held: usize) -> Overloaded {
-        Overloaded {
-            partition: partition as u32,
-            wanted,
-            held,
-            limit: self.limit,
-            journal: None,
-        }
-    }
-
     /// Journal `entries`; durable receiver when `durable` (or when anything is staged:
     /// staged records ship only once durable here). `cost`: a request's weight in the
     /// journal's backlog (checked before), zero for everything else.
@@ -316,7 +261,7 @@ impl Ingress {
         durable: bool,
         staged: Vec<(u32, u64)>,
         cost: Cost,
-    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+    ) -> Option<oneshot::Receiver<Result<(), JournalError>>> {
         let j = self.journal.as_ref()?;
         let rx = j
             .handle
@@ -332,9 +277,9 @@ impl Ingress {
     /// hand the same answer on (to the request waiting for it).
     fn relay<M>(
         &self,
-        rx: oneshot::Receiver<Result<(), String>>,
+        rx: oneshot::Receiver<Result<(), JournalError>>,
         tell: impl FnOnce(bool) -> Option<M> + 'static,
-    ) -> oneshot::Receiver<Result<(), String>>
+    ) -> oneshot::Receiver<Result<(), JournalError>>
     where
         M: Message<Result = ()> + Send + 'static,
         Ingress: Handler<M>,
@@ -342,9 +287,7 @@ impl Ingress {
         let (tx, out) = oneshot::channel();
         let me = self.me.clone();
         actix_rt::spawn(async move {
-            let result = rx
-                .await
-                .unwrap_or_else(|_| Err("the journal stopped".into()));
+            let result = rx.await.unwrap_or(Err(JournalError::Stopped));
             if let (Some(me), Some(msg)) = (me, tell(result.is_ok())) {
                 me.do_send(msg);
             }
@@ -554,7 +497,7 @@ impl Ingress {
         &mut self,
         records: Vec<Arc<Record>>,
         handover_to: Option<String>,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), JournalError>> {
         let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let mut marks = Vec::with_capacity(records.len());
         for r in records {
@@ -580,7 +523,7 @@ impl Ingress {
             Some(rx) => rx,
             None => {
                 let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Err("no journal".into()));
+                let _ = tx.send(Err(JournalError::Absent));
                 rx
             }
         }
@@ -622,87 +565,52 @@ impl Handler<Submit> for Ingress {
     type Result = Result<Admission, Refused>;
 
     fn handle(&mut self, msg: Submit, _: &mut Self::Context) -> Self::Result {
-        if msg.reply.is_none()
-            && self.journal.is_some()
-            && let Some(why) = self.shared.journal_health.lock().clone()
-        {
-            // Accepted whole or refused whole: nothing of this request is taken.
-            return Err(Refused {
-                reason: Refusal::Unavailable(format!(
-                    "the journal cannot write ({why}), so records cannot be made durable"
-                )),
-                records: msg.records,
-            });
-        }
-        // A slow disk: refuse the request whole while the journal is too far behind (its
-        // channel never blocks this thread; this check is what bounds it). A full backlog
-        // like a partition's: 429, retry later.
-        let cost = if msg.reply.is_none()
-            && let Some(j) = &self.journal
-        {
-            let cost = request_cost(&msg.records);
-            if let Err(behind) = j.handle.check(cost) {
-                self.shared
-                    .metrics
-                    .records_refused
-                    .inc_by(msg.records.len() as u64);
-                return Err(Refused {
-                    reason: Refusal::Overloaded(Overloaded {
-                        partition: 0,
-                        wanted: msg.records.len(),
-                        held: 0,
-                        limit: 0,
-                        journal: Some(behind),
-                    }),
-                    records: msg.records,
-                });
+        // The journal as this request finds it: failing, or too far behind (a slow disk;
+        // its channel never blocks this thread, this check is what bounds it).
+        let mut cost = Cost::default();
+        let journal = match &self.journal {
+            Some(j) if msg.reply.is_none() => {
+                if let Some(why) = self.shared.journal_health.lock().clone() {
+                    Journal::CannotWrite(why)
+                } else {
+                    cost = request_cost(&msg.records);
+                    j.handle
+                        .check(cost)
+                        .map_or_else(Journal::Behind, |()| Journal::Fine)
+                }
             }
-            cost
-        } else {
-            Cost::default()
+            _ => Journal::Fine,
         };
         let n = self.partitions.len();
-        let mut counts = vec![0usize; n];
-        for r in &msg.records {
-            counts[r.partition as usize % n] += 1;
-        }
+        let counts = admission::counts(n, msg.records.iter().map(|r| r.partition));
         let ownership = self.shared.ownership.clone();
-        let mut remote = vec![false; n];
-        let mut staging = 0usize;
-        for (p, wanted) in counts.iter().enumerate() {
-            if *wanted == 0 {
-                continue;
-            }
-            let refusal = match ownership.route(p as u32) {
-                Route::Local(_) => {
-                    let held = self.shared.partitions[p].held.load(Ordering::Acquire);
-                    (held + wanted > self.limit)
-                        .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
-                }
-                // Enrich is not journaled: it cannot wait in an outbox (the HTTP edge
-                // sends it to the owner itself).
-                Route::Remote { node, .. } if msg.reply.is_some() => Some(Refusal::Unavailable(
-                    format!("partition {p} is served by {node}"),
-                )),
-                Route::Remote { .. } => {
-                    remote[p] = true;
-                    staging += wanted;
-                    let held = self.outbox[p].queued();
-                    let staged = self.shared.staged() as usize;
-                    if staged + staging > self.max_staged {
-                        Some(Refusal::Unavailable(format!(
-                            "this node holds {staged} record(s) for owners it cannot hand them \
-                             to yet, and cluster.max_staged_records is {}",
-                            self.max_staged
-                        )))
-                    } else {
-                        (held + wanted > self.limit)
-                            .then(|| Refusal::Overloaded(self.overloaded(p, *wanted, held)))
-                    }
-                }
-                Route::Unavailable(why) => Some(Refusal::Unavailable(why)),
-            };
-            if let Some(reason) = refusal {
+        let checked = admission::check(
+            journal,
+            msg.records.len(),
+            &counts,
+            self.limit,
+            msg.reply.is_some(),
+            |p| match ownership.route(p) {
+                Route::Local(_) => Target::Local {
+                    held: self.shared.partitions[p as usize]
+                        .held
+                        .load(Ordering::Acquire),
+                },
+                Route::Remote { node, .. } => Target::Remote {
+                    node,
+                    staged: self.outbox[p as usize].queued(),
+                },
+                Route::Unavailable(why) => Target::Unavailable(why),
+            },
+        );
+        let checked = checked.and_then(|plan| {
+            let held = self.shared.staged() as usize;
+            admission::check_staging(&plan, &counts, held, self.max_staged).map(|()| plan)
+        });
+        let plan = match checked {
+            Ok(plan) => plan,
+            // Accepted whole or refused whole: nothing of this request is taken.
+            Err(reason) => {
                 if matches!(reason, Refusal::Overloaded(_)) {
                     self.shared
                         .metrics
@@ -714,16 +622,12 @@ impl Handler<Submit> for Ingress {
                     records: msg.records,
                 });
             }
-        }
+        };
+        let remote = &plan.remote;
         let now = Instant::now();
         let total = msg.records.len();
         let journaled = msg.reply.is_none() && self.journal.is_some();
-        let local_counts: Vec<usize> = counts
-            .iter()
-            .enumerate()
-            .map(|(p, c)| if remote[p] { 0 } else { *c })
-            .collect();
-        let mut entries = self.leases(&local_counts);
+        let mut entries = self.leases(&plan.local_counts(&counts));
         let now_ms = if journaled { unix_ms() } else { 0 };
         let mut batches: Vec<Vec<(u64, Job)>> =
             counts.iter().map(|c| Vec::with_capacity(*c)).collect();
@@ -868,9 +772,9 @@ impl Ingress {
     fn hold_until_durable(
         &mut self,
         batches: Vec<Vec<(u64, Job)>>,
-        rx: oneshot::Receiver<Result<(), String>>,
+        rx: oneshot::Receiver<Result<(), JournalError>>,
         records: u64,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), JournalError>> {
         let id = self.hold(batches, None);
         // Counted accepted once durable (before the request hears so), not when refused.
         let accepted = self.shared.metrics.records_accepted.clone();
@@ -1153,13 +1057,7 @@ impl Handler<Import> for Ingress {
         };
         if local && !msg.handover {
             let held = self.shared.partitions[p].held.load(Ordering::Acquire);
-            if held + fresh.len() > self.limit {
-                return Err(ImportRefused::Overloaded(self.overloaded(
-                    p,
-                    fresh.len(),
-                    held,
-                )));
-            }
+            admission::fits(p, fresh.len(), held, self.limit).map_err(ImportRefused::Overloaded)?;
         }
         let accepted = fresh.len();
         if msg.handover {
@@ -1183,18 +1081,6 @@ impl Handler<Import> for Ingress {
         };
         self.dispatch(batches);
         Ok(ImportAck { accepted, durable })
-    }
-}
-
-/// What a request's records weigh in the journal's backlog: about their bytes on disk
-/// (text, id, key twice, fixed fields) and one entry each.
-fn request_cost(records: &[Admitted]) -> Cost {
-    Cost {
-        bytes: records
-            .iter()
-            .map(|r| (r.text.len() + r.id.len() + r.key.len() + r.canonical.len() + 48) as u64)
-            .sum(),
-        entries: records.len() as u64,
     }
 }
 

@@ -1,11 +1,12 @@
 //! The enrichment engine: ingress → partitions → emitter, as actix actors.
 //!
 //! Pure logic lives in `queue` (ordering, capacity, deadlines), `retry` (backoff schedule),
-//! `admit` (per-record validation and routing), `outbox` (the forwarding protocol and the
-//! import watermarks), `hash` (stable partitioning) and `outcome` (routing and the
-//! envelope); the actors in `ingress`, `partition`, `emitter` and `forwarder` only move
-//! data between them.
+//! `admit` (per-record validation and routing), `admission` (the all-or-nothing check of a
+//! batch), `outbox` (the forwarding protocol and the import watermarks), `hash` (stable
+//! partitioning) and `outcome` (routing and the envelope); the actors in `ingress`,
+//! `partition`, `emitter` and `forwarder` only move data between them.
 
+pub mod admission;
 pub mod admit;
 pub mod emitter;
 pub mod forwarder;
@@ -28,11 +29,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_rt::Arbiter;
 
+use self::admission::{Overloaded, Refusal};
 use self::admit::{Admitted, RecordRules};
-use self::emitter::{Emitter, Flush, Reopen, Reset, Truncate};
+use self::emitter::{Emitter, EmitterError, Flush, Reopen, Reset, Truncate};
 use self::ingress::{
     Activate, Dormant, EvictPartition, Held, Import, ImportAck, ImportRefused, Ingress,
-    IngressJournal, Overloaded, Refusal, Refused, Restage, Restore, Submit,
+    IngressJournal, Refused, Restage, Restore, Submit,
 };
 use self::outcome::OutcomeRules;
 use self::ownership::Ownership;
@@ -40,12 +42,12 @@ use self::partition::{Partition, PartitionConfig};
 use self::reply::Collector;
 use self::retry::RetryPolicy;
 use self::shared::Shared;
-use crate::durability::journal::{CheckpointInfo, JournalHandle};
+use crate::durability::journal::{CheckpointInfo, JournalError, JournalHandle};
 use crate::durability::state::State;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use crate::settings::{Ack, Settings};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +76,7 @@ pub enum SubmitError {
     Unavailable(String),
     /// The records were accepted but could not be made durable.
     #[error("could not make the records durable: {0}")]
-    Journal(String),
+    Journal(JournalError),
 }
 
 impl From<Refused> for SubmitError {
@@ -101,7 +103,34 @@ pub enum ImportError {
     #[error("the engine is stopped")]
     Stopped,
     #[error("could not make the records durable: {0}")]
-    Journal(String),
+    Journal(JournalError),
+}
+
+/// Why an operation of the running engine (flush, checkpoint, cutting the sinks back,
+/// handover, a lost lease) did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The etcd lease is not live and something was written since the last commit: nothing
+    /// is committed while fenced (retry once the lease is renewed).
+    #[error("fenced: the etcd lease is not live")]
+    Fenced,
+    /// A sink could not be cut back to its committed length.
+    #[error(transparent)]
+    Sink(SinkError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// An actor of the engine is gone (the engine is stopping).
+    #[error("the {0} is gone")]
+    Gone(&'static str),
+}
+
+impl From<EmitterError> for OpError {
+    fn from(e: EmitterError) -> Self {
+        match e {
+            EmitterError::Fenced => OpError::Fenced,
+            EmitterError::Sink(e) => OpError::Sink(e),
+        }
+    }
 }
 
 /// A running engine: the handle the HTTP edge and `sluice enrich` use.
@@ -230,7 +259,7 @@ impl Engine {
     }
 
     /// Cut the file sinks back to the lengths the journal committed (of the files it names).
-    pub async fn truncate_sinks(&self, state: &State) -> Result<(), String> {
+    pub async fn truncate_sinks(&self, state: &State) -> Result<(), OpError> {
         self.emitter
             .send(Truncate {
                 output: state.output_offset,
@@ -239,7 +268,8 @@ impl Engine {
                 dead_letter_file: state.dead_letter_file,
             })
             .await
-            .map_err(|_| "the emitter is gone".to_string())?
+            .map_err(|_| OpError::Gone("emitter"))?
+            .map_err(OpError::from)
     }
 
     /// Continue from restored state: re-issue its pending records (standalone) or keep
@@ -284,9 +314,9 @@ impl Engine {
     pub async fn export(
         &self,
         partition: Option<u32>,
-    ) -> Result<Vec<Arc<crate::record::Record>>, String> {
+    ) -> Result<Vec<Arc<crate::record::Record>>, OpError> {
         match &self.journal {
-            Some(j) => j.export(partition).await,
+            Some(j) => Ok(j.export(partition).await?),
             None => Ok(Vec::new()),
         }
     }
@@ -297,7 +327,7 @@ impl Engine {
         &self,
         records: Vec<Arc<crate::record::Record>>,
         handover_to: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OpError> {
         let rx = self
             .ingress
             .send(Restage {
@@ -305,8 +335,8 @@ impl Engine {
                 handover_to,
             })
             .await
-            .map_err(|_| "the ingress is gone".to_string())?;
-        rx.await.map_err(|_| "the journal stopped".to_string())?
+            .map_err(|_| OpError::Gone("ingress"))?;
+        Ok(rx.await.map_err(|_| JournalError::Stopped)??)
     }
 
     /// Cluster: records held here for `partition`'s owner elsewhere (outbox and dormant).
@@ -316,7 +346,7 @@ impl Engine {
 
     /// Cluster: after a lost lease, drop what waits for the sinks, cut them back to the
     /// last commit, and keep every pending record dormant for the new owners.
-    pub async fn lose_everything(&self) -> Result<(), String> {
+    pub async fn lose_everything(&self) -> Result<(), OpError> {
         // Inactive first, so whatever a partition still renders is refused as stale; then
         // every partition actor emptied (they are all in the journal's pending records).
         let partitions = self.shared.partitions.len() as u32;
@@ -329,12 +359,12 @@ impl Engine {
         self.emitter
             .send(Reset)
             .await
-            .map_err(|_| "the emitter is gone".to_string())??;
+            .map_err(|_| OpError::Gone("emitter"))??;
         let records = self.export(None).await?;
         self.ingress
             .send(Dormant(records))
             .await
-            .map_err(|_| "the ingress is gone".to_string())
+            .map_err(|_| OpError::Gone("ingress"))
     }
 
     /// Cluster: take records another node sends (see `engine/ingress.rs`); answers once
@@ -348,18 +378,18 @@ impl Engine {
             .map_err(ImportError::Refused)?;
         durable
             .await
-            .map_err(|_| ImportError::Journal("the journal stopped".into()))?
+            .map_err(|_| ImportError::Journal(JournalError::Stopped))?
             .map_err(ImportError::Journal)?;
         Ok(accepted)
     }
 
     /// Take a snapshot now (after committing what the sinks hold); answers once durable.
-    pub async fn checkpoint(&self) -> Result<Option<CheckpointInfo>, String> {
+    pub async fn checkpoint(&self) -> Result<Option<CheckpointInfo>, OpError> {
         let Some(j) = &self.journal else {
             return Ok(None);
         };
         self.flush().await?;
-        j.checkpoint().await.map(Some)
+        Ok(Some(j.checkpoint().await?))
     }
 
     /// Counters, metrics and readiness.
@@ -386,7 +416,7 @@ impl Engine {
         if let Some(durable) = admission.durable {
             durable
                 .await
-                .map_err(|_| SubmitError::Journal("the journal stopped".into()))?
+                .map_err(|_| SubmitError::Journal(JournalError::Stopped))?
                 .map_err(SubmitError::Journal)?;
         }
         if !admission.forwarded.is_empty() {
@@ -420,11 +450,12 @@ impl Engine {
     }
 
     /// Flush the sinks now.
-    pub async fn flush(&self) -> Result<(), String> {
-        self.emitter
+    pub async fn flush(&self) -> Result<(), OpError> {
+        Ok(self
+            .emitter
             .send(Flush)
             .await
-            .map_err(|_| "the emitter is gone".to_string())?
+            .map_err(|_| OpError::Gone("emitter"))??)
     }
 
     /// Wait until nothing is pending (or `limit` passes); true when quiescent.
@@ -447,5 +478,20 @@ impl Engine {
         for a in self.arbiters {
             let _ = a.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_emitter_is_a_fenced_engine_and_says_so() {
+        let e = OpError::from(EmitterError::Fenced);
+        assert!(matches!(e, OpError::Fenced));
+        assert_eq!(e.to_string(), "fenced: the etcd lease is not live");
+        let stopped = OpError::from(JournalError::Stopped);
+        assert!(matches!(stopped, OpError::Journal(JournalError::Stopped)));
+        assert_eq!(OpError::Gone("emitter").to_string(), "the emitter is gone");
     }
 }

@@ -220,6 +220,12 @@ impl Ownership {
         self.fenced.store(fenced, Ordering::Release);
     }
 
+    /// Whether this cluster member refuses every record now: its lease is not live (etcd
+    /// unreachable: it has fenced itself) or it left the cluster. Never, standalone.
+    pub fn is_fenced(&self) -> bool {
+        self.clustered && (self.fenced.load(Ordering::Acquire) || !self.lease_live())
+    }
+
     /// Whether the node may write for `partition` under `epoch` now: it is the active
     /// owner at that epoch and its lease is live. The emitter asks before every write.
     pub fn may_emit(&self, partition: u32, epoch: u64) -> bool {
@@ -348,7 +354,7 @@ impl Ownership {
                 self.node
             ));
         }
-        if self.fenced.load(Ordering::Acquire) || !self.lease_live() {
+        if self.is_fenced() {
             return Route::Unavailable(
                 "this node cannot reach etcd (lease not renewed); it has fenced itself".into(),
             );

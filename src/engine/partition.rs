@@ -18,7 +18,7 @@ use super::queue::{AdmitError, InFlightQueue, Released};
 use super::retry::{AttemptKind, Next, RetryPolicy};
 use super::shared::Shared;
 use crate::durability::codec::Entry;
-use crate::durability::journal::{JournalHandle, unix_ms};
+use crate::durability::journal::{JournalError, JournalHandle, unix_ms};
 use crate::envelope::Envelopes;
 use crate::lookup::{Lookup, LookupError, LookupRequest, LookupResult, Pending};
 
@@ -632,7 +632,7 @@ impl Handler<AttemptDone> for Partition {
 /// little later (never issue an attempt the journal does not hold; the deadline still ends
 /// the record).
 async fn loop_until_durable(
-    rx: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    rx: tokio::sync::oneshot::Receiver<Result<(), JournalError>>,
     me: &Addr<Partition>,
     issue: Vec<(u64, u32)>,
 ) {

@@ -7,10 +7,11 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::body::read_body;
 use super::problem::ApiError;
-use super::state::{AppState, Data, authorize, submit_error};
+use super::state::{AppState, Data, authorize, count_if_fenced, refusal};
 use super::{api, responses};
 use crate::cluster::controller::ClusterStatus;
 use crate::durability::codec::{self, Entry};
+use crate::durability::versions::{FORWARD_HEADER, Format};
 use crate::engine::admit::Admitted;
 use crate::engine::ingress::{Import, ImportRefused};
 use crate::engine::outbox::Source;
@@ -66,6 +67,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
         ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
         ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
         ("x-sluice-incarnation" = Option<String>, Header, nullable = false, description = "The sender's incarnation (absent: its first): a node started on an empty checkpoint.dir is a new incarnation of its id, whose batches are never taken for resends of its former life's."),
+        ("x-sluice-format" = Option<u32>, Header, nullable = false, minimum = 1, description = "The body's format version (absent: 1, as sent up to commit b6dd6cc)."),
     ),
     request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
     responses(
@@ -76,6 +78,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
         (status = 408, response = responses::RequestTimeout),
         (status = 409, response = responses::NotOwner),
         (status = 413, response = responses::PayloadTooLarge),
+        (status = 415, response = responses::UnsupportedMediaType),
         (status = 429, response = responses::Overloaded),
         (status = 503, response = responses::Unavailable),
     ),
@@ -105,6 +108,7 @@ pub async fn post_import(
     let partition: u32 = number(&req, H_PARTITION)?;
     let epoch: u64 = number(&req, H_EPOCH)?;
     let handover = header(&req, H_HANDOVER)? == "1";
+    forward_format(&req)?;
     if !state.engine.shared().ownership.is_clustered() {
         return Err(ApiError::NotFound("this node runs standalone".into()));
     }
@@ -121,7 +125,52 @@ pub async fn post_import(
     // Batches are bounded by the sender; allow generously more than a client body.
     let limit = state.settings.server.max_body_bytes.saturating_mul(8);
     let body = read_body(&req, payload, limit).await?;
-    let (entries, damage) = codec::decode_all(&body);
+    let records = forwarded_records(&body, partition)?;
+    let n = records.len();
+    let accepted = state
+        .engine
+        .import(Import {
+            source,
+            partition,
+            epoch,
+            handover,
+            records,
+        })
+        .await
+        .map_err(|e| match e {
+            ImportError::Refused(ImportRefused::NotOwner(why, upto)) => {
+                count_if_fenced(&state, n);
+                ApiError::Conflict(why, upto)
+            }
+            ImportError::Refused(ImportRefused::Overloaded(o)) => ApiError::Overloaded {
+                detail: o.to_string(),
+                retry_after_secs: 1,
+            },
+            ImportError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
+            ImportError::Journal(e) => ApiError::Unavailable(e.to_string()),
+        })?;
+    Ok(HttpResponse::Ok().json(api::ImportReceipt {
+        received: n,
+        accepted,
+    }))
+}
+
+/// The forwarded batch's format version (`x-sluice-format`, absent: 1), refused (415, the
+/// sender keeps the records and retries) unless this node reads it: a batch of a newer
+/// peer is never decoded as if it were of this one's version.
+fn forward_format(req: &HttpRequest) -> Result<(), ApiError> {
+    let version = match req.headers().get(FORWARD_HEADER) {
+        None => 1,
+        Some(_) => number(req, FORWARD_HEADER)?,
+    };
+    Format::Forward
+        .check("the forwarded batch", version)
+        .map_err(|e| ApiError::UnsupportedFormat(e.to_string()))
+}
+
+/// The records of a forwarded batch (version 1: `Staged` journal frames of `partition`).
+fn forwarded_records(body: &[u8], partition: u32) -> Result<Vec<crate::record::Record>, ApiError> {
+    let (entries, damage) = codec::decode_all(body);
     if let Some((at, why)) = damage {
         return Err(ApiError::BadRequest(format!(
             "frame at byte {at} is damaged: {why}"
@@ -138,32 +187,7 @@ pub async fn post_import(
             }
         }
     }
-    let n = records.len();
-    let accepted = state
-        .engine
-        .import(Import {
-            source,
-            partition,
-            epoch,
-            handover,
-            records,
-        })
-        .await
-        .map_err(|e| match e {
-            ImportError::Refused(ImportRefused::NotOwner(why, upto)) => {
-                ApiError::Conflict(why, upto)
-            }
-            ImportError::Refused(ImportRefused::Overloaded(o)) => ApiError::Overloaded {
-                detail: o.to_string(),
-                retry_after_secs: 1,
-            },
-            ImportError::Stopped => ApiError::Unavailable("the engine is stopping".into()),
-            ImportError::Journal(e) => ApiError::Unavailable(e),
-        })?;
-    Ok(HttpResponse::Ok().json(api::ImportReceipt {
-        received: n,
-        accepted,
-    }))
+    Ok(records)
 }
 
 /// `/v1/enrich` in a cluster: records of partitions served here go through the local
@@ -199,6 +223,7 @@ pub async fn enrich_across(
                 )));
             }
             Route::Unavailable(why) => {
+                count_if_fenced(state, total);
                 return Err(ApiError::Unavailable(format!(
                     "{why}; nothing was enriched, retry shortly"
                 )));
@@ -259,7 +284,12 @@ pub async fn enrich_across(
             if local.is_empty() {
                 Ok(Vec::new())
             } else {
-                state.engine.enrich(local).await.map_err(submit_error)
+                let n = local.len();
+                state
+                    .engine
+                    .enrich(local)
+                    .await
+                    .map_err(|e| refusal(state, n, e))
             }
         })
         .await;
@@ -274,4 +304,87 @@ pub async fn enrich_across(
     out.into_iter()
         .map(|e| e.ok_or_else(|| ApiError::Internal("an owner answered fewer results".into())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError;
+    use actix_web::test::TestRequest;
+
+    /// The batch `b6dd6cc`'s forwarder sent (tests/fixtures/README.md).
+    const V1_BODY: &[u8] = include_bytes!("../../tests/fixtures/v1/forward/import-body.bin");
+    const V1_HEADERS: &str = include_str!("../../tests/fixtures/v1/forward/import-headers.txt");
+
+    fn v1_header(name: &str) -> &'static str {
+        V1_HEADERS
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("{name} not in the fixture's headers"))
+    }
+
+    #[test]
+    fn a_batch_forwarded_by_b6dd6cc_is_read_as_version_1() {
+        let req = V1_HEADERS
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .fold(TestRequest::post(), |r, h| r.insert_header(h))
+            .to_http_request();
+        assert!(
+            req.headers().get(FORWARD_HEADER).is_none(),
+            "sent no version"
+        );
+        assert!(forward_format(&req).is_ok());
+        let partition: u32 = v1_header("x-sluice-partition").parse().unwrap();
+        let records = forwarded_records(V1_BODY, partition).unwrap();
+        let got: Vec<(&str, u32, u64, &str)> = records
+            .iter()
+            .map(|r| (&*r.id, r.partition, r.seq, &*r.canonical))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("\"fwd-3\"", 0, 0, "u4"), ("\"fwd-7\"", 0, 1, "u8")],
+            "ids, partition, stage numbers and keys as sent"
+        );
+        assert_eq!(
+            &*records[0].text,
+            r#"{"id": "fwd-3", "user_id": "u4", "_sim": {"delay_ms": 3600000}}"#
+        );
+        assert!(
+            records
+                .iter()
+                .all(|r| r.decided.is_none() && r.attempts == 0)
+        );
+        // Records of another partition than the header's are refused whole.
+        assert!(matches!(
+            forwarded_records(V1_BODY, partition + 1),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn a_forwarded_batch_of_a_version_this_node_does_not_read_is_refused_naming_both() {
+        let with = |v: &str| {
+            TestRequest::post()
+                .insert_header((FORWARD_HEADER, v))
+                .to_http_request()
+        };
+        assert!(forward_format(&with("1")).is_ok());
+        for v in ["2", "0"] {
+            let e = forward_format(&with(v)).unwrap_err();
+            assert_eq!(e.status_code().as_u16(), 415);
+            assert_eq!(e.slug(), "unsupported-format-version");
+            let detail = e.to_string();
+            assert!(
+                detail.starts_with(&format!(
+                    "the forwarded batch has format version {v}; this sluice ("
+                )) && detail.contains("reads version 1"),
+                "{detail}"
+            );
+        }
+        assert!(matches!(
+            forward_format(&with("one")),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
 }

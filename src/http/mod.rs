@@ -20,6 +20,8 @@ pub mod records;
 pub mod responses;
 pub mod server;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use body::{BODY_IDLE_TIMEOUT, BODY_TIMEOUT};
 pub use server::{

@@ -32,6 +32,20 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
+/// Gives every `HEAD` operation an id of its own (`healthz_head`): the handler attributes
+/// share one for `GET` and `HEAD`, and generators need each operation's id to be unique.
+struct HeadOperationIds;
+
+impl utoipa::Modify for HeadOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            if let Some(id) = item.head.as_mut().and_then(|op| op.operation_id.as_mut()) {
+                id.push_str("_head");
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -62,7 +76,7 @@ impl utoipa::Modify for BearerScheme {
             api::Problem,
         ),
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &HeadOperationIds),
     tags(
         (name = "records", description = "Sending records"),
         (name = "operations", description = "Status, health, metrics and checkpoints"),
@@ -188,6 +202,81 @@ mod tests {
             Some(&json!(7))
         );
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    /// Every operation of a document: (path, method, operationId).
+    fn operations(doc: &Value) -> Vec<(String, String, Option<String>)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let id = op["operationId"].as_str().map(str::to_string);
+                out.push((path.clone(), method.clone(), id));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let doc = document(&Settings::defaults());
+        let ops = operations(&doc);
+        assert!(ops.len() > 10, "{ops:?}");
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, method, id) in &ops {
+            let id = id
+                .as_deref()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if let Some(first) = seen.insert(id.to_string(), format!("{method} {path}")) {
+                panic!("operationId `{id}` of {method} {path} is {first}'s too");
+            }
+        }
+        assert_eq!(
+            doc.pointer("/paths/~1healthz/head/operationId"),
+            Some(&json!("healthz_head"))
+        );
+    }
+
+    /// `section.key` (or deeper) words in the document's texts whose section is one of the
+    /// configuration's.
+    fn config_keys_named(v: &Value, sections: &toml::Table, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => {
+                let words = s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'));
+                for w in words.map(|w| w.trim_matches('.')) {
+                    if let Some((section, _)) = w.split_once('.')
+                        && sections.contains_key(section)
+                    {
+                        out.push(w.to_string());
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| config_keys_named(v, sections, out)),
+            Value::Object(o) => o.iter().for_each(|(k, v)| {
+                config_keys_named(&Value::String(k.clone()), sections, out);
+                config_keys_named(v, sections, out);
+            }),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_configuration_keys_the_document_names_exist() {
+        let defaults: toml::Table = Settings::defaults().to_toml().parse().unwrap();
+        let mut named = Vec::new();
+        config_keys_named(&document(&Settings::defaults()), &defaults, &mut named);
+        assert!(
+            named.iter().any(|k| k == "server.max_body_bytes"),
+            "{named:?}"
+        );
+        for key in &named {
+            let mut at = toml::Value::Table(defaults.clone());
+            for part in key.split('.') {
+                at = at
+                    .get(part)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("the document names `{key}`, no such key"));
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::problem::ApiError;
 use super::state::{Data, authorize, ensure_ready};
 use super::{api, responses};
+use crate::engine::OpError;
 
 /// The node's counters per partition, pending records and last checkpoint.
 #[utoipa::path(
@@ -75,7 +76,7 @@ pub async fn post_checkpoint(req: HttpRequest, state: Data) -> Result<HttpRespon
         Ok(None) => Err(ApiError::NotImplemented(
             "this engine runs without a journal".into(),
         )),
-        Err(e) if e.starts_with("fenced") => Err(ApiError::Unavailable(format!(
+        Err(e @ OpError::Fenced) => Err(ApiError::Unavailable(format!(
             "checkpoint not taken: {e}; retry shortly"
         ))),
         // A sink or the journal cannot be made durable now (disk full, I/O error): nothing

@@ -33,6 +33,10 @@ pub enum ApiError {
     /// A `Content-Encoding` other than `identity`: 415 with `Accept-Encoding: identity`.
     #[error("{0}")]
     UnsupportedEncoding(String),
+    /// Cluster: a forwarded batch in a format version this node does not read (the detail
+    /// names both); the sender keeps the records.
+    #[error("{0}")]
+    UnsupportedFormat(String),
     #[error("{detail}")]
     InvalidRecords {
         detail: String,
@@ -76,6 +80,9 @@ impl ApiError {
                 "unsupported-content-encoding",
                 "Unsupported content encoding",
             ),
+            ApiError::UnsupportedFormat(_) => {
+                ("unsupported-format-version", "Unsupported format version")
+            }
             ApiError::InvalidRecords { .. } => ("invalid-records", "Invalid records"),
             ApiError::Overloaded { .. } => ("overloaded", "Backlog full, nothing accepted"),
             ApiError::Conflict(..) => ("not-owner", "Not the partition's owner at that epoch"),
@@ -95,9 +102,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
+            ApiError::UnsupportedMediaType(_)
+            | ApiError::UnsupportedEncoding(_)
+            | ApiError::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidRecords { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(..) => StatusCode::CONFLICT,

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::body::{format_of, parse_records, read_body};
 use super::problem::ApiError;
-use super::state::{AppState, Data, authorize, ensure_ready, submit_error};
+use super::state::{AppState, Data, authorize, ensure_ready, refusal};
 use super::{api, cluster, responses};
 use crate::engine::admit::Admitted;
 
@@ -17,7 +17,7 @@ use crate::engine::admit::Admitted;
     path = "/v1/records",
     tag = "records",
     description = "All records are accepted (202, their ids in request order) or none. With \
-                   `pipeline.ack = \"durable\"` the 202 comes once they are in the journal.",
+                   `checkpoint.ack = \"durable\"` the 202 comes once they are in the journal.",
     request_body(
         description = "A JSON array of records, or NDJSON: one record per line, blank lines \
                        skipped (its schema describes the lines as the items of an array).",
@@ -45,7 +45,12 @@ pub async fn post_records(
     state: Data,
 ) -> Result<HttpResponse, ApiError> {
     let records = admitted_records(&req, payload, &state).await?;
-    let ids = state.engine.submit(records).await.map_err(submit_error)?;
+    let n = records.len();
+    let ids = state
+        .engine
+        .submit(records)
+        .await
+        .map_err(|e| refusal(&state, n, e))?;
     let answer = api::RecordsAccepted {
         accepted: ids.len(),
         ids,
@@ -101,7 +106,11 @@ pub async fn post_enrich(
         if state.engine.shared().ownership.is_clustered() {
             cluster::enrich_across(&req, &state, records).await
         } else {
-            state.engine.enrich(records).await.map_err(submit_error)
+            state
+                .engine
+                .enrich(records)
+                .await
+                .map_err(|e| refusal(&state, n, e))
         }
     };
     let mut grace_over = state.grace_over.clone();

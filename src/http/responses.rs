@@ -75,8 +75,10 @@ const PROBLEMS: &[ProblemDoc] = &[
         slug: "unsupported-media-type",
         title: "Unsupported media type",
         when: "The Content-Type is not application/json or application/x-ndjson (type \
-               `unsupported-media-type`), or a Content-Encoding other than identity was sent \
-               (type `unsupported-content-encoding`, with `Accept-Encoding: identity`).",
+               `unsupported-media-type`), a Content-Encoding other than identity was sent \
+               (type `unsupported-content-encoding`, with `Accept-Encoding: identity`), or a \
+               node forwarded a batch in a format version this one does not read (type \
+               `unsupported-format-version`; the detail names both versions).",
         headers: &[(
             "Accept-Encoding",
             "`identity`, when the body's content coding was refused.",
@@ -224,6 +226,7 @@ mod tests {
             ApiError::PayloadTooLarge(String::new()),
             ApiError::UnsupportedMediaType(String::new()),
             ApiError::UnsupportedEncoding(String::new()),
+            ApiError::UnsupportedFormat(String::new()),
             ApiError::InvalidRecords {
                 detail: String::new(),
                 errors: vec![],

@@ -72,6 +72,24 @@ pub(crate) fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Count `records` refused now as fencing refusals (`sluice_cluster_fencing_refusals_total`)
+/// when the node is fenced: a cluster member without a live lease refuses every record.
+pub(crate) fn count_if_fenced(state: &AppState, records: usize) {
+    let shared = state.engine.shared();
+    if shared.ownership.is_fenced() {
+        shared.metrics.fencing_refusals.inc_by(records as u64);
+    }
+}
+
+/// [`submit_error`] for a request of `records` records, counting a refusal for want of an
+/// owner while this node is fenced.
+pub(crate) fn refusal(state: &AppState, records: usize, e: SubmitError) -> ApiError {
+    if matches!(e, SubmitError::Unavailable(_)) {
+        count_if_fenced(state, records);
+    }
+    submit_error(e)
+}
+
 /// The problem for an engine's refusal of a submit or an enrich.
 pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     match e {

@@ -21,7 +21,7 @@ use scylla::value::{CqlValue, Row as CqlRow};
 use serde_json::{Map, Value};
 
 use super::{BoxFuture, Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
-use crate::cql::session::{DriverError, classify, connect_session_as, consistency};
+use crate::cql::session::{ConnectError, DriverError, classify, connect_session_as, consistency};
 use crate::cql::values::{BindType, to_json};
 use crate::json::raw;
 use crate::pointer::Pointer;
@@ -30,11 +30,8 @@ use crate::settings::CqlLookup as CqlSettings;
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CqlError {
-    #[error("lookup.cql: cannot connect to {points:?}: {message}")]
-    Connect {
-        points: Vec<String>,
-        message: String,
-    },
+    #[error("lookup.cql: {0}")]
+    Connect(#[from] ConnectError),
     #[error("lookup.cql.query: cannot prepare `{query}`: {message}")]
     Prepare { query: String, message: String },
     #[error("lookup.cql: {0}")]
@@ -95,12 +92,8 @@ impl CqlLookup {
         attempt_timeout: Duration,
         runtime: Arc<tokio::runtime::Runtime>,
     ) -> Result<CqlLookup, CqlError> {
-        let session = connect_session_as(&s.contact_points, &s.keyspace, &s.username, &s.password)
-            .await
-            .map_err(|message| CqlError::Connect {
-                points: s.contact_points.clone(),
-                message,
-            })?;
+        let session =
+            connect_session_as(&s.contact_points, &s.keyspace, &s.username, &s.password).await?;
         let mut prepared =
             session
                 .prepare(s.query.as_str())
@@ -109,7 +102,9 @@ impl CqlLookup {
                     query: s.query.clone(),
                     message: e.to_string(),
                 })?;
-        prepared.set_consistency(consistency(&s.consistency).map_err(CqlError::Config)?);
+        prepared.set_consistency(
+            consistency(&s.consistency).map_err(|e| CqlError::Config(e.to_string()))?,
+        );
         // The engine bounds each attempt itself (`lookup.attempt_timeout_ms`); the driver's
         // own timeout is a backstop behind it, so a slow attempt reads as a timeout.
         prepared.set_request_timeout(Some(attempt_timeout * 2));
@@ -160,7 +155,8 @@ impl CqlLookup {
                 })?;
                 let v: Value = serde_json::from_str(text)
                     .map_err(|e| (p.as_str().to_string(), e.to_string()))?;
-                ty.bind(&v).map_err(|m| (p.as_str().to_string(), m))
+                ty.bind(&v)
+                    .map_err(|e| (p.as_str().to_string(), e.to_string()))
             })
             .collect()
     }

@@ -36,11 +36,15 @@ pub async fn recover(
         actix_rt::task::spawn_blocking(move || files::restore(&read_dir))
             .await
             .map_err(|e| NodeError::Runtime(format!("restore failed: {e}")))?
-            .map_err(|e| {
-                NodeError::Runtime(format!(
+            .map_err(|e| match e {
+                // Not damage and not a failure: this build is older than the data.
+                files::RestoreError::Unsupported(v) => {
+                    NodeError::Usage(vec![format!("checkpoint.dir `{}`: {v}", dir.display())])
+                }
+                files::RestoreError::Io(e) => NodeError::Runtime(format!(
                     "cannot read checkpoint.dir `{}`: {e}",
                     dir.display()
-                ))
+                )),
             })?;
     let accepted_loss = check_chain(&mut state, &report, settings, &dir)?;
     check_partitions(&state, settings.pipeline.partitions as u32, &dir)?;
@@ -81,8 +85,8 @@ pub async fn recover(
         journal
             .write_durable(Vec::new())
             .await
-            .map_err(|_| NodeError::Runtime("the journal stopped".into()))?
-            .map_err(NodeError::Runtime)?;
+            .map_err(|_| NodeError::Runtime(journal::JournalError::Stopped.to_string()))?
+            .map_err(|e| NodeError::Runtime(e.to_string()))?;
     }
     tracing::info!(
         snapshot = report.snapshot.as_deref().unwrap_or("none"),

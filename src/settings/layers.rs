@@ -337,30 +337,43 @@ fn flatten(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, toml::V
     }
 }
 
+/// Why an env value does not parse as the type of the default it overrides (the problem
+/// line adds the variable and the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum EnvValueError {
+    #[error("expected an integer")]
+    Integer,
+    #[error("expected a number")]
+    Number,
+    #[error("expected true or false")]
+    Boolean,
+    #[error("expected a TOML array")]
+    Array,
+    #[error("expected comma-separated integers")]
+    Integers,
+}
+
 /// Parse an env value by the type of the default it overrides.
-fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, EnvValueError> {
     let raw = raw.trim();
     Ok(match default {
-        toml::Value::Integer(_) => toml::Value::Integer(
-            raw.parse::<i64>()
-                .map_err(|_| "expected an integer".to_string())?,
-        ),
-        toml::Value::Float(_) => toml::Value::Float(
-            raw.parse::<f64>()
-                .map_err(|_| "expected a number".to_string())?,
-        ),
-        toml::Value::Boolean(_) => toml::Value::Boolean(
-            raw.parse::<bool>()
-                .map_err(|_| "expected true or false".to_string())?,
-        ),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.parse::<i64>().map_err(|_| EnvValueError::Integer)?)
+        }
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.parse::<f64>().map_err(|_| EnvValueError::Number)?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(raw.parse::<bool>().map_err(|_| EnvValueError::Boolean)?)
+        }
         toml::Value::Array(items) => {
             let elem = items.first();
             let parts: Vec<toml::Value> = if raw.starts_with('[') {
-                let table: toml::Table = toml::from_str(&format!("v = {raw}"))
-                    .map_err(|_| "expected a TOML array".to_string())?;
+                let table: toml::Table =
+                    toml::from_str(&format!("v = {raw}")).map_err(|_| EnvValueError::Array)?;
                 match table.get("v") {
                     Some(toml::Value::Array(a)) => a.clone(),
-                    _ => return Err("expected a TOML array".into()),
+                    _ => return Err(EnvValueError::Array),
                 }
             } else if raw.is_empty() {
                 Vec::new()
@@ -371,7 +384,7 @@ fn parse_env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, Stri
                             .trim()
                             .parse::<i64>()
                             .map(toml::Value::Integer)
-                            .map_err(|_| "expected comma-separated integers".to_string()),
+                            .map_err(|_| EnvValueError::Integers),
                         _ => Ok(toml::Value::String(p.trim().to_string())),
                     })
                     .collect::<Result<_, _>>()?
@@ -531,6 +544,40 @@ mod tests {
         assert_eq!(
             err.problems,
             vec!["server.bind: expected HOST:PORT, got `a\\tb\\nc`".to_string()]
+        );
+    }
+
+    #[test]
+    fn env_values_parse_by_the_defaults_type_or_say_which_was_expected() {
+        use toml::Value as V;
+        let ints = V::Array(vec![V::Integer(1)]);
+        let texts = V::Array(vec![V::String("a".into())]);
+        assert_eq!(parse_env_value(&V::Integer(1), " 7 "), Ok(V::Integer(7)));
+        assert_eq!(
+            parse_env_value(&V::Integer(1), "7.5"),
+            Err(EnvValueError::Integer)
+        );
+        assert_eq!(
+            parse_env_value(&V::Float(1.0), "x"),
+            Err(EnvValueError::Number)
+        );
+        assert_eq!(
+            parse_env_value(&V::Boolean(true), "1"),
+            Err(EnvValueError::Boolean)
+        );
+        assert_eq!(parse_env_value(&ints, "[1,"), Err(EnvValueError::Array));
+        assert_eq!(parse_env_value(&ints, "1,x"), Err(EnvValueError::Integers));
+        assert_eq!(
+            parse_env_value(&ints, "1, 2"),
+            Ok(V::Array(vec![V::Integer(1), V::Integer(2)]))
+        );
+        assert_eq!(
+            parse_env_value(&texts, "a,b"),
+            Ok(V::Array(vec![V::String("a".into()), V::String("b".into())]))
+        );
+        assert_eq!(
+            EnvValueError::Integers.to_string(),
+            "expected comma-separated integers"
         );
     }
 

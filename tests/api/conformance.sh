@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The API against its own OpenAPI document: schemathesis (from PyPI, installed into
-# target/schemathesis-venv on first use) generates requests from the document the running
-# binary serves at /openapi.json and runs every check on the answers (no 5xx, every status
-# and header and body as documented, invalid input refused, valid input accepted, 405 for
-# undocumented methods). Afterwards the process must still be alive and take a normal
-# request. Prints one line: generated requests, 5xx answers, failed checks.
+# The API against its own OpenAPI document. First the document itself: openapi-spec-validator
+# (from PyPI, installed into target/openapi-spec-validator-venv on first use) must find both
+# the document the running binary serves at /openapi.json and the repository's openapi.json
+# valid OpenAPI (what client and server generators need, e.g. unique operation ids). Then
+# schemathesis (from PyPI, installed into target/schemathesis-venv on first use) generates
+# requests from the served document and runs every check on the answers (no 5xx, every
+# status and header and body as documented, invalid input refused, valid input accepted,
+# 405 for undocumented methods). Afterwards the process must still be alive and take a
+# normal request. Prints one line per document validated, then one line: generated
+# requests, 5xx answers, failed checks.
 #
 # Usage: bash tests/api/conformance.sh [path/to/sluice]   (default target/debug/sluice)
 #        SLUICE_API_EXAMPLES=N: at most N generated requests per operation and phase (default
@@ -19,6 +23,16 @@ if ! "$st" --version 2>/dev/null | grep -q "$version"; then
   echo "installing schemathesis $version (PyPI) into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$version"
+fi
+# A venv of its own: its jsonschema pins need not agree with schemathesis'.
+validator_version=0.9.0
+validator_venv=target/openapi-spec-validator-venv
+validator=$validator_venv/bin/openapi-spec-validator
+installed=$("$validator_venv/bin/pip" show openapi-spec-validator 2>/dev/null || true)
+if ! grep -qx "Version: $validator_version" <<<"$installed"; then
+  echo "installing openapi-spec-validator $validator_version (PyPI) into $validator_venv"
+  python3 -m venv "$validator_venv"
+  "$validator_venv/bin/pip" install -q --disable-pip-version-check "openapi-spec-validator==$validator_version"
 fi
 
 work=$(mktemp -d)
@@ -50,6 +64,23 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 if [ -z "$base" ]; then echo "sluice did not start" >&2; exit 1; fi
+
+# The documents first: a document generators reject fails the script whatever the answers.
+if ! curl -sf -o "$work/served-openapi.json" "$base/openapi.json"; then
+  echo "api document: GET $base/openapi.json failed" >&2
+  exit 1
+fi
+for doc in "$work/served-openapi.json" openapi.json; do
+  name=$doc
+  if [ "$doc" = "$work/served-openapi.json" ]; then name="the served /openapi.json"; fi
+  if "$validator" --validation-errors all "$doc" >"$work/validator.out" 2>&1; then
+    echo "api document: $name is valid OpenAPI (openapi-spec-validator $validator_version)"
+  else
+    sed "s|$work/served-openapi.json|/openapi.json|g" "$work/validator.out" | cut -c1-400 >&2
+    echo "api document: $name is INVALID OpenAPI (openapi-spec-validator $validator_version): see above" >&2
+    exit 1
+  fi
+done
 
 status=0
 PYTHONPATH=tests/api SCHEMATHESIS_HOOKS=hooks "$st" --config-file tests/api/schemathesis.toml \

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scylla::client::session::Session;
+use scylla::errors::PrepareError;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 use serde_json::Value;
 
 use super::config::CqlSinkSettings;
-use crate::cql::session::{DriverError, classify, connect_session, consistency};
-use crate::cql::values::BindType;
+use crate::cql::session::{ConnectError, DriverError, classify, connect_session, consistency};
+use crate::cql::values::{BindError, BindType};
 use crate::json::raw;
 use crate::pointer::Pointer;
 use crate::sink::board::Board;
@@ -29,11 +30,49 @@ struct Column {
     ty: BindType,
 }
 
+/// Why the session or the INSERT could not be set up (the sink's setup error).
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot prepare `{query}`: {source}")]
+    Prepare {
+        query: String,
+        #[source]
+        source: PrepareError,
+    },
+}
+
+/// Why an envelope is not written: the emitter sends it to the dead letter with this text.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    #[error("{0}")]
+    NotUtf8(#[from] std::str::Utf8Error),
+    #[error("column `{column}`: {source}")]
+    NotJson {
+        column: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("column `{column}`: {source}")]
+    Unbindable {
+        column: String,
+        #[source]
+        source: BindError,
+    },
+    /// The cluster refused the INSERT for good (syntax, no such table, a wrong type).
+    #[error("{describe}: {message}")]
+    Refused { describe: String, message: String },
+    /// The sink closed while the INSERT waited for its turn.
+    #[error("{0}")]
+    Closed(#[from] tokio::sync::AcquireError),
+}
+
 /// Bound values of one envelope, or why they cannot be bound.
-type Bound = Result<Vec<Option<CqlValue>>, String>;
+type Bound = Result<Vec<Option<CqlValue>>, Rejection>;
 
 /// What became of a batch, from the result of each of its INSERTs.
-fn completions(batch: Envelopes, results: &[Result<(), String>]) -> Vec<Completion> {
+fn completions(batch: Envelopes, results: &[Result<(), Rejection>]) -> Vec<Completion> {
     if results.iter().all(|r| r.is_ok()) {
         return vec![Completion::Delivered(batch)];
     }
@@ -42,7 +81,7 @@ fn completions(batch: Envelopes, results: &[Result<(), String>]) -> Vec<Completi
         if let Err(reason) = r {
             done.push(Completion::Rejected(
                 batch.select(|j| j == i),
-                reason.clone(),
+                reason.to_string(),
             ));
         }
     }
@@ -82,17 +121,22 @@ impl CqlSink {
             s.columns.join(", "),
             vec!["?"; s.columns.len()].join(", ")
         );
-        let (session, mut insert) = runtime
-            .block_on(async {
-                let session = connect_session(&s.contact_points, &s.keyspace).await?;
-                let insert = session
-                    .prepare(query.as_str())
-                    .await
-                    .map_err(|e| format!("cannot prepare `{query}`: {e}"))?;
-                Ok::<_, String>((session, insert))
-            })
-            .map_err(|e| setup(&describe, e))?;
-        insert.set_consistency(consistency(&s.consistency).map_err(|e| setup(&describe, e))?);
+        let (session, mut insert) =
+            runtime
+                .block_on(async {
+                    let session = connect_session(&s.contact_points, &s.keyspace).await?;
+                    let insert = session.prepare(query.as_str()).await.map_err(|source| {
+                        OpenError::Prepare {
+                            query: query.clone(),
+                            source,
+                        }
+                    })?;
+                    Ok::<_, OpenError>((session, insert))
+                })
+                .map_err(|e| setup(&describe, e.to_string()))?;
+        insert.set_consistency(
+            consistency(&s.consistency).map_err(|e| setup(&describe, e.to_string()))?,
+        );
         insert.set_is_idempotent(true);
         let specs = insert.get_variable_col_specs();
         let mut columns = Vec::new();
@@ -130,7 +174,7 @@ impl CqlSink {
     /// The envelope's values, one per column. An absent member binds NULL; a member whose
     /// value does not fit its column is an error, never a silent NULL.
     fn values(&self, envelope: &[u8]) -> Bound {
-        let envelope = std::str::from_utf8(envelope).map_err(|e| e.to_string())?;
+        let envelope = std::str::from_utf8(envelope)?;
         let mut out = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
             let text = match &c.pointer {
@@ -143,8 +187,10 @@ impl CqlSink {
                     }
                 },
             };
-            let v: Value =
-                serde_json::from_str(text).map_err(|e| format!("column `{}`: {e}", c.name))?;
+            let v: Value = serde_json::from_str(text).map_err(|source| Rejection::NotJson {
+                column: c.name.clone(),
+                source,
+            })?;
             out.push(match (&v, c.ty) {
                 (Value::Null, _) => None,
                 // A number into a text column keeps every digit, as written (ids).
@@ -153,10 +199,10 @@ impl CqlSink {
                 (Value::Object(_) | Value::Array(_), BindType::Text) => {
                     Some(CqlValue::Text(text.trim().to_string()))
                 }
-                _ => Some(
-                    c.ty.bind(&v)
-                        .map_err(|e| format!("column `{}`: {e}", c.name))?,
-                ),
+                _ => Some(c.ty.bind(&v).map_err(|source| Rejection::Unbindable {
+                    column: c.name.clone(),
+                    source,
+                })?),
             });
         }
         Ok(out)
@@ -170,7 +216,7 @@ async fn insert(
     values: Vec<Option<CqlValue>>,
     board: &Board,
     describe: &str,
-) -> Result<(), String> {
+) -> Result<(), Rejection> {
     let mut backoff = Duration::from_millis(10);
     loop {
         match session.execute_unpaged(statement, &values).await {
@@ -181,7 +227,12 @@ async fn insert(
                 return Ok(());
             }
             Err(e) => match classify(e.to_string()) {
-                DriverError::Fatal(m) => return Err(format!("{describe}: {m}")),
+                DriverError::Fatal(message) => {
+                    return Err(Rejection::Refused {
+                        describe: describe.to_string(),
+                        message,
+                    });
+                }
                 _ => {
                     if board.failing(format!("{describe}: INSERT failed, retrying: {e}")) {
                         // Once per failing spell; each retry is a debug line.
@@ -232,7 +283,7 @@ impl Sink for CqlSink {
                     (&session, &statement, &permits, &board, &describe);
                 async move {
                     let values = values?;
-                    let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
+                    let _permit = permits.acquire().await?;
                     insert(session, statement, values, board, describe).await
                 }
             });
