@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::outbox::ShipResult;
+use super::outbox::{Sent, ShipResult};
 use super::shared::Shared;
 use crate::durability::codec;
 use crate::durability::versions::{FORWARD_HEADER, Format};
@@ -39,14 +39,14 @@ fn answered(status: u16, taken_upto: u64, text: String) -> ShipResult {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shipped {
-    /// The node the batch went to.
-    pub node: String,
-    /// The batch was a parked one (asking a node whether it holds it).
-    pub parked: bool,
+    /// Where the batch went (echoed from [`Ship`]).
+    pub sent: Sent,
     pub partition: u32,
-    pub upto: u64,
     pub records: usize,
     pub result: ShipResult,
+    /// The incarnation the answer came from (`x-sluice-incarnation` of the answer; none
+    /// without an answer, or from a first incarnation).
+    pub answered_by: Option<String>,
 }
 
 /// Ship one batch of a partition's outbox.
@@ -54,19 +54,15 @@ pub struct Shipped {
 #[rtype(result = "()")]
 pub struct Ship {
     pub partition: u32,
-    /// Asking about a parked batch (echoed in [`Shipped`]).
-    pub parked: bool,
+    /// Where it goes and which range it is (echoed in [`Shipped`]).
+    pub sent: Sent,
     pub epoch: u64,
     pub handover: bool,
-    /// Stage numbers below this are in the batch.
-    pub upto: u64,
     pub records: Vec<Arc<Record>>,
 }
 
 /// See module docs.
 pub struct Forwarder {
-    /// The receiving node.
-    node: String,
     source: String,
     url: String,
     token: Option<String>,
@@ -76,9 +72,8 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder from node `source` to `node` at `base` (its advertised URL).
+    /// A forwarder from node `source` to the node at `base` (the advertised URL it was reached at).
     pub fn new(
-        node: String,
         source: String,
         base: String,
         token: Option<String>,
@@ -90,7 +85,6 @@ impl Forwarder {
             .disable_redirects()
             .finish();
         Forwarder {
-            node,
             source,
             url: format!("{}/internal/v1/import", base.trim_end_matches('/')),
             token,
@@ -131,15 +125,21 @@ impl Handler<Ship> for Forwarder {
         }
         let ingress = self.ingress.clone();
         let shared = self.shared.clone();
-        let node = self.node.clone();
-        let (partition, upto, records, parked) =
-            (msg.partition, msg.upto, msg.records.len(), msg.parked);
+        let (partition, records, sent) = (msg.partition, msg.records.len(), msg.sent);
+        let mut answered_by = None;
         let started = Instant::now();
         ctx.spawn(
             async move {
                 let result = match req.send_body(body).await {
                     Ok(mut res) => {
                         let status = res.status().as_u16();
+                        answered_by = Some(
+                            res.headers()
+                                .get(H_INCARNATION)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string(),
+                        );
                         let taken_upto = res
                             .headers()
                             .get(H_IMPORTED_UPTO)
@@ -173,12 +173,11 @@ impl Handler<Ship> for Forwarder {
                         .observe(started.elapsed().as_secs_f64());
                 }
                 ingress.do_send(Shipped {
-                    node,
-                    parked,
+                    sent,
                     partition,
-                    upto,
                     records,
                     result,
+                    answered_by,
                 });
             }
             .into_actor(self),

@@ -31,7 +31,7 @@ use super::admission::{self, Journal, Overloaded, Refusal, Target, request_cost}
 use super::admit::Admitted;
 use super::forwarder::{Forwarder, Ship, Shipped};
 use super::job::Job;
-use super::outbox::{Answer, Batch, Delivery, Imports, Next, Outbox, ShipResult, Source};
+use super::outbox::{Answer, Batch, Delivery, Imports, Next, Outbox, Sent, ShipResult, Source};
 use super::ownership::Route;
 use super::partition::{Enqueue, Evict, Partition, SetEpoch};
 use super::reply::Collector;
@@ -170,7 +170,8 @@ pub struct Ingress {
     outbox: Vec<Outbox<oneshot::Sender<()>>>,
     dormant: BTreeMap<(u32, u64), Arc<Record>>,
     imported: Imports,
-    forwarders: HashMap<String, (String, Addr<Forwarder>)>,
+    /// By destination URL.
+    forwarders: HashMap<String, Addr<Forwarder>>,
     /// Bearer token for the internal API of other nodes.
     token: Option<String>,
     me: Option<Addr<Ingress>>,
@@ -233,6 +234,16 @@ impl Ingress {
     /// Hold at most `max` records for other owners (then 503).
     pub fn with_max_staged(mut self, max: usize) -> Self {
         self.max_staged = max;
+        self
+    }
+
+    /// How long a batch in doubt waits for the incarnation it went to once another one
+    /// holds its node id (see `outbox::INCARNATION_WAIT`).
+    pub fn with_incarnation_wait(mut self, wait: Duration) -> Self {
+        self.outbox = std::mem::take(&mut self.outbox)
+            .into_iter()
+            .map(|o| o.with_incarnation_wait(wait))
+            .collect();
         self
     }
 
@@ -360,6 +371,14 @@ impl Ingress {
                 continue;
             }
             let partition = p as u32;
+            if let Some(answer) = self.outbox[p].give_up_parked(now) {
+                tracing::warn!(
+                    partition,
+                    "a batch in doubt went to an incarnation that never came back (its id belongs \
+                     to another one now): staging it again for the owner"
+                );
+                self.apply(partition, answer);
+            }
             let route = own.delivery_route(partition);
             let pumped = self.outbox[p].pump(now, &route, own.node(), |n| own.member(n));
             if let Some(ask) = pumped.ask {
@@ -395,6 +414,7 @@ impl Ingress {
     fn send_ship(&mut self, partition: u32, batch: Batch) {
         let Batch {
             node,
+            incarnation,
             advertise,
             epoch,
             handover,
@@ -403,11 +423,12 @@ impl Ingress {
             records,
         } = batch;
         let Some(me) = self.me.clone() else { return };
-        let fwd = match self.forwarders.get(&node) {
-            Some((url, addr)) if *url == advertise && addr.connected() => addr.clone(),
+        // One forwarder per destination URL: a question for a node's former incarnation
+        // goes where that one was reached, beside the batches for the id's current one.
+        let fwd = match self.forwarders.get(&advertise) {
+            Some(addr) if addr.connected() => addr.clone(),
             _ => {
                 let addr = Forwarder::new(
-                    node.clone(),
                     self.shared.ownership.node().to_string(),
                     advertise.clone(),
                     self.token.clone(),
@@ -415,17 +436,21 @@ impl Ingress {
                     self.shared.clone(),
                 )
                 .start();
-                self.forwarders
-                    .insert(node.clone(), (advertise.clone(), addr.clone()));
+                self.forwarders.insert(advertise.clone(), addr.clone());
                 addr
             }
         };
         fwd.do_send(Ship {
             partition,
-            parked,
+            sent: Sent {
+                node,
+                incarnation,
+                advertise,
+                upto,
+                parked,
+            },
             epoch,
             handover,
-            upto,
             records,
         });
     }
@@ -977,9 +1002,13 @@ impl Handler<Shipped> for Ingress {
     fn handle(&mut self, msg: Shipped, _: &mut Self::Context) {
         let partition = msg.partition;
         let p = partition as usize;
-        let answer =
-            self.outbox[p].answer(Instant::now(), &msg.node, msg.upto, msg.parked, &msg.result);
-        if !msg.parked {
+        let answer = self.outbox[p].answer(
+            Instant::now(),
+            &msg.sent,
+            msg.answered_by.as_deref(),
+            &msg.result,
+        );
+        if !msg.sent.parked {
             match &msg.result {
                 ShipResult::Taken => {}
                 ShipResult::NotOwner { why, .. } => {
@@ -992,11 +1021,11 @@ impl Handler<Shipped> for Ingress {
                     tracing::debug!(partition, %why, "forwarding failed; will retry");
                 }
                 ShipResult::Unreachable(why) => {
-                    tracing::debug!(partition, node = %msg.node, %why, "owner unreachable");
-                    self.shared.ownership.mark_unreachable(&msg.node);
+                    tracing::debug!(partition, node = %msg.sent.node, %why, "owner unreachable");
+                    self.shared.ownership.mark_unreachable(&msg.sent.node);
                 }
                 ShipResult::InDoubt(why) => {
-                    tracing::warn!(partition, node = %msg.node, %why,
+                    tracing::warn!(partition, node = %msg.sent.node, %why,
                         "forwarded records may or may not have been taken; parked until that node answers");
                 }
             }

@@ -221,6 +221,9 @@ impl Engine {
             });
             let token = settings.server.auth_tokens.first().cloned();
             let max_staged = settings.cluster.max_staged_records as usize;
+            // Five leases: a node frozen past its lease that wakes within them still answers.
+            let incarnation_wait =
+                Duration::from_millis(settings.cluster.lease_ttl_ms.saturating_mul(5));
             Ingress::start_in_arbiter(&ingress_arbiter.handle(), move |_| {
                 Ingress::new(
                     addrs,
@@ -231,6 +234,7 @@ impl Engine {
                     token,
                 )
                 .with_max_staged(max_staged)
+                .with_incarnation_wait(incarnation_wait)
             })
         };
 

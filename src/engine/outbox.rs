@@ -106,10 +106,25 @@ pub enum ShipResult {
     InDoubt(String),
 }
 
+/// Where a shipped batch went, echoed with its answer (see [`Outbox::answer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub node: String,
+    pub incarnation: String,
+    pub advertise: String,
+    /// Stage numbers below this were in the batch.
+    pub upto: u64,
+    /// It was a question about a parked batch.
+    pub parked: bool,
+}
+
 /// A batch to send to another node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub node: String,
+    /// The receiver's incarnation as the member view names it (README "Cluster",
+    /// *Incarnations*): a batch in doubt can only be answered by that incarnation.
+    pub incarnation: String,
     pub advertise: String,
     /// The epoch the receiver is believed to own the partition at (0: handover/question).
     pub epoch: u64,
@@ -187,10 +202,22 @@ impl<W> Default for Answer<W> {
 #[derive(Debug)]
 struct Parked {
     node: String,
+    /// The incarnation of `node` the batch went to: only it can say whether it holds it.
+    incarnation: String,
+    /// Where that incarnation was reached (empty after a restart): a node whose id another
+    /// incarnation holds now still answers there while it retires.
+    advertise: String,
     /// In stage order.
     records: Vec<Arc<Record>>,
     asking: bool,
+    /// Since when `node` has been another incarnation (see [`Outbox::pump`]).
+    replaced_since: Option<Instant>,
 }
+
+/// How long a parked batch waits for the incarnation it went to once another incarnation
+/// holds that node id, by default: after that, the incarnation it went to is taken to be
+/// gone with its volume, and the batch is staged again for the owner.
+pub const INCARNATION_WAIT: Duration = Duration::from_secs(50);
 
 /// Records of one partition waiting here for its owner elsewhere (see module docs). `W` is
 /// what a waiter is woken through (a channel's sender in the ingress).
@@ -210,6 +237,8 @@ pub struct Outbox<W> {
     handover_to: Option<String>,
     not_before: Option<Instant>,
     parked: Vec<Parked>,
+    /// See [`INCARNATION_WAIT`].
+    incarnation_wait: Duration,
 }
 
 impl<W> Outbox<W> {
@@ -225,7 +254,14 @@ impl<W> Outbox<W> {
             handover_to: None,
             not_before: None,
             parked: Vec::new(),
+            incarnation_wait: INCARNATION_WAIT,
         }
+    }
+
+    /// Wait `d` instead of [`INCARNATION_WAIT`] (5 × the lease TTL in a node).
+    pub fn with_incarnation_wait(mut self, d: Duration) -> Self {
+        self.incarnation_wait = d;
+        self
     }
 
     /// The stage number the next staged record gets.
@@ -289,8 +325,10 @@ impl<W> Outbox<W> {
         self.queue.push_back(r);
     }
 
-    /// Restore: the staged records numbered `from..upto` went to `node` and are parked.
+    /// Restore: the staged records numbered `from..upto` went to `node` (as journaled:
+    /// [`Source::to_key`] of the receiver and its incarnation) and are parked.
     pub fn restore_in_doubt(&mut self, from: u64, upto: u64, node: String) {
+        let Source { node, incarnation } = Source::from_key(&node);
         let (parked, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
             .into_iter()
             .partition(|r| r.seq >= from && r.seq < upto);
@@ -298,8 +336,11 @@ impl<W> Outbox<W> {
         if !parked.is_empty() {
             self.parked.push(Parked {
                 node,
+                incarnation,
+                advertise: String::new(),
                 records: parked.into_iter().collect(),
                 asking: false,
+                replaced_since: None,
             });
         }
     }
@@ -332,11 +373,19 @@ impl<W> Outbox<W> {
         if self.not_before.is_some_and(|t| t > now) {
             return out;
         }
-        out.ask = self.ask_parked(route, &member);
+        out.ask = self.ask_parked(now, route, &member);
         if self.queue.is_empty() || self.in_flight.is_some() {
             return out;
         }
-        let parked_on = |node: &str| self.parked.iter().any(|b| b.node == node);
+        // Only the incarnation a batch is parked on must get nothing newer first; another
+        // incarnation of that id keeps a watermark of its own for this node.
+        let incarnation_of = |node: &str| member(node).map(|m| m.incarnation);
+        let parked_on = |node: &str| {
+            let now_is = incarnation_of(node);
+            self.parked
+                .iter()
+                .any(|b| b.node == node && now_is.as_deref().is_none_or(|i| i == b.incarnation))
+        };
         out.next = match route {
             Route::Local(_) => self.deliver().map(Next::Deliver),
             Route::Remote { node, .. } if parked_on(node) => None,
@@ -344,11 +393,14 @@ impl<W> Outbox<W> {
                 node,
                 advertise,
                 epoch,
-            } => self.ship(node.clone(), advertise.clone(), *epoch, false),
+            } => {
+                let incarnation = incarnation_of(node).unwrap_or_default();
+                self.ship(node.clone(), incarnation, advertise.clone(), *epoch, false)
+            }
             Route::Unavailable(_) => {
                 let target = self.handover_to.clone().filter(|t| !parked_on(t));
                 match target.filter(|t| t != me).and_then(|t| member(&t)) {
-                    Some(m) => self.ship(m.node, m.advertise, 0, true),
+                    Some(m) => self.ship(m.node, m.incarnation, m.advertise, 0, true),
                     None => None,
                 }
             }
@@ -356,8 +408,14 @@ impl<W> Outbox<W> {
         out
     }
 
+    /// The question about the first parked batch: to its node once it is a member again —
+    /// if it is still the incarnation the batch went to. Another incarnation cannot know:
+    /// the one the batch went to is asked where it was reached (a node that found its id
+    /// taken answers there while it hands over), for [`INCARNATION_WAIT`] at most; then it
+    /// is taken to be gone with its volume, and [`Outbox::give_up_parked`] applies.
     fn ask_parked(
         &mut self,
+        now: Instant,
         route: &Route,
         member: &impl Fn(&str) -> Option<Member>,
     ) -> Option<Batch> {
@@ -366,14 +424,28 @@ impl<W> Outbox<W> {
             return None;
         }
         let m = member(&first.node)?;
+        let advertise = if m.incarnation == first.incarnation {
+            first.replaced_since = None;
+            m.advertise
+        } else {
+            let since = *first.replaced_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.incarnation_wait {
+                return None;
+            }
+            if first.advertise.is_empty() || first.advertise == m.advertise {
+                return None;
+            }
+            first.advertise.clone()
+        };
         let epoch = match route {
             Route::Remote { node, epoch, .. } if *node == first.node => *epoch,
             _ => 0,
         };
         first.asking = true;
         Some(Batch {
-            node: m.node,
-            advertise: m.advertise,
+            node: first.node.clone(),
+            incarnation: first.incarnation.clone(),
+            advertise,
             epoch,
             handover: false,
             parked: true,
@@ -382,10 +454,29 @@ impl<W> Outbox<W> {
         })
     }
 
+    /// The first parked batch's node has been another incarnation for
+    /// [`INCARNATION_WAIT`] and the one the batch went to never answered: stage its
+    /// records again for the owner (as if that incarnation held none of them).
+    pub fn give_up_parked(&mut self, now: Instant) -> Option<Answer<W>> {
+        let first = self.parked.first()?;
+        let since = first.replaced_since?;
+        if first.asking || now.saturating_duration_since(since) < self.incarnation_wait {
+            return None;
+        }
+        self.parked[0].asking = true;
+        let holder = self.parked[0].incarnation.clone();
+        let gone = ShipResult::NotOwner {
+            why: "the incarnation it went to is gone".into(),
+            taken_upto: 0,
+        };
+        Some(self.settle(now, 0, &gone, Some(&holder)))
+    }
+
     /// The next durable batch within the limits, now in flight.
     fn ship(
         &mut self,
         node: String,
+        incarnation: String,
         advertise: String,
         epoch: u64,
         handover: bool,
@@ -408,6 +499,7 @@ impl<W> Outbox<W> {
         self.in_flight = Some(last);
         Some(Next::Ship(Batch {
             node,
+            incarnation,
             advertise,
             epoch,
             handover,
@@ -442,18 +534,27 @@ impl<W> Outbox<W> {
         })
     }
 
-    /// The answer `result` from `node` about the batch below `upto` that [`Outbox::pump`]
-    /// handed out (`parked`: a question about a parked batch).
+    /// The answer `result` about `batch` (its records dropped: only where it went and its
+    /// range matter), which [`Outbox::pump`] handed out; `answered_by`: the incarnation
+    /// the answer came from (`None`: no answer, or a node from before incarnations that
+    /// does not say).
     pub fn answer(
         &mut self,
         now: Instant,
-        node: &str,
-        upto: u64,
-        parked: bool,
+        batch: &Sent,
+        answered_by: Option<&str>,
         result: &ShipResult,
     ) -> Answer<W> {
+        let Sent {
+            node,
+            incarnation,
+            advertise,
+            upto,
+            parked,
+        } = batch;
+        let (upto, parked) = (*upto, *parked);
         if parked {
-            return self.settle(now, upto, result);
+            return self.settle(now, upto, result, answered_by);
         }
         self.in_flight = None;
         match result {
@@ -462,7 +563,9 @@ impl<W> Outbox<W> {
                 self.not_before = Some(now + SHIP_BACKOFF);
                 Answer::default()
             }
-            ShipResult::InDoubt(_) => self.park(node.to_string(), upto),
+            ShipResult::InDoubt(_) => {
+                self.park(node.clone(), incarnation.clone(), advertise.clone(), upto)
+            }
         }
     }
 
@@ -489,7 +592,13 @@ impl<W> Outbox<W> {
 
     /// The records below `upto` went to `node`, whose answer was lost: park them and let
     /// the rest move on. Their waiters are released: the records are durable here.
-    fn park(&mut self, node: String, upto: u64) -> Answer<W> {
+    fn park(
+        &mut self,
+        node: String,
+        incarnation: String,
+        advertise: String,
+        upto: u64,
+    ) -> Answer<W> {
         let mut records = Vec::new();
         while self.queue.front().is_some_and(|r| r.seq < upto) {
             records.extend(self.queue.pop_front());
@@ -501,13 +610,20 @@ impl<W> Outbox<W> {
             partition: self.partition,
             from,
             upto,
-            node: node.clone(),
+            node: Source {
+                node: node.clone(),
+                incarnation: incarnation.clone(),
+            }
+            .to_key(),
         };
         let released = self.release_waiters(upto);
         self.parked.push(Parked {
             node,
+            incarnation,
+            advertise,
             records,
             asking: false,
+            replaced_since: None,
         });
         Answer {
             entries: vec![entry],
@@ -520,9 +636,24 @@ impl<W> Outbox<W> {
     /// below what it says; the others are staged again under new numbers (above anything
     /// shipped since), removed under the old ones in the same write. No answer: ask again
     /// after a pause.
-    fn settle(&mut self, now: Instant, upto: u64, result: &ShipResult) -> Answer<W> {
+    fn settle(
+        &mut self,
+        now: Instant,
+        upto: u64,
+        result: &ShipResult,
+        answered_by: Option<&str>,
+    ) -> Answer<W> {
         let Some(i) = self.parked.iter().position(|b| b.asking) else {
             return Answer::default();
+        };
+        // Another incarnation answering (the same address, a new volume) knows nothing of
+        // this batch: that is no answer. A node that does not name its incarnation is the
+        // first one.
+        let from_holder = answered_by.unwrap_or("") == self.parked[i].incarnation;
+        let result = if from_holder {
+            result
+        } else {
+            &ShipResult::Retry("answered by another incarnation".into())
         };
         let taken_upto = match result {
             ShipResult::Taken => upto,
@@ -668,6 +799,137 @@ mod tests {
         records.iter().map(|r| r.id.to_string()).collect()
     }
 
+    /// The answer `result` from the first incarnation of `node` about the batch below `upto`.
+    fn answer(
+        ob: &mut Outbox<u32>,
+        now: Instant,
+        node: &str,
+        upto: u64,
+        parked: bool,
+        result: &ShipResult,
+    ) -> Answer<u32> {
+        let sent = Sent {
+            node: node.into(),
+            incarnation: String::new(),
+            advertise: format!("http://{node}"),
+            upto,
+            parked,
+        };
+        ob.answer(now, &sent, Some(""), result)
+    }
+
+    fn incarnated(node: &str, incarnation: &str, advertise: &str) -> Option<Member> {
+        Some(Member {
+            node: node.into(),
+            advertise: advertise.into(),
+            state: "active".into(),
+            incarnation: incarnation.into(),
+        })
+    }
+
+    /// An outbox with `n` records parked on incarnation `old` of `b` (reached at `http://b`).
+    fn parked_on_incarnation(n: u64) -> (Outbox<u32>, Instant) {
+        let now = Instant::now();
+        let mut ob = outbox(n).with_incarnation_wait(Duration::from_secs(10));
+        let b = shipped(ob.pump(now, &remote("b", 1), "a", |n| {
+            incarnated(n, "old", "http://b-old")
+        }));
+        assert_eq!(
+            b.incarnation, "old",
+            "a batch names the incarnation it goes to"
+        );
+        let a = ob.answer(
+            now,
+            &Sent {
+                node: "b".into(),
+                incarnation: b.incarnation.clone(),
+                advertise: b.advertise.clone(),
+                upto: b.upto,
+                parked: false,
+            },
+            None,
+            &ShipResult::InDoubt("reset".into()),
+        );
+        assert!(matches!(&a.entries[..], [Entry::InDoubt { node, .. }] if node == "b#old"));
+        (ob, now)
+    }
+
+    #[test]
+    fn a_batch_in_doubt_is_asked_of_the_incarnation_it_went_to_not_of_its_replacement() {
+        let (mut ob, now) = parked_on_incarnation(3);
+        let new = |n: &str| incarnated(n, "new", "http://b-new");
+        let ask = ob.pump(now, &remote("b", 2), "a", new).ask.expect("asked");
+        assert_eq!(
+            ask.advertise, "http://b",
+            "where the old one was reached: it answers there while it retires"
+        );
+        let sent = Sent {
+            node: "b".into(),
+            incarnation: ask.incarnation.clone(),
+            advertise: ask.advertise.clone(),
+            upto: ask.upto,
+            parked: true,
+        };
+        // The replacement answering there knows nothing of the batch: no answer.
+        let a = ob.answer(
+            now,
+            &sent,
+            Some("new"),
+            &ShipResult::NotOwner {
+                why: "not mine".into(),
+                taken_upto: 0,
+            },
+        );
+        assert!(a.settled.is_none() && a.entries.is_empty(), "{a:?}");
+        let ask = ob
+            .pump(now + SHIP_BACKOFF, &remote("b", 2), "a", new)
+            .ask
+            .expect("asked again");
+        let a = ob.answer(
+            now,
+            &Sent {
+                upto: ask.upto,
+                ..sent
+            },
+            Some("old"),
+            &ShipResult::Taken,
+        );
+        assert_eq!(
+            a.settled.map(|s| s.held_there),
+            Some(3),
+            "the old one holds them"
+        );
+    }
+
+    #[test]
+    fn the_replacement_of_a_parked_node_gets_newer_batches_at_once() {
+        let (mut ob, now) = parked_on_incarnation(2);
+        ob.stage(records(10..12));
+        ob.durable(ob.next_stage());
+        let new = |n: &str| incarnated(n, "new", "http://b-old");
+        let p = ob.pump(now, &remote("b", 2), "a", new);
+        let next = match p.next {
+            Some(Next::Ship(b)) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((next.incarnation.as_str(), next.records.len()), ("new", 2));
+    }
+
+    #[test]
+    fn a_batch_parked_on_an_incarnation_that_never_answers_is_staged_again_after_the_wait() {
+        let (mut ob, now) = parked_on_incarnation(3);
+        // The replacement took the address: nobody to ask.
+        let new = |n: &str| incarnated(n, "new", "http://b");
+        assert!(ob.pump(now, &remote("b", 2), "a", new).ask.is_none());
+        assert!(ob.give_up_parked(now + Duration::from_secs(9)).is_none());
+        let a = ob
+            .give_up_parked(now + Duration::from_secs(10))
+            .expect("given up");
+        assert_eq!(a.settled.as_ref().map(|s| s.missing), Some(3));
+        assert!(a.staged_upto.is_some(), "staged again under new numbers");
+        assert_eq!(ob.held(), 3, "nothing dropped");
+    }
+
     fn member(node: &str) -> Option<Member> {
         ["a", "b", "c"].contains(&node).then(|| Member {
             node: node.into(),
@@ -742,7 +1004,7 @@ mod tests {
         let mut ob = outbox(SHIP_BATCH as u64 + 10);
         let b = shipped(ob.pump(now, &remote("b", 1), "a", member));
         assert_eq!(b.records.len(), SHIP_BATCH);
-        let a = ob.answer(now, "b", b.upto, false, &ShipResult::Taken);
+        let a = answer(&mut ob, now, "b", b.upto, false, &ShipResult::Taken);
         assert_eq!(a.forwarded, SHIP_BATCH);
         let b = shipped(ob.pump(now, &remote("b", 1), "a", member));
         assert_eq!(b.records.len(), 10);
@@ -761,7 +1023,7 @@ mod tests {
         let mut sizes = Vec::new();
         while let Some(Next::Ship(b)) = ob.pump(now, &remote("b", 1), "a", member).next {
             sizes.push(b.records.len());
-            ob.answer(now, "b", b.upto, false, &ShipResult::Taken);
+            answer(&mut ob, now, "b", b.upto, false, &ShipResult::Taken);
         }
         assert_eq!(sizes, [2, 2, 1]);
     }
@@ -776,7 +1038,7 @@ mod tests {
         ob.wait(5, 2);
         ob.durable(2);
         let b = shipped(ob.pump(now, &remote("b", 1), "a", member));
-        let a = ob.answer(now, "b", b.upto, false, &ShipResult::Taken);
+        let a = answer(&mut ob, now, "b", b.upto, false, &ShipResult::Taken);
         assert_eq!(a.released, [1]);
         assert_eq!(a.forwarded, 2);
         assert!(matches!(
@@ -790,7 +1052,7 @@ mod tests {
         assert_eq!(ob.queued(), 3);
         ob.durable(5);
         let b = shipped(ob.pump(now, &remote("b", 1), "a", member));
-        let a = ob.answer(now, "b", b.upto, false, &ShipResult::Taken);
+        let a = answer(&mut ob, now, "b", b.upto, false, &ShipResult::Taken);
         assert_eq!(a.released, [2]);
         assert_eq!(ob.held(), 0);
     }
@@ -804,7 +1066,7 @@ mod tests {
             why: "moved".into(),
             taken_upto: 0,
         };
-        let a = ob.answer(now, "b", first.upto, false, &why);
+        let a = answer(&mut ob, now, "b", first.upto, false, &why);
         assert!(a.entries.is_empty() && a.released.is_empty());
         assert!(!ob.may_move(now), "backing off");
         assert!(ob.pump(now, &remote("c", 2), "a", member).next.is_none());
@@ -825,7 +1087,14 @@ mod tests {
         // The partition moved here while the batch is out: it may be taken there.
         assert!(ob.deliver().is_none());
         assert!(ob.pump(now, &Route::Local(5), "a", member).next.is_none());
-        ob.answer(now, "b", b.upto, false, &ShipResult::Retry("busy".into()));
+        answer(
+            &mut ob,
+            now,
+            "b",
+            b.upto,
+            false,
+            &ShipResult::Retry("busy".into()),
+        );
         let later = now + SHIP_BACKOFF;
         let Some(Next::Deliver(d)) = ob.pump(later, &Route::Local(5), "a", member).next else {
             panic!("expected a local delivery");
@@ -860,7 +1129,7 @@ mod tests {
         );
         let b = shipped(ob.pump(now, &unavailable(), "a", member));
         assert_eq!((b.node.as_str(), b.epoch, b.handover), ("c", 0, true));
-        ob.answer(now, "c", b.upto, false, &ShipResult::Taken);
+        answer(&mut ob, now, "c", b.upto, false, &ShipResult::Taken);
         assert_eq!(ob.handover_to(), None, "an empty outbox forgets the target");
     }
 
@@ -870,7 +1139,8 @@ mod tests {
         let mut ob = outbox(n);
         ob.wait(n, 1);
         let b = shipped(ob.pump(now, &remote(node, 1), "a", member));
-        let a = ob.answer(
+        let a = answer(
+            &mut ob,
             now,
             node,
             b.upto,
@@ -932,7 +1202,7 @@ mod tests {
             why: "not the owner".into(),
             taken_upto: 2,
         };
-        let a = ob.answer(now, "b", ask.upto, true, &said);
+        let a = answer(&mut ob, now, "b", ask.upto, true, &said);
         assert_eq!(
             a.settled,
             Some(Settled {
@@ -966,7 +1236,7 @@ mod tests {
         ));
         // Renumbered records ship once durable, after those staged before them.
         assert!(ob.pump(now, &remote("c", 2), "a", member).next.is_none());
-        ob.answer(now, "c", b.upto, false, &ShipResult::Taken);
+        answer(&mut ob, now, "c", b.upto, false, &ShipResult::Taken);
         assert!(ob.pump(now, &remote("c", 2), "a", member).next.is_none());
         ob.durable(8);
         let b = shipped(ob.pump(now, &remote("c", 2), "a", member));
@@ -978,7 +1248,7 @@ mod tests {
     fn a_parked_batch_held_whole_is_settled_without_restaging() {
         let (mut ob, now) = parked_outbox(3, "b");
         let ask = ob.pump(now, &remote("b", 1), "a", member).ask.unwrap();
-        let a = ob.answer(now, "b", ask.upto, true, &ShipResult::Taken);
+        let a = answer(&mut ob, now, "b", ask.upto, true, &ShipResult::Taken);
         assert_eq!(a.staged_upto, None);
         assert_eq!(a.forwarded, 3);
         assert!(matches!(
@@ -996,7 +1266,8 @@ mod tests {
     fn a_parked_question_without_answer_is_asked_again_later() {
         let (mut ob, now) = parked_outbox(3, "b");
         let ask = ob.pump(now, &remote("b", 1), "a", member).ask.unwrap();
-        let a = ob.answer(
+        let a = answer(
+            &mut ob,
             now,
             "b",
             ask.upto,

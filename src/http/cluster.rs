@@ -88,6 +88,29 @@ pub async fn post_import(
     req: HttpRequest,
     payload: actix_web::web::Payload,
     state: Data,
+) -> HttpResponse {
+    let mine = state.engine.shared().ownership.incarnation().to_string();
+    let mut res = match import(req, payload, state).await {
+        Ok(res) => res,
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    };
+    // Every answer names the incarnation that gave it: a sender asking about a batch in
+    // doubt must not take another incarnation's answer (a new volume at the same address).
+    if !mine.is_empty()
+        && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&mine)
+    {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(H_INCARNATION),
+            v,
+        );
+    }
+    res
+}
+
+async fn import(
+    req: HttpRequest,
+    payload: actix_web::web::Payload,
+    state: Data,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.settings)?;
     // The request's own form first (400), whatever this node is: then 404 on a standalone
