@@ -740,11 +740,14 @@ impl Controller {
     /// `to`, else for whoever owns it); answers how many records moved.
     async fn give_away(&self, partition: u32, to: Option<String>) -> usize {
         let _held = self.transition.lock().await;
+        // Inactive first: a batch the emitter still holds for the partition (a busy sink)
+        // and writes after the flush would be emitted here and, still pending in the
+        // journal, exported below too. Stale now, it is dropped; its records go along.
+        self.ownership.set_active(partition, 0);
         let _ = self.engine.evict(partition).await;
         if let Err(e) = self.engine.flush().await {
             tracing::warn!(partition, error = %e, "sink flush failed during handover");
         }
-        self.ownership.set_active(partition, 0);
         let records = match self.engine.export(Some(partition)).await {
             Ok(r) => r,
             Err(e) => {
