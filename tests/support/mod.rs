@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cql;
 pub mod etcd;
 pub mod faults;
+pub mod leaving;
 pub mod proxy;
 pub mod webhook;
 
@@ -446,6 +447,14 @@ impl Service {
                 .unwrap_or(false);
             assert!(ok, "kill -TERM failed");
         }
+    }
+
+    /// Wait up to `limit` for the process to end by itself (after [`Service::send_term`]);
+    /// its exit code (`None`: killed by a signal, or still running after `limit`, when it
+    /// is killed).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        wait_exit(&mut child, limit)
     }
 
     /// Send SIGTERM and wait for the process; returns its exit code.
