@@ -25,9 +25,9 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Runtime(format!("listener: {e}")))?;
-    // A second handle on the listening socket, open until the process exits: the HTTP
-    // server closes its own as it stops, and the port must not refuse connections while
-    // the process lives (README "Operating").
+    // Another handle on the listening socket, open until the process exits: `node::run`
+    // closes its own as it returns, and the port must not refuse connections while the
+    // process lives (README "Operating").
     let kept = listener
         .try_clone()
         .map_err(|e| CliError::Runtime(format!("listener: {e}")))?;

@@ -71,8 +71,9 @@ fn advertise(settings: &Settings, addr: std::net::SocketAddr) -> Result<String, 
 
 /// Run a node on `listener` until `shutdown` completes, then stop gracefully. Must be
 /// called inside an actix `System` (`actix_rt::System::new().block_on(run(..))`). The
-/// HTTP server closes its listener as `run` ends; a caller that must not refuse
-/// connections until its process exits keeps a copy of it (as `sluice serve` does).
+/// port answers until `run` returns; a caller that must not refuse connections until its
+/// process exits keeps another handle on the socket and answers on it from then on (as
+/// `sluice serve` does, `http/stopped.rs`).
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -136,6 +137,11 @@ pub async fn run(
     let (grace_over_tx, grace_over) = tokio::sync::watch::channel(false);
     // SIGHUP is ours from here on (reopen the file sinks), never the default (exit).
     reopen_on_sighup(Arc::downgrade(&engine));
+    // Answers on the port once the HTTP server stops taking connections (`http/stopped.rs`).
+    let answer_on = listener
+        .try_clone()
+        .map_err(|e| tracing::warn!(error = %e, "listener: no second handle"))
+        .ok();
     let server = http::serve(
         AppState {
             engine: engine.clone(),
@@ -209,12 +215,16 @@ pub async fn run(
     };
     // Stop taking connections first and give the workers a moment to start on those they
     // were handed: a graceful stop drops connections still queued for a worker
-    // (actix-server), and their clients would see a reset. New ones wait in the listen
-    // queue meanwhile.
+    // (actix-server), and their clients would see a reset. New connections are answered
+    // 503 from the pause on, while the server finishes those it has.
     handle.pause().await;
+    let answerer = answer_on.and_then(http::stopped::Answerer::start);
     tokio::time::sleep(WORKER_HANDOFF).await;
     handle.stop(true).await;
     let _ = server_task.await;
+    if let Some(a) = answerer {
+        a.stop();
+    }
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.stop();
     }
