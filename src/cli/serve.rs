@@ -1,5 +1,6 @@
 //! `sluice serve`: bind the listener, print where it listens, and run the node
-//! ([`crate::node::run`]) until SIGTERM/SIGINT.
+//! ([`crate::node::run`]) until SIGTERM/SIGINT; the port answers until the process exits
+//! (`http/stopped.rs`).
 
 use std::io::Write;
 
@@ -23,6 +24,12 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
     })?;
     let addr = listener
         .local_addr()
+        .map_err(|e| CliError::Runtime(format!("listener: {e}")))?;
+    // Another handle on the listening socket, open until the process exits: `node::run`
+    // closes its own as it returns, and the port must not refuse connections while the
+    // process lives (README "Operating").
+    let kept = listener
+        .try_clone()
         .map_err(|e| CliError::Runtime(format!("listener: {e}")))?;
     actix_rt::System::new().block_on(async move {
         // Signals are taken over before anyone learns the port: a SIGTERM right after the
@@ -48,12 +55,13 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         if let Err(e) = written {
             tracing::warn!(%addr, error = %e, "cannot print the listening line; serving anyway");
         }
-        node::run(settings, listener, async move {
+        let ran = node::run(settings, listener, async move {
             let signal = stop.await;
             tracing::info!(signal, "signal received");
         })
-        .await
-        .map_err(CliError::from)
+        .await;
+        crate::http::stopped::answer_until_exit(kept);
+        ran.map_err(CliError::from)
     })
 }
 

@@ -771,7 +771,8 @@ impl Controller {
     }
 
     /// Graceful leave: mark this node leaving (the others take its partitions), hand every
-    /// partition over, ship what waits for other owners, then leave etcd.
+    /// partition over while records still arrive (routed as on any node), then refuse
+    /// records, ship what waits for other owners, and leave etcd.
     pub async fn leave(&self) {
         self.leaving.store(true, Ordering::Release);
         let lease = self.lease.load(Ordering::Acquire);
@@ -788,6 +789,11 @@ impl Controller {
                 .any(|m| m.node != self.node && m.state == "active");
             let owned = self.ownership.active_partitions().len();
             let busy = !self.releasing.lock().is_empty();
+            if owned == 0 && !busy {
+                // Handed over: records are refused from here on (503), so what is staged
+                // can all be shipped before this node leaves (its volume may go with it).
+                self.engine.shared().closed.store(true, Ordering::Release);
+            }
             // Records that can still move (parked ones wait for their node either way).
             let mut staged = 0;
             for p in 0..self.partitions {

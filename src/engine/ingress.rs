@@ -590,6 +590,14 @@ impl Handler<Submit> for Ingress {
     type Result = Result<Admission, Refused>;
 
     fn handle(&mut self, msg: Submit, _: &mut Self::Context) -> Self::Result {
+        // The last check of a stop (see `Shared::closed`): here, in the actor's order, so
+        // whoever counts the staged records after closing counts them all.
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Refused {
+                reason: Refusal::Unavailable("the node is shutting down".into()),
+                records: msg.records,
+            });
+        }
         // The journal as this request finds it: failing, or too far behind (a slow disk;
         // its channel never blocks this thread, this check is what bounds it).
         let mut cost = Cost::default();

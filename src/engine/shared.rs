@@ -66,8 +66,12 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Restore finished and backend reachable; POSTs get 503 until then.
     pub ready: AtomicBool,
-    /// Set on shutdown: stop accepting.
+    /// Set on SIGTERM: `/readyz` answers 503; a standalone node refuses records (503), a
+    /// cluster member still routes them while it hands its partitions over.
     pub draining: AtomicBool,
+    /// Set at the very end of a stop, before the last shipment of staged records: every
+    /// record request is refused (503), so nothing acknowledged stays behind.
+    pub closed: AtomicBool,
     /// Who owns which partition (a standalone node owns all of them).
     pub ownership: Arc<Ownership>,
     /// The newest durable snapshot, for `/v1/status`.
@@ -89,6 +93,7 @@ impl Shared {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             last_checkpoint: Default::default(),
             sink_problems: Default::default(),
             journal_health: Default::default(),
@@ -106,6 +111,21 @@ impl Shared {
             .iter()
             .map(|p| p.staged.load(Ordering::Acquire) as u64)
             .sum()
+    }
+
+    /// Why record requests are refused now (503), if they are: not restored yet, or
+    /// stopping — a cluster member keeps routing them until [`Shared::closed`], since
+    /// Kubernetes still sends it traffic for a while after SIGTERM.
+    pub fn refusing_records(&self) -> Option<&'static str> {
+        let stopping = self.closed.load(Ordering::Acquire)
+            || (self.draining.load(Ordering::Acquire) && !self.ownership.is_clustered());
+        if stopping {
+            Some("the node is shutting down")
+        } else if !self.ready.load(Ordering::Acquire) {
+            Some("the node is not ready yet")
+        } else {
+            None
+        }
     }
 
     /// Whether requests may be accepted.

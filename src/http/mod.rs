@@ -20,6 +20,7 @@ pub mod records;
 pub mod responses;
 pub mod server;
 pub mod state;
+pub mod stopped;
 #[cfg(test)]
 mod tests;
 

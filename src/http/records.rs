@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::body::{format_of, parse_records, read_body};
 use super::problem::ApiError;
-use super::state::{AppState, Data, authorize, ensure_ready, refusal};
+use super::state::{AppState, Data, authorize, refusal};
 use super::{api, cluster, responses};
 use crate::engine::admit::Admitted;
 
@@ -152,7 +152,9 @@ async fn admitted_records(
     state: &AppState,
 ) -> Result<Vec<Admitted>, ApiError> {
     authorize(req, &state.settings)?;
-    ensure_ready(state)?;
+    if let Some(why) = state.engine.shared().refusing_records() {
+        return Err(ApiError::Unavailable(why.into()));
+    }
     let format = format_of(
         req.headers()
             .get(header::CONTENT_TYPE)

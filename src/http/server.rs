@@ -2,6 +2,7 @@
 //! server assembled from actix-server/actix-http with the connection cap, the head timeout
 //! and an `Expect: 100-continue` step that answers 413 for a body announced over the limit.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, Service, ServiceResponse};
@@ -141,15 +142,24 @@ pub fn serve(state: AppState, listener: std::net::TcpListener) -> std::io::Resul
                 let started = Instant::now();
                 let fut = srv.call(req);
                 async move {
-                    let res: ServiceResponse = fut.await?;
+                    let mut res: ServiceResponse = fut.await?;
                     if let Some(d) = data {
-                        let m = &d.engine.shared().metrics;
+                        let shared = d.engine.shared();
+                        let m = &shared.metrics;
                         m.http_requests
                             .with_label_values(&[&route, res.status().as_str()])
                             .inc();
                         m.http_duration
                             .with_label_values(&[&route])
                             .observe(started.elapsed().as_secs_f64());
+                        // Stopping: each connection ends with its answer, so clients
+                        // reconnect (through a Service, to another node) and none stays
+                        // idle for the final stop to wait on.
+                        if shared.draining.load(Ordering::Acquire) {
+                            res.response_mut()
+                                .head_mut()
+                                .set_connection_type(actix_http::ConnectionType::Close);
+                        }
                     }
                     Ok(res)
                 }

@@ -5,9 +5,13 @@
 //! nodes in one process as easily as the real binary.
 //!
 //! Start-up: engine and HTTP first (so `/healthz` answers and POSTs get 503 while
-//! restoring), then recovery (`recovery.rs`), re-issue of pending records, ready. Shutdown:
-//! stop accepting (503), drain in-flight records up to `server.shutdown_grace_ms`, commit the
-//! sinks, take a final checkpoint.
+//! restoring), then recovery (`recovery.rs`), re-issue of pending records, ready. Shutdown
+//! (README "Operating"), the HTTP server answering throughout: `/readyz` 503 at once; a
+//! cluster member hands its partitions over while it still routes records (forwarded, or
+//! 503 while a partition has no owner), then refuses them and ships what it staged; a
+//! standalone node refuses records (503) at once. Then the in-flight records drain up to
+//! `server.shutdown_grace_ms`, the sinks commit, a final checkpoint, and the HTTP server
+//! stops last (the binary keeps the port open until the process exits: `cli/serve.rs`).
 
 pub mod recovery;
 
@@ -25,6 +29,10 @@ use crate::engine::ownership::Ownership;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
 use crate::sink;
+
+/// How long the HTTP workers get to start on the connections already accepted, between
+/// pausing the accept loop and stopping the server.
+const WORKER_HANDOFF: Duration = Duration::from_millis(50);
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +70,10 @@ fn advertise(settings: &Settings, addr: std::net::SocketAddr) -> Result<String, 
 }
 
 /// Run a node on `listener` until `shutdown` completes, then stop gracefully. Must be
-/// called inside an actix `System` (`actix_rt::System::new().block_on(run(..))`).
+/// called inside an actix `System` (`actix_rt::System::new().block_on(run(..))`). The
+/// port answers until `run` returns; a caller that must not refuse connections until its
+/// process exits keeps another handle on the socket and answers on it from then on (as
+/// `sluice serve` does, `http/stopped.rs`).
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -132,6 +143,11 @@ pub async fn run(
     let (grace_over_tx, grace_over) = tokio::sync::watch::channel(false);
     // SIGHUP is ours from here on (reopen the file sinks), never the default (exit).
     reopen_on_sighup(Arc::downgrade(&engine));
+    // Answers on the port once the HTTP server stops taking connections (`http/stopped.rs`).
+    let answer_on = listener
+        .try_clone()
+        .map_err(|e| tracing::warn!(error = %e, "listener: no second handle"))
+        .ok();
     let server = http::serve(
         AppState {
             engine: engine.clone(),
@@ -190,14 +206,18 @@ pub async fn run(
         let _ = server_task.await;
         return Err(NodeError::Usage(vec![why]));
     }
-    // Keep serving while draining: POSTs and /readyz answer 503, so Kubernetes takes the
-    // pod out of the Service and clients get a clear answer, not a refused connection.
-    tracing::info!("shutting down: no longer accepting records, draining");
+    // Keep serving while stopping: /readyz answers 503 at once, so Kubernetes takes the
+    // pod out of its Services; until it has, clients get answers, not refused connections.
     engine.shared().draining.store(true, Ordering::Release);
     if let Some(c) = &controller {
-        // Hand every partition over (each drains first), ship what waits for other owners.
+        tracing::info!("shutting down: handing the partitions over, still routing records");
+        // Hand every partition over (each drains first) while records of partitions owned
+        // elsewhere are still forwarded; then refuse records and ship what was staged.
         c.leave().await;
+    } else {
+        tracing::info!("shutting down: no longer accepting records, draining");
     }
+    engine.shared().closed.store(true, Ordering::Release);
     let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
     if !engine.drain(grace).await {
         tracing::warn!(
@@ -220,8 +240,18 @@ pub async fn run(
         Ok(None) => Ok(()),
         Err(e) => Err(runtime(format!("final checkpoint failed: {e}"))),
     };
+    // Stop taking connections first and give the workers a moment to start on those they
+    // were handed: a graceful stop drops connections still queued for a worker
+    // (actix-server), and their clients would see a reset. New connections are answered
+    // 503 from the pause on, while the server finishes those it has.
+    handle.pause().await;
+    let answerer = answer_on.and_then(http::stopped::Answerer::start);
+    tokio::time::sleep(WORKER_HANDOFF).await;
     handle.stop(true).await;
     let _ = server_task.await;
+    if let Some(a) = answerer {
+        a.stop();
+    }
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.stop();
     }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cql;
 pub mod etcd;
 pub mod faults;
+pub mod leaving;
 pub mod proxy;
 pub mod webhook;
 
@@ -448,6 +449,14 @@ impl Service {
         }
     }
 
+    /// Wait up to `limit` for the process to end by itself (after [`Service::send_term`]);
+    /// its exit code (`None`: killed by a signal, or still running after `limit`, when it
+    /// is killed).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        wait_exit(&mut child, limit)
+    }
+
     /// Send SIGTERM and wait for the process; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -465,13 +474,6 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    /// Wait up to `limit` for the process to exit on its own: its exit code (`None`: killed
-    /// by a signal, or still running after `limit` — then it is killed).
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
-        wait_exit(&mut child, limit)
     }
 
     /// Stop the service gracefully and read both sinks' envelopes.
