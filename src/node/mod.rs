@@ -197,13 +197,14 @@ pub async fn run(
         why = retired => why,
     };
     if let Some(why) = retired {
+        // Draining alone no longer refuses a cluster member's records: closed does.
         engine.shared().draining.store(true, Ordering::Release);
+        engine.shared().closed.store(true, Ordering::Release);
         let _ = grace_over_tx.send(true);
         if let Err(e) = engine.checkpoint().await {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
-        handle.stop(true).await;
-        let _ = server_task.await;
+        stop_http(handle, server_task, answer_on).await;
         return Err(NodeError::Usage(vec![why]));
     }
     // Keep serving while stopping: /readyz answers 503 at once, so Kubernetes takes the
@@ -240,23 +241,32 @@ pub async fn run(
         Ok(None) => Ok(()),
         Err(e) => Err(runtime(format!("final checkpoint failed: {e}"))),
     };
-    // Stop taking connections first and give the workers a moment to start on those they
-    // were handed: a graceful stop drops connections still queued for a worker
-    // (actix-server), and their clients would see a reset. New connections are answered
-    // 503 from the pause on, while the server finishes those it has.
-    handle.pause().await;
-    let answerer = answer_on.and_then(http::stopped::Answerer::start);
-    tokio::time::sleep(WORKER_HANDOFF).await;
-    handle.stop(true).await;
-    let _ = server_task.await;
-    if let Some(a) = answerer {
-        a.stop();
-    }
+    stop_http(handle, server_task, answer_on).await;
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.stop();
     }
     tracing::info!("stopped");
     result
+}
+
+/// Stop the HTTP server, last: first stop taking connections and give the workers a
+/// moment to start on those they were handed (a graceful stop drops connections still
+/// queued for a worker, and their clients would see a reset), then let it finish those it
+/// has (up to `http::STOP_TIMEOUT_SECS`). New connections are answered 503 on `answer_on`
+/// from the pause until this returns.
+async fn stop_http(
+    handle: actix_web::dev::ServerHandle,
+    server: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    answer_on: Option<TcpListener>,
+) {
+    handle.pause().await;
+    let answerer = answer_on.and_then(http::stopped::Answerer::start);
+    tokio::time::sleep(WORKER_HANDOFF).await;
+    handle.stop(true).await;
+    let _ = server.await;
+    if let Some(a) = answerer {
+        a.stop();
+    }
 }
 
 /// SIGHUP reopens the file sinks (log rotation) instead of ending the process. Holds the
