@@ -86,6 +86,9 @@ extra() {
 }
 if [ -f k8s/check.sh ]; then extra bash k8s/check.sh; fi
 extra bash tests/api/conformance.sh target/debug/sluice
+# The cluster in real containers (podman from Debian, installed when missing; a visible SKIP
+# where it cannot run), its quickest scenario; `bash tests/containers/cluster.sh` runs all.
+extra bash tests/containers/cluster.sh --quick
 extra bash tests/fuzz-smoke.sh
 set -e
 # One closing line over all test binaries.
