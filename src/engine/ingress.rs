@@ -379,6 +379,11 @@ impl Ingress {
                 );
                 self.apply(partition, answer);
             }
+            if let Some(relay) = own.relay(partition)
+                && self.outbox[p].handover_to() != Some(relay.as_str())
+            {
+                self.outbox[p].set_handover_to(relay);
+            }
             let route = own.delivery_route(partition);
             let pumped = self.outbox[p].pump(now, &route, own.node(), |n| own.member(n));
             if let Some(ask) = pumped.ask {
@@ -495,10 +500,9 @@ impl Ingress {
         let mut parts: Vec<u32> = self.dormant.keys().map(|(p, _)| *p).collect();
         parts.dedup();
         for partition in parts {
-            if !matches!(
-                self.shared.ownership.delivery_route(partition),
-                Route::Remote { .. }
-            ) {
+            let own = &self.shared.ownership;
+            let owned_elsewhere = matches!(own.delivery_route(partition), Route::Remote { .. });
+            if !owned_elsewhere && own.relay(partition).is_none() {
                 continue;
             }
             let keys: Vec<(u32, u64)> = self

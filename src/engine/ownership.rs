@@ -396,7 +396,33 @@ impl Ownership {
         }
         let t = self.table.read();
         let owner = t.owners.get(partition as usize).cloned().flatten();
+        if owner.as_ref().is_some_and(|o| o.node == self.node) {
+            // The other incarnation under this id: its name may resolve to this very
+            // process (a pod's own name is in its /etc/hosts), so the records go through
+            // another member instead (see `relay`).
+            return Route::Unavailable(format!(
+                "partition {partition} is owned by this id's other incarnation: relayed"
+            ));
+        }
         Self::remote(&t, partition, owner)
+    }
+
+    /// A retired node's relay for `partition` when this id's other incarnation owns it:
+    /// another active member, which takes the records as a handover and forwards them to
+    /// the owner by a name that reaches it.
+    pub fn relay(&self, partition: u32) -> Option<String> {
+        if !self.retired() {
+            return None;
+        }
+        let t = self.table.read();
+        let owner = t.owners.get(partition as usize).cloned().flatten()?;
+        if owner.node != self.node {
+            return None;
+        }
+        t.members
+            .values()
+            .find(|m| m.node != self.node && m.state == "active")
+            .map(|m| m.node.clone())
     }
 
     /// An owner elsewhere (reachable or not: records for an owner that does not answer are
@@ -554,15 +580,16 @@ mod tests {
         );
         assert!(matches!(o.route(1), Route::Unavailable(_)), "owns nothing");
         assert_eq!(o.emit_check(1, 5), EmitCheck::Stale, "emits nothing");
-        assert_eq!(
-            o.delivery_route(0),
-            Route::Remote {
-                node: "a".into(),
-                advertise: "http://a-replacement".into(),
-                epoch: 9
-            },
-            "the other incarnation owns it"
+        assert!(
+            matches!(o.delivery_route(0), Route::Unavailable(_)),
+            "the other incarnation owns it: its name may resolve to this process"
         );
+        assert_eq!(
+            o.relay(0).as_deref(),
+            Some("b"),
+            "relayed through another member"
+        );
+        assert_eq!(o.relay(1), None, "b is reached directly");
         o.set_lease_until(Instant::now());
         assert!(
             matches!(o.delivery_route(1), Route::Remote { epoch: 4, .. }),
