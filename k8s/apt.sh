@@ -15,7 +15,8 @@ apt_install() {
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && added=1
   fi
-  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq)
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq)
+  [ -z "$sudo" ] || apt=(sudo -n "${apt[@]}")
   if ! "${apt[@]}" install -y --no-install-recommends "$@" >/dev/null 2>&1; then
     "${apt[@]}" update >/dev/null 2>&1 || rc=$?
     [ "$rc" -ne 0 ] || "${apt[@]}" install -y --no-install-recommends "$@" >/dev/null || rc=$?

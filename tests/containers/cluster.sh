@@ -16,8 +16,9 @@
 #   empty-volume  podman stop (SIGTERM) of sluice-1, then a new sluice-1 on a new, empty volume
 #   frozen-twin   podman pause of sluice-1 past its lease; a replacement sluice-1 on an empty
 #                 volume; then unpause of the original
-# --quick runs `kill` only (the quickest), with the debug build (the one `cargo build` makes for the
-# tests), for CI; --debug uses the debug build for any scenarios (default: --release).
+# --quick runs `rolling` only (the quickest), with the debug build (the one `cargo build`
+# makes for the tests), for CI; --debug uses the debug build for any scenarios (default:
+# the release build).
 # --keep keeps the containers and volumes of the last scenario (the work dir, with logs,
 # load reports and id lists, is target/containers/ and stays until the next run).
 #
@@ -52,11 +53,13 @@
 set -uo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 k8s_dir="$repo_dir/k8s"
-cd "$repo_dir"
+cd "$repo_dir" || exit 1
 export NO_COLOR=1
+# Byte order for sort/comm/uniq (and speed: the audit sorts millions of ids).
+export LC_ALL=C
 
 ALL_SCENARIOS=(kill pause netcut peercut rolling empty-volume frozen-twin)
-QUICK_SCENARIO=kill
+QUICK_SCENARIO=rolling
 BATCH=${BATCH:-500}
 CONNECTIONS=${CONNECTIONS:-4}
 NAMESPACE=default
@@ -352,7 +355,8 @@ load_stop() {
 
 # --- the audit ----------------------------------------------------------------------------
 quiesce() { # every running sluice container: nothing pending or staged; then a checkpoint
-  local until=$((SECONDS + 120)) busy c st
+  local until=$((SECONDS + 120)) busy c st t
+  t=$(now)
   local running=()
   mapfile -t running < <(podman ps --filter "label=$LABEL" --filter status=running --format '{{.Names}}' | grep '^sluice-')
   while :; do
@@ -369,6 +373,7 @@ quiesce() { # every running sluice container: nothing pending or staged; then a 
     fi
     sleep 0.5
   done
+  NOTE="$NOTE; quiescent $(since "$t") s after the load stopped"
   for c in "${running[@]}"; do
     curl -sf --max-time 30 -X POST "http://127.0.0.1:$(podman port "$c" | sed -n 's/.*:\([0-9]*\)$/\1/p' | head -1)/v1/checkpoint" \
       >/dev/null || log "checkpoint on $c failed"
@@ -383,7 +388,8 @@ audit() {
   for v in "${VOLUMES[@]}"; do
     mp=$(podman volume inspect -f '{{.Mountpoint}}' "$v") || continue
     for f in "$mp/$OUT_REL" "$mp/$DLQ_REL"; do
-      [ -f "$f" ] && sed -n 's/^{"id":"\([^"]*\)".*/\1/p' "$f" >>"$SW/emitted.txt"
+      # Envelopes begin {"id":"<id>",...: the id is the 4th "-separated field.
+      [ -f "$f" ] && cut -d'"' -f4 "$f" >>"$SW/emitted.txt"
     done
   done
   cat "$SW"/acc-*.txt 2>/dev/null | sort -u >"$SW/accepted.sorted"
@@ -410,7 +416,7 @@ audit() {
     "$verdict" "$SC" "$ACCEPTED" "$LOST" $((DUP - DUP_DOUBT)) "$DUP_DOUBT" "${RUN503:-0}" "$REFUSED")
   echo "$line"
   echo "   $(since "$T_SC") s; broken connections $BROKEN; emitted without a 202 $EXTRA (client gave up or in doubt)${NOTE:+; $NOTE}${ERR:+; error: $ERR}"
-  sed -n 2p "$SW"/load-*.txt | sed 's/^http-load: /   load: /'
+  for f in "$SW"/load-*.txt; do sed -n 2p "$f" | sed 's/^http-load: /   load: /'; done
   SUMMARY+=("$line")
   [ $verdict = ok ] || FAILED+=("$SC")
 }
@@ -479,14 +485,14 @@ sc_rolling() {
   for i in 2 1 0; do
     t=$(now)
     podman stop "sluice-$i" >/dev/null
-    steps="$steps sluice-$i exited $(since "$t") s"
+    steps="$steps${steps:+,} sluice-$i exited $(since "$t") s"
     t=$(now)
     podman start "sluice-$i" >/dev/null
     wait_ready "sluice-$i" 90 || return
-    steps="$steps, ready $(since "$t") s later;"
+    steps="$steps and was ready $(since "$t") s after its start"
   done
   BALANCED=1 wait_owners 60 sluice-0 sluice-0 sluice-1 sluice-2
-  NOTE="$NOTE;$steps"
+  NOTE="$NOTE; after SIGTERM$steps"
 }
 
 sc_empty_volume() {
@@ -533,7 +539,7 @@ sc_frozen_twin() {
   state=$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' sluice-1-frozen)
   case "$state" in
     exited*) NOTE="$NOTE; the woken original exited ${state#exited }" ;;
-    *) NOTE="$NOTE; the woken original is still $state $((LEASE_S + 5)) s after unpause" ;;
+    *) NOTE="$NOTE; the woken original is still ${state%% *} $((LEASE_S + 5)) s after unpause" ;;
   esac
   BALANCED=1 wait_owners 60 sluice-0 sluice-0 sluice-1 sluice-2
   NOTE="$NOTE; highest epoch +$(($(max_epoch sluice-0) - e0))"
@@ -559,6 +565,7 @@ run_scenario() {
   sleep "$WARM"
   T_FAULT=$(now)
   "sc_${SC//-/_}"
+  NOTE="$NOTE; fault and recovery took $(since "$T_FAULT") s"
   sleep "$AFTER"
   load_stop
   audit
@@ -567,7 +574,7 @@ run_scenario() {
 
 for s in "${scenarios[@]}"; do run_scenario "$s"; done
 echo
-say "container cluster test: ${#scenarios[@]} scenario(s) in $(since "$T_START") s (machine: $(nproc) cores; $BATCH records per batch, $CONNECTIONS connections)"
+say "container cluster test: ${#scenarios[@]} scenario(s) in $(since "$T_START") s; $BATCH records per batch, $CONNECTIONS connections; $([ $debug = 1 ] && echo debug || echo release) build, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%s\n' "${SUMMARY[@]}"
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "container cluster test: FAILED (${FAILED[*]})"
