@@ -43,6 +43,9 @@ pub const FAST_POLL: Duration = Duration::from_millis(40);
 const HANDOVER_SHIP_LIMIT: Duration = Duration::from_secs(5);
 /// Longest drain of a partition moved by a rebalance (not a leave).
 const REBALANCE_DRAIN: Duration = Duration::from_secs(2);
+/// A retiring node exits once it holds nothing and no other node has sent or asked it
+/// anything for this long.
+const RETIRE_QUIET: Duration = Duration::from_secs(3);
 /// How often each node probes every other member over HTTP.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// How long the verdict that an owner is cut off must stand before another node takes its
@@ -244,13 +247,23 @@ impl Controller {
         }
         let until = Instant::now() + self.grace + HANDOVER_SHIP_LIMIT * 2;
         let shared = self.engine.shared().clone();
+        // Other nodes may still ask about batches they sent this incarnation before it froze
+        // (only it can answer): stay until none has come for RETIRE_QUIET.
+        let mut seen = shared.imports_seen.load(Ordering::Acquire);
+        let mut quiet_since = Instant::now();
         loop {
             match self.store.load(self.partitions).await {
                 Ok(view) => self.publish(&view, &BTreeSet::new()),
                 Err(e) => tracing::debug!(error = %e, "cannot read the cluster from etcd"),
             }
             let held = shared.staged();
-            if held == 0 || Instant::now() >= until {
+            let now_seen = shared.imports_seen.load(Ordering::Acquire);
+            if now_seen != seen {
+                seen = now_seen;
+                quiet_since = Instant::now();
+            }
+            let quiet = quiet_since.elapsed() >= RETIRE_QUIET;
+            if (held == 0 && quiet) || Instant::now() >= until {
                 if held > 0 {
                     tracing::warn!(
                         held,

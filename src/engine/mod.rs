@@ -374,6 +374,7 @@ impl Engine {
     /// Cluster: take records another node sends (see `engine/ingress.rs`); answers once
     /// they are durable here.
     pub async fn import(&self, msg: Import) -> Result<usize, ImportError> {
+        self.shared.imports_seen.fetch_add(1, Ordering::AcqRel);
         let ImportAck { accepted, durable } = self
             .ingress
             .send(msg)

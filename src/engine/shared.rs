@@ -72,6 +72,10 @@ pub struct Shared {
     /// Set at the very end of a stop, before the last shipment of staged records: every
     /// record request is refused (503), so nothing acknowledged stays behind.
     pub closed: AtomicBool,
+    /// Batches other nodes sent or asked about here (`POST /internal/v1/import`): a retiring
+    /// node stays until they have stopped coming, so every question about a batch in doubt
+    /// is answered by the incarnation that may hold it.
+    pub imports_seen: std::sync::atomic::AtomicU64,
     /// Who owns which partition (a standalone node owns all of them).
     pub ownership: Arc<Ownership>,
     /// The newest durable snapshot, for `/v1/status`.
@@ -94,6 +98,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            imports_seen: std::sync::atomic::AtomicU64::new(0),
             last_checkpoint: Default::default(),
             sink_problems: Default::default(),
             journal_health: Default::default(),
