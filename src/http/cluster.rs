@@ -67,7 +67,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
         ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
         ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
         ("x-sluice-incarnation" = Option<String>, Header, nullable = false, description = "The sender's incarnation (absent: its first): a node started on an empty checkpoint.dir is a new incarnation of its id, whose batches are never taken for resends of its former life's."),
-        ("x-sluice-format" = Option<u32>, Header, nullable = false, minimum = 1, description = "The body's format version (absent: 1, as sent up to commit b6dd6cc)."),
+        ("x-sluice-format" = Option<u32>, Header, nullable = false, minimum = 1, maximum = 1, description = "The body's format version (absent: 1, as sent up to commit b6dd6cc); this build reads version 1 and answers 415 to any other."),
     ),
     request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
     responses(
