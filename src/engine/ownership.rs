@@ -396,7 +396,7 @@ impl Ownership {
         }
         let t = self.table.read();
         let owner = t.owners.get(partition as usize).cloned().flatten();
-        if owner.as_ref().is_some_and(|o| o.node == self.node) {
+        if self.owned_by_my_other_incarnation(&t, partition) {
             // The other incarnation under this id: its name may resolve to this very
             // process (a pod's own name is in its /etc/hosts), so the records go through
             // another member instead (see `relay`).
@@ -407,6 +407,15 @@ impl Ownership {
         Self::remote(&t, partition, owner)
     }
 
+    /// Retired, and `partition` is owned under this node's id: by its other incarnation.
+    fn owned_by_my_other_incarnation(&self, t: &Table, partition: u32) -> bool {
+        self.retired()
+            && t.owners
+                .get(partition as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|o| o.node == self.node)
+    }
+
     /// A retired node's relay for `partition` when this id's other incarnation owns it:
     /// another active member, which takes the records as a handover and forwards them to
     /// the owner by a name that reaches it.
@@ -415,8 +424,7 @@ impl Ownership {
             return None;
         }
         let t = self.table.read();
-        let owner = t.owners.get(partition as usize).cloned().flatten()?;
-        if owner.node != self.node {
+        if !self.owned_by_my_other_incarnation(&t, partition) {
             return None;
         }
         t.members
