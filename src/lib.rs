@@ -20,3 +20,4 @@ pub mod pointer;
 pub mod record;
 pub mod settings;
 pub mod sink;
+pub mod steps;

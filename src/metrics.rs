@@ -18,14 +18,14 @@ pub struct Metrics {
     pub records_emitted: IntCounterVec,
     /// Terminal records written to the dead-letter sink.
     pub dead_letters: IntCounter,
-    /// Lookup attempts, by result (found, miss, error, timeout).
+    /// Lookup requests (attempts), by step and result (found, miss, error, timeout).
     pub lookup_attempts: IntCounterVec,
-    /// Retries scheduled.
-    pub lookup_retries: IntCounter,
+    /// Retries scheduled, by step.
+    pub lookup_retries: IntCounterVec,
     /// Records whose deadline passed.
     pub record_timeouts: IntCounter,
-    /// Duration of one lookup attempt.
-    pub lookup_duration: Histogram,
+    /// Duration of one lookup attempt, by step.
+    pub lookup_duration: HistogramVec,
     /// Time from acceptance to terminal outcome.
     pub record_latency: Histogram,
     /// Records in each partition's in-flight queue.
@@ -58,9 +58,10 @@ pub struct Metrics {
     pub checkpoint_age: prometheus::Gauge,
     /// Pending records re-issued by the last restore.
     pub restored_records: IntGauge,
-    /// Lookups that shared another record's in-flight request (updated when scraped).
-    pub lookup_coalesced: IntCounter,
-    /// Result-cache hits and misses (updated when scraped).
+    /// Lookups that shared another record's in-flight request, by step (updated when
+    /// scraped).
+    pub lookup_coalesced: IntCounterVec,
+    /// Result-cache hits and misses, by step (updated when scraped).
     pub lookup_cache: IntCounterVec,
     /// Cluster: members in the cluster as this node sees it.
     pub cluster_members: IntGauge,
@@ -160,6 +161,15 @@ impl Metrics {
             &["sink"],
         )?;
         registry.register(Box::new(webhook_duration.clone()))?;
+        let lookup_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_lookup_duration_seconds",
+                "Duration of one lookup attempt, by step",
+            )
+            .buckets(latency_buckets()),
+            &["step"],
+        )?;
+        registry.register(Box::new(lookup_duration.clone()))?;
         Ok(Metrics {
             records_accepted: counter("sluice_records_accepted_total", "Records accepted")?,
             records_refused: counter(
@@ -176,20 +186,20 @@ impl Metrics {
                 "Terminal records written to the dead-letter sink",
             )?,
             lookup_attempts: counter_vec(
-                "sluice_lookup_attempts_total",
-                "Lookup attempts by result",
-                &["result"],
+                "sluice_lookup_requests_total",
+                "Lookup requests (attempts) by step and result",
+                &["step", "result"],
             )?,
-            lookup_retries: counter("sluice_lookup_retries_total", "Lookup retries scheduled")?,
+            lookup_retries: counter_vec(
+                "sluice_lookup_retries_total",
+                "Lookup retries scheduled, by step",
+                &["step"],
+            )?,
             record_timeouts: counter(
                 "sluice_record_timeouts_total",
                 "Records whose deadline (pipeline.timeout_ms) passed",
             )?,
-            lookup_duration: histogram(
-                "sluice_lookup_duration_seconds",
-                "Duration of one lookup attempt",
-                latency_buckets(),
-            )?,
+            lookup_duration,
             record_latency: histogram(
                 "sluice_record_latency_seconds",
                 "Time from acceptance to terminal outcome",
@@ -282,14 +292,15 @@ impl Metrics {
                 "sluice_restored_records",
                 "Pending records re-issued by the last restore",
             )?,
-            lookup_coalesced: counter(
+            lookup_coalesced: counter_vec(
                 "sluice_lookup_coalesced_total",
-                "Lookups that shared another record's in-flight request",
+                "Lookups that shared another record's in-flight request, by step",
+                &["step"],
             )?,
             lookup_cache: counter_vec(
                 "sluice_lookup_cache_total",
-                "Lookup result cache hits and misses",
-                &["result"],
+                "Lookup result cache hits and misses, by step",
+                &["step", "result"],
             )?,
             cluster_members: gauge("sluice_cluster_members", "Members of the cluster")?,
             cluster_owned_partitions: gauge(
@@ -369,7 +380,7 @@ mod tests {
                 std::thread::spawn(move || {
                     start.wait();
                     for total in 1..=200_000u64 {
-                        m.catch_up(&m.lookup_coalesced, total);
+                        m.catch_up(&m.lookup_coalesced.with_label_values(&["lookup"]), total);
                     }
                 })
             })
@@ -377,6 +388,9 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(m.lookup_coalesced.get(), 200_000);
+        assert_eq!(
+            m.lookup_coalesced.with_label_values(&["lookup"]).get(),
+            200_000
+        );
     }
 }

@@ -38,6 +38,31 @@ pub struct Record {
     /// record is only ever emitted as exactly this envelope (a restore or a new owner sends
     /// it again instead of looking it up again, so its outcome cannot change).
     pub decided: Option<Decided>,
+    /// Pipelines of several steps: what each step has done so far (attempts begun, result
+    /// if it finished), by step index; empty in the single-lookup form (`attempts` counts
+    /// its one step). Restores and handovers resume from here: a finished step is not
+    /// looked up again.
+    pub steps: Vec<StepMark>,
+}
+
+/// One pipeline step's durable progress within a record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepMark {
+    /// Attempts begun (each one journaled before it is issued).
+    pub attempts: u32,
+    /// Set once the step finished with a result the record goes on with.
+    pub done: Option<StepDone>,
+}
+
+/// How a step finished, when the record goes on after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepDone {
+    /// The row (JSON text) merged at the step's `into`.
+    Found(Arc<str>),
+    /// No row: `null` at `into`.
+    Miss,
+    /// Not run (a bind read `null` or a source step missed with `skip_dependents`).
+    Skipped,
 }
 
 /// A record's final envelope, fixed before an at-least-once sink saw it.

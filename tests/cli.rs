@@ -558,3 +558,172 @@ fn every_command_and_option_says_what_it_does() {
         }
     }
 }
+
+/// A memory step `name` over the sample table, binding `bind`, merging at `into`.
+fn memory_step(name: &str, bind: &str, into: &str, extra: &str) -> String {
+    format!(
+        "[lookup.steps.{name}]\nbackend = \"memory\"\ntable = \"{}\"\nkey_column = \"user_id\"\n\
+         binds = [\"{bind}\"]\ninto = \"{into}\"\n{extra}",
+        sample_table().display()
+    )
+}
+
+#[test]
+fn check_config_and_serve_refuse_bad_pipelines_naming_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let head = "[server]\nbind = \"127.0.0.1:0\"\n";
+    let cases: [(String, &[&str]); 3] = [
+        (
+            format!(
+                "{head}{}{}",
+                memory_step("a", "/b/x", "/a", ""),
+                memory_step("b", "/a/y", "/b", "")
+            ),
+            &["lookup.steps: the steps depend on each other in a cycle: a -> b -> a"],
+        ),
+        (
+            format!(
+                "{head}{}{}{}",
+                memory_step("a", "/k", "/x", "after = [\"nobody\"]\n"),
+                memory_step("b", "/k", "/x", ""),
+                memory_step("c", "/k", "/c", "attempt_timeout_ms = 0\n")
+            ),
+            &[
+                "lookup.steps.a.into and lookup.steps.b.into: both merge at `/x` (each step needs \
+                 a place of its own)",
+                "lookup.steps.a.after: no step is named `nobody`",
+                "lookup.steps.c.attempt_timeout_ms: must be at least 1",
+            ],
+        ),
+        (
+            format!(
+                "{head}[lookup]\nbackend = \"memory\"\n[lookup.memory]\nkey_column = \"id\"\n{}",
+                memory_step("a", "/k", "/a", "")
+            ),
+            &[
+                "lookup.backend (case.toml), lookup.memory.key_column (case.toml): single-lookup \
+               keys cannot be set with [lookup.steps.*]",
+            ],
+        ),
+    ];
+    for (text, want) in &cases {
+        let (code, out, err) = check_config(d, "case.toml", text);
+        assert_eq!(code, 2, "check-config: {err}");
+        assert!(out.is_empty());
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), want.len(), "one line per problem: {err}");
+        for (line, want) in lines.iter().zip(want.iter()) {
+            assert!(line.starts_with(&format!("sluice: {want}")), "{err}");
+        }
+        let (code, serve_err) = serve_exit(d, "case.toml", text);
+        assert_eq!(code, Some(2), "serve: {serve_err}");
+        assert_eq!(serve_err, err, "serve and check-config say the same");
+    }
+
+    // The mix from the environment: named with the variable.
+    std::fs::write(d.join("steps.toml"), memory_step("a", "/k", "/a", "")).unwrap();
+    let (code, _, err) = run(
+        &["check-config", "--config", "steps.toml"],
+        &[("SLUICE__LOOKUP__ON_MISS", "dead_letter")],
+        None,
+        d,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with(
+            "sluice: lookup.on_miss (env SLUICE__LOOKUP__ON_MISS): single-lookup keys cannot be set"
+        ) && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn the_pipeline_example_is_accepted_and_printed_with_every_step() {
+    let (code, out, err) = run(
+        &["check-config", "--config", "config/pipeline-example.toml"],
+        &[],
+        None,
+        &repo(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let printed: toml::Table = toml::from_str(&out).expect("prints TOML");
+    let lookup = printed["lookup"].as_table().unwrap();
+    assert!(
+        !lookup.contains_key("backend") && !lookup.contains_key("memory"),
+        "no single-lookup keys beside steps: {out}"
+    );
+    let steps = lookup["steps"].as_table().unwrap();
+    assert_eq!(
+        steps.keys().collect::<Vec<_>>(),
+        vec!["account", "geo", "plan", "user"]
+    );
+    assert_eq!(steps["user"]["backend"].as_str(), Some("cql"));
+    assert_eq!(
+        steps["user"]["cache"]["miss_ttl_ms"].as_integer(),
+        Some(5000)
+    );
+    assert_eq!(
+        steps["account"]["binds"][0].as_str(),
+        Some("/user/account_id")
+    );
+    assert_eq!(steps["plan"]["table"].as_str(), Some("config/plans.jsonl"));
+    assert_eq!(
+        steps["geo"]["url"].as_str(),
+        Some("http://127.0.0.1:9100/geo/{0}")
+    );
+    // Defaults are printed too; keys of other backends are not.
+    assert_eq!(
+        steps["account"]["attempt_timeout_ms"].as_integer(),
+        Some(500)
+    );
+    assert!(!steps["account"].as_table().unwrap().contains_key("url"));
+    assert_eq!(lookup["cql"]["keyspace"].as_str(), Some("sluice_demo"));
+}
+
+#[test]
+fn env_overrides_of_step_keys_show_in_check_config() {
+    let query = "SELECT name, tier, account_id FROM users_v2 WHERE user_id = ?";
+    let (code, out, err) = run(
+        &["check-config", "--config", "config/pipeline-example.toml"],
+        &[
+            ("SLUICE__LOOKUP__STEPS__USER__QUERY", query),
+            ("SLUICE__LOOKUP__STEPS__PLAN__DELAY_MS", "2,5"),
+            ("SLUICE__LOOKUP__STEPS__GEO__HEADERS__X_API_KEY", "k1"),
+            ("SLUICE__LOOKUP__STEPS__DEVICE__BACKEND", "memory"),
+            ("SLUICE__LOOKUP__STEPS__DEVICE__INTO", "/device"),
+            (
+                "SLUICE__LOOKUP__STEPS__DEVICE__TABLE",
+                "config/sample-users.jsonl",
+            ),
+            ("SLUICE__LOOKUP__STEPS__DEVICE__KEY_COLUMN", "user_id"),
+            ("SLUICE__LOOKUP__STEPS__DEVICE__BINDS", "/device_owner"),
+        ],
+        None,
+        &repo(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let printed: toml::Table = toml::from_str(&out).expect("prints TOML");
+    let steps = &printed["lookup"]["steps"];
+    assert_eq!(steps["user"]["query"].as_str(), Some(query));
+    assert_eq!(
+        steps["plan"]["delay_ms"].as_array().unwrap(),
+        &vec![toml::Value::Integer(2), toml::Value::Integer(5)]
+    );
+    assert_eq!(steps["geo"]["headers"]["x-api-key"].as_str(), Some("k1"));
+    assert_eq!(steps["device"]["into"].as_str(), Some("/device"));
+    assert_eq!(steps["device"]["binds"][0].as_str(), Some("/device_owner"));
+
+    // A wrong value from the environment names the variable and the step key.
+    let (code, _, err) = run(
+        &["check-config", "--config", "config/pipeline-example.toml"],
+        &[("SLUICE__LOOKUP__STEPS__GEO__CONCURRENCY", "0")],
+        None,
+        &repo(),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "sluice: lookup.steps.geo.concurrency: must be at least 1\n"
+    );
+}

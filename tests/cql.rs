@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_cql_node::Faults;
 use sluice_cql_node::wire::ErrorKind;
-use support::cql::{CqlTarget, USERS};
+use support::cql::{CqlTarget, PIPELINE_ACCOUNTS, PIPELINE_USERS, USERS};
 use support::{Config, Service, assert_exactly_once, sample_table};
 
 fn users() -> (&'static str, String) {
@@ -287,7 +287,7 @@ fn records_of_one_key_share_lookups() {
     let m = svc.get("/metrics").body;
     let coalesced: u64 = m
         .lines()
-        .find_map(|l| l.strip_prefix("sluice_lookup_coalesced_total "))
+        .find_map(|l| l.strip_prefix("sluice_lookup_coalesced_total{step=\"lookup\"} "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no coalesced counter in {m}"));
     assert_eq!(
@@ -403,7 +403,7 @@ fn the_optional_cache_answers_repeated_keys() {
     );
     let m = svc.get("/metrics").body;
     assert!(
-        m.contains("sluice_lookup_cache_total{result=\"hit\"} 4"),
+        m.contains("sluice_lookup_cache_total{result=\"hit\",step=\"lookup\"} 4"),
         "{m}"
     );
 }
@@ -598,4 +598,115 @@ fn a_frozen_then_killed_service_gives_every_id_one_outcome() {
         assert_eq!(o.len(), 1, "{id} must have exactly one outcome, has {o:?}");
     }
     assert_eq!(outcomes.len(), accepted.len(), "nothing but accepted ids");
+}
+
+/// Connections the node accepted while `f` ran, once they stop changing.
+fn connections_during<T>(target: &CqlTarget, f: impl FnOnce() -> T) -> (T, u64) {
+    let before = target.connections();
+    let out = f();
+    let mut seen = target.connections();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = target.connections();
+        if now == seen || std::time::Instant::now() > deadline {
+            return (out, now - before);
+        }
+        seen = now;
+    }
+}
+
+#[test]
+fn cql_steps_share_one_session_and_each_runs_its_own_statement() {
+    let rows = |f: &str| {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f))
+            .expect("rows")
+    };
+    let target = CqlTarget::start(&[
+        (PIPELINE_USERS, rows("config/pipeline-users.jsonl")),
+        (PIPELINE_ACCOUNTS, rows("config/pipeline-accounts.jsonl")),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let load = |steps: &str| {
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[lookup.cql]\ncontact_points = [\"{}\"]\nkeyspace = \"sluice_demo\"\n{steps}",
+                target.addr
+            ),
+        )
+        .unwrap();
+        sluice::settings::load_from(Some(&path), Vec::new()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let user = "[lookup.steps.user]\nbackend = \"cql\"\n\
+        query = \"SELECT name, account_id FROM users WHERE user_id = ?\"\n\
+        binds = [\"/user_id\"]\ninto = \"/user\"\n";
+    let account = "[lookup.steps.account]\nbackend = \"cql\"\n\
+        query = \"SELECT plan, status FROM accounts WHERE account_id = ?\"\n\
+        binds = [\"/user/account_id\"]\ninto = \"/account\"\n";
+    let one = load(user);
+    let two = load(&format!("{user}{account}"));
+    let build = |s: &sluice::settings::Settings| {
+        sluice::lookup::factory::build_pipeline(s).unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    let (single, alone) = connections_during(&target, || build(&one));
+    drop(single);
+    let (pipeline, shared) = connections_during(&target, || build(&two));
+    if target.is_test_node() {
+        assert!(alone >= 1, "a session connects");
+        assert_eq!(
+            shared, alone,
+            "two cql steps open the connections of one session ({alone}), not more"
+        );
+    } else {
+        eprintln!("SKIP connection count: needs the CQL test node (SLUICE_TEST_CQL is set)");
+    }
+
+    // Index order is the step names': account, user.
+    assert_eq!(two.step_names(), vec!["account", "user"]);
+    assert!(pipeline[0].describe().contains("FROM accounts"));
+    assert!(pipeline[1].describe().contains("FROM users"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let look = |i: usize, record: &str| -> Value {
+        let req = sluice::lookup::LookupRequest {
+            key: "",
+            record,
+            attempt: 1,
+        };
+        let result = match pipeline[i].start(&req) {
+            sluice::lookup::Pending::Ready(r) => r,
+            sluice::lookup::Pending::Later(f) => runtime.block_on(f),
+        };
+        match result.unwrap_or_else(|e| panic!("step {i}: {e}")) {
+            Some(row) => serde_json::from_str(&row).unwrap(),
+            None => Value::Null,
+        }
+    };
+    let before = if target.is_test_node() {
+        target.selects()
+    } else {
+        0
+    };
+    let record = r#"{"user_id": "u2", "user": {"account_id": "a4"}}"#;
+    assert_eq!(
+        look(1, record),
+        json!({"name": "Grace", "account_id": "a2"})
+    );
+    assert_eq!(
+        look(0, record),
+        json!({"plan": "team", "status": "suspended"})
+    );
+    assert_eq!(look(0, r#"{"user": {"account_id": "nope"}}"#), Value::Null);
+    if target.is_test_node() {
+        assert_eq!(
+            target.selects() - before,
+            3,
+            "each lookup ran its own statement once"
+        );
+    }
 }

@@ -3,12 +3,14 @@
 //!
 //! Input: `[flags][bytes…]`. With flag bit 0 set, every frame's CRC32C is rewritten first
 //! (`sluice_fuzz::reseal`), so mutations reach the payload decoder instead of stopping
-//! at the checksum.
+//! at the checksum. Flag bit 1 selects the frame layout: set, layout 1 (segments of
+//! version 1, as the seed corpus's); clear, layout 2 (records with step marks, step
+//! entries).
 //!
 //! Invariants:
 //! - `decode`: a frame is at least its 8-byte header and never longer than the input; a
 //!   truncation reports the input's length and a need beyond it; the decoded entry
-//!   encodes to the same bytes (the one non-canonical field: a record's `splice` flag is
+//!   encodes to the same bytes in its layout (the one non-canonical field: a record's `splice` flag is
 //!   any non-zero byte when read, 1 when written) and decodes back to itself.
 //! - `decode_all`: a bad frame is reported at an offset inside the input; the entries
 //!   before it are exactly what decoding the input cut at that offset gives, without an
@@ -18,7 +20,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::durability::codec::{self, Entry, FrameError};
+use sluice::durability::codec::{self, Entry, FrameError, Layout};
 use sluice::durability::files::{parse_snapshot, snapshot_bytes};
 use sluice::durability::state::State;
 
@@ -34,19 +36,20 @@ fuzz_target!(|data: &[u8]| {
     if flags & 1 == 1 {
         sluice_fuzz::reseal(&mut buf);
     }
+    let layout = if flags & 2 == 2 { Layout::V1 } else { Layout::V2 };
 
-    match codec::decode(&buf) {
+    match codec::decode(&buf, layout) {
         Ok((entry, n)) => {
             assert!((8..=buf.len()).contains(&n), "frame length {n} of {}", buf.len());
             let mut again = Vec::new();
-            codec::encode(&entry, &mut again);
+            codec::encode_in(&entry, layout, &mut again);
             assert_eq!(again.len(), n, "re-encoded to another length: {entry:?}");
             let is_record = matches!(entry, Entry::Accepted(_) | Entry::Staged(_));
             for (i, (a, b)) in again.iter().zip(&buf[..n]).enumerate() {
                 let canonical_difference = (4..8).contains(&i) || (is_record && i == SPLICE_AT);
                 assert!(a == b || canonical_difference, "byte {i} differs after re-encoding {entry:?}");
             }
-            assert_eq!(codec::decode(&again), Ok((entry, n)));
+            assert_eq!(codec::decode(&again, layout), Ok((entry, n)));
         }
         Err(FrameError::Truncated { have, need }) => {
             assert_eq!(have, buf.len());
@@ -55,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => {}
     }
 
-    let (entries, err) = codec::decode_all(&buf);
+    let (entries, err) = codec::decode_all(&buf, layout);
     let whole = match err {
         Some((at, why)) => {
             assert!(at < buf.len(), "bad frame reported at {at} of {} ({why})", buf.len());
@@ -64,16 +67,16 @@ fuzz_target!(|data: &[u8]| {
         None => buf.len(),
     };
     assert_eq!(
-        codec::decode_all(&buf[..whole]),
+        codec::decode_all(&buf[..whole], layout),
         (entries.clone(), None),
         "the good prefix decodes differently alone"
     );
     let mut again = Vec::new();
     for e in &entries {
-        codec::encode(e, &mut again);
+        codec::encode_in(e, layout, &mut again);
     }
     assert!(again.len() <= whole, "entries grew when encoded again");
-    assert_eq!(codec::decode_all(&again), (entries.clone(), None));
+    assert_eq!(codec::decode_all(&again, layout), (entries.clone(), None));
 
     let mut state = State::default();
     for e in entries {

@@ -4,7 +4,8 @@
 //! Input: `[flags][position][bytes…]`. Flag bit 0: rewrite every frame's CRC32C (see
 //! `sluice_fuzz::reseal`). Flag bit 1: wrap the bytes as a snapshot's frames — magic and
 //! version before, trailer (frame count as decoded) and checksum after — so mutations
-//! reach the frames and the fold instead of stopping at the header or the checksum.
+//! reach the frames and the fold instead of stopping at the header or the checksum; flag
+//! bit 2: wrapped as version 1 (frames of layout 1), else as this build's version.
 //!
 //! Invariants:
 //! - never panics; damage is an `Err` with a non-empty, one-line reason;
@@ -14,17 +15,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::durability::codec;
+use sluice::durability::codec::{self, Layout};
 use sluice::durability::files::{parse_snapshot, snapshot_bytes};
 use sluice::durability::state::State;
 
-/// Magic + version, and the trailer tag, as the writer lays them out (taken from the
-/// image of an empty state: `MAGIC | version | "END!" | count u64 | crc u32`).
-fn layout() -> (Vec<u8>, Vec<u8>) {
+/// Magic + version (that of `layout`), and the trailer tag, as the writer lays them out
+/// (taken from the image of an empty state: `MAGIC | version | "END!" | count u64 | crc u32`).
+fn frame(layout: Layout) -> (Vec<u8>, Vec<u8>) {
     let (empty, _) = snapshot_bytes(&State::default());
     let tail = 4 + 8 + 4;
     let head = empty.len() - tail;
-    (empty[..head].to_vec(), empty[head..head + 4].to_vec())
+    let mut magic_version = empty[..head].to_vec();
+    magic_version[head - 4..].copy_from_slice(&layout.version().to_le_bytes());
+    (magic_version, empty[head..head + 4].to_vec())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -36,8 +39,9 @@ fuzz_target!(|data: &[u8]| {
         sluice_fuzz::reseal(&mut frames);
     }
     let image = if flags & 2 == 2 {
-        let (head, trailer) = layout();
-        let count = codec::decode_all(&frames).0.len() as u64;
+        let layout = if flags & 4 == 4 { Layout::V1 } else { Layout::CURRENT };
+        let (head, trailer) = frame(layout);
+        let count = codec::decode_all(&frames, layout).0.len() as u64;
         let mut image = head;
         image.extend_from_slice(&frames);
         image.extend_from_slice(&trailer);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{CliError, build_lookup};
+use super::{CliError, build_pipeline};
 use crate::engine::admit::{Admitted, RecordRules};
 use crate::engine::outcome::OutcomeKind;
 use crate::engine::{Engine, SubmitError};
@@ -48,7 +48,7 @@ fn open_sink(target: &str) -> Result<Box<dyn Sink>, CliError> {
 
 /// Run the offline enrichment.
 pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
-    let lookup = build_lookup(&settings)?;
+    let pipeline = build_pipeline(&settings)?;
     let input: Box<dyn Read + Send> = if opts.input == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -64,7 +64,7 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
     };
     let rules = RecordRules::from_settings(&settings)
         .map_err(|e| CliError::Usage(vec![e.to_string()]))?
-        .with_lookup(lookup.clone());
+        .with_pipeline(pipeline.clone());
 
     // A batch bigger than what one partition may hold could never be admitted.
     let batch = BATCH.min((settings.pipeline.capacity + settings.pipeline.backlog) as usize);
@@ -90,7 +90,7 @@ pub fn run(settings: Settings, opts: Options) -> Result<(), CliError> {
     let system = actix_rt::System::new();
     let summary = system.block_on(async move {
         // Offline runs are not journaled: rerunning the command is their recovery.
-        let engine = Engine::start(&settings, lookup, output, dead, None)
+        let engine = Engine::start(&settings, pipeline, output, dead, None)
             .map_err(|e| CliError::Runtime(e.to_string()))?;
         engine.set_ready();
         let mut accepted = 0u64;

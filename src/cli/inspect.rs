@@ -120,6 +120,28 @@ pub fn run(dir: &Path, json: bool) -> Result<(), CliError> {
         state.pending.len(),
         state.staged.len()
     );
+    // Pipelines: records part-way through their steps resume there after a restart.
+    let in_pipeline = |records: &std::collections::BTreeMap<
+        (u32, u64),
+        std::sync::Arc<crate::record::Record>,
+    >| {
+        let mut n = 0;
+        let mut finished = 0;
+        for r in records.values().filter(|r| !r.steps.is_empty()) {
+            n += 1;
+            finished += r.steps.iter().filter(|m| m.done.is_some()).count();
+        }
+        (n, finished)
+    };
+    let (pending_steps, pending_done) = in_pipeline(&state.pending);
+    let (staged_steps, staged_done) = in_pipeline(&state.staged);
+    if pending_steps + staged_steps > 0 {
+        println!(
+            "  with step progress: {pending_steps} pending ({pending_done} steps finished) and \
+             {staged_steps} held for other nodes ({staged_done} steps finished); finished steps \
+             are not looked up again"
+        );
+    }
     for p in &partitions {
         let epoch = match p["epoch"].as_u64() {
             Some(e) => format!(", last epoch {e}"),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::engine::pipeline::Pipeline;
 use crate::logging::LogFormat;
-use crate::lookup::Lookup;
 use crate::settings::{self, Settings};
 
 /// sluice: asynchronous enrichment of JSON records, with Flink Async I/O guarantees.
@@ -180,9 +180,13 @@ pub fn checked_settings(path: Option<&Path>) -> Result<Settings, CliError> {
     }
 }
 
-/// Build the configured lookup backend (see [`crate::lookup::build`]).
-pub fn build_lookup(settings: &Settings) -> Result<Arc<dyn Lookup>, CliError> {
-    crate::lookup::factory::build(settings).map_err(CliError::from)
+/// Build the configured pipeline: one lookup backend per step (see
+/// [`crate::lookup::factory::build_pipeline`]).
+pub fn build_pipeline(settings: &Settings) -> Result<Arc<Pipeline>, CliError> {
+    let lookups = crate::lookup::factory::build_pipeline(settings)?;
+    Pipeline::new(settings, lookups)
+        .map(Arc::new)
+        .map_err(|e| CliError::Usage(vec![e.to_string()]))
 }
 
 impl From<crate::lookup::factory::BuildError> for CliError {

@@ -1,8 +1,10 @@
 //! The checkpoint directory on disk: journal segments, snapshots, and restore from them.
 //!
 //! - `journal-<N>.log`: frames appended by the journal thread; a new segment at every
-//!   start and every snapshot, so a torn tail is never appended to. Version 1 has no
-//!   format marker (`codec::segment_version`).
+//!   start and every snapshot, so a torn tail is never appended to. It begins with a
+//!   format marker (`codec::segment_version`; version 1 had none), written with its first
+//!   entries, and its frames have that version's layout: a restore reads segments of
+//!   either version in one chain (older ones of version 1 after an upgrade).
 //! - `snapshot-<N>.snap`: the whole state when segment N was opened; replay starts at N.
 //!   Written to a temp file, fsynced, renamed, directory fsynced. Layout:
 //!   `MAGIC | version u32 | frames… | "END!" | frame count u64 | crc32c u32` (the CRC
@@ -227,7 +229,7 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
         return Err(damaged("checksum mismatch".into()));
     }
     let version = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-    Format::Snapshot.check("the snapshot", version)?;
+    let layout = Format::Snapshot.layout("the snapshot", version)?;
     let frames = &body[MAGIC.len() + 4..body.len() - TRAILER.len() - 8];
     let trailer = &body[body.len() - TRAILER.len() - 8..];
     if &trailer[..4] != TRAILER {
@@ -236,7 +238,7 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
     let mut count = [0u8; 8];
     count.copy_from_slice(&trailer[4..]);
     let count = u64::from_le_bytes(count);
-    let (entries, err) = codec::decode_all(frames);
+    let (entries, err) = codec::decode_all(frames, layout);
     if let Some((at, e)) = err {
         return Err(damaged(format!("bad frame at byte {at}: {e}")));
     }
@@ -336,8 +338,8 @@ pub fn restore(dir: &Path) -> Result<(State, u64, RestoreReport), RestoreError> 
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (version, first) = codec::segment_version(&bytes);
-        Format::Journal.check(format!("journal segment {name}"), version)?;
-        let (entries, err) = codec::decode_all(&bytes[first..]);
+        let layout = Format::Journal.layout(format!("journal segment {name}"), version)?;
+        let (entries, err) = codec::decode_all(&bytes[first..], layout);
         let count = entries.len();
         for e in entries {
             state.apply(e);
@@ -427,7 +429,8 @@ fn chain_damage(
     damage
 }
 
-/// Open segment `n` for appending (created).
+/// Open segment `n` for appending (created). The journal begins a segment with its format
+/// marker, written with its first entries ([`segment_start`]).
 pub fn open_segment(dir: &Path, n: u64) -> io::Result<File> {
     let f = OpenOptions::new()
         .create(true)
@@ -435,6 +438,13 @@ pub fn open_segment(dir: &Path, n: u64) -> io::Result<File> {
         .open(segment_path(dir, n))?;
     sync_dir(dir)?;
     Ok(f)
+}
+
+/// The first bytes of a segment this build writes: the format marker of its version.
+pub fn segment_start() -> Vec<u8> {
+    let mut marker = Vec::new();
+    codec::encode_format(Format::Journal.current(), &mut marker);
+    marker
 }
 
 /// Drop snapshots beyond the newest `keep` and segments older than the oldest kept one.
@@ -462,7 +472,8 @@ pub fn prune(dir: &Path, keep: usize) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durability::codec::{Entry, test_accepted};
+    use crate::durability::codec::{Entry, Layout, test_accepted};
+    use crate::record::{StepDone, StepMark};
 
     fn rec(seq: u64) -> Entry {
         test_accepted(0, seq)
@@ -474,7 +485,216 @@ mod tests {
             codec::encode(e, &mut buf);
         }
         let mut f = open_segment(dir, n).unwrap();
+        f.write_all(&segment_start()).unwrap();
         f.write_all(&buf).unwrap();
+    }
+
+    /// Segment `n` as `b6dd6cc` wrote it: no marker, frames of layout 1.
+    fn append_v1(dir: &Path, n: u64, entries: &[Entry]) {
+        let mut buf = Vec::new();
+        for e in entries {
+            codec::encode_in(e, Layout::V1, &mut buf);
+        }
+        fs::write(segment_path(dir, n), buf).unwrap();
+    }
+
+    /// A snapshot image of `state` as `b6dd6cc` wrote it (version 1, frames of layout 1).
+    fn snapshot_v1(state: &State) -> Vec<u8> {
+        let mut buf = MAGIC.to_vec();
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        let header = state.header_entries();
+        let records: Vec<Entry> = state
+            .pending
+            .values()
+            .map(|r| Entry::Accepted((**r).clone()))
+            .chain(state.staged.values().map(|r| Entry::Staged((**r).clone())))
+            .collect();
+        for e in header.iter().chain(&records) {
+            codec::encode_in(e, Layout::V1, &mut buf);
+        }
+        buf.extend_from_slice(TRAILER);
+        buf.extend_from_slice(&((header.len() + records.len()) as u64).to_le_bytes());
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    /// A pending record three steps into a pipeline (found, missed after a retry, a second
+    /// attempt begun), and a staged one with a skipped step.
+    fn with_steps() -> State {
+        let mut s = State::default();
+        s.apply(rec(5));
+        s.apply(test_accepted(1, 0));
+        for e in [
+            Entry::StepAttempted {
+                partition: 0,
+                seq: 5,
+                step: 0,
+                attempts: 1,
+            },
+            Entry::StepDone {
+                partition: 0,
+                seq: 5,
+                step: 0,
+                done: StepDone::Found(r#"{"account":"a-1"}"#.into()),
+            },
+            Entry::StepAttempted {
+                partition: 0,
+                seq: 5,
+                step: 1,
+                attempts: 2,
+            },
+            Entry::StepDone {
+                partition: 0,
+                seq: 5,
+                step: 1,
+                done: StepDone::Miss,
+            },
+            Entry::StepAttempted {
+                partition: 0,
+                seq: 5,
+                step: 2,
+                attempts: 2,
+            },
+        ] {
+            s.apply(e);
+        }
+        let mut staged = (*s.pending[&(0, 5)]).clone();
+        staged.partition = 2;
+        staged.seq = 0;
+        staged.steps[2].done = Some(StepDone::Skipped);
+        s.apply(Entry::Staged(staged));
+        s
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_step_marks_of_pending_and_staged_records() {
+        let s = with_steps();
+        let r = &s.pending[&(0, 5)];
+        assert_eq!(r.attempts, 5);
+        assert_eq!(r.steps.len(), 3);
+        let (bytes, pending) = snapshot_bytes(&s);
+        assert_eq!(pending, 2);
+        assert_eq!(&bytes[MAGIC.len()..MAGIC.len() + 4], &2u32.to_le_bytes());
+        let back = parse_snapshot(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.pending[&(0, 5)].steps, r.steps);
+        assert_eq!(back.staged[&(2, 0)].steps[2].done, Some(StepDone::Skipped));
+        // Written to the directory and restored.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_manifest(d, &Manifest::default()).unwrap();
+        write_snapshot(d, 0, &s).unwrap();
+        append(d, 0, &[]);
+        let (restored, _, report) = restore(d).unwrap();
+        assert_eq!(restored, s);
+        assert!(report.damage.is_empty(), "{:?}", report.damage);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_reads_as_before() {
+        let mut s = State::default();
+        s.apply(rec(0));
+        s.apply(Entry::Committed {
+            marks: vec![],
+            output: 12,
+            dead_letter: 3,
+        });
+        let image = snapshot_v1(&s);
+        assert_eq!(parse_snapshot(&image).unwrap(), s);
+        // Its frames are not of layout 2: read as version 2 they are damage.
+        let mut as_v2 = image.clone();
+        as_v2[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
+        let end = as_v2.len() - 4;
+        let crc = crc32c::crc32c(&as_v2[..end]);
+        as_v2[end..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            parse_snapshot(&as_v2),
+            Err(SnapshotError::Damaged(_))
+        ));
+    }
+
+    #[test]
+    fn a_chain_of_version_1_then_version_2_segments_restores_with_step_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_manifest(d, &Manifest::default()).unwrap();
+        // Written by the older release: a snapshot and a segment of version 1.
+        let mut old = State::default();
+        old.apply(rec(0));
+        fs::write(snapshot_path(d, 1), snapshot_v1(&old)).unwrap();
+        append_v1(
+            d,
+            1,
+            &[
+                rec(1),
+                Entry::Attempted {
+                    partition: 0,
+                    seq: 1,
+                    attempts: 2,
+                },
+            ],
+        );
+        // Then this build: version 2, with step progress of a record of either release.
+        append(
+            d,
+            2,
+            &[
+                rec(2),
+                Entry::StepAttempted {
+                    partition: 0,
+                    seq: 0,
+                    step: 1,
+                    attempts: 1,
+                },
+                Entry::StepDone {
+                    partition: 0,
+                    seq: 2,
+                    step: 0,
+                    done: StepDone::Miss,
+                },
+            ],
+        );
+        let bytes = fs::read(segment_path(d, 2)).unwrap();
+        assert_eq!(codec::segment_version(&bytes).0, 2);
+        let (state, next, report) = restore(d).unwrap();
+        assert_eq!(next, 3);
+        assert_eq!(report.segments.len(), 2);
+        assert!(report.segments.iter().all(|s| s.damage.is_none()));
+        assert_eq!(
+            state.pending.keys().map(|k| k.1).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        let marks = |seq| state.pending[&(0, seq)].steps.clone();
+        assert_eq!(
+            marks(0),
+            vec![
+                StepMark::default(),
+                StepMark {
+                    attempts: 1,
+                    done: None
+                }
+            ]
+        );
+        assert_eq!(state.pending[&(0, 0)].attempts, 1);
+        assert_eq!(state.pending[&(0, 1)].attempts, 2);
+        assert!(marks(1).is_empty());
+        assert_eq!(
+            marks(2),
+            vec![StepMark {
+                attempts: 0,
+                done: Some(StepDone::Miss)
+            }]
+        );
+        // A snapshot of it is version 2 and restores the same.
+        write_snapshot(d, 3, &state).unwrap();
+        append(d, 3, &[]);
+        let (again, _, report) = restore(d).unwrap();
+        assert_eq!(again, state);
+        assert_eq!(
+            report.snapshot.as_deref(),
+            Some("snapshot-00000000000000000003.snap")
+        );
     }
 
     #[test]
@@ -574,26 +794,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         write_manifest(d, &Manifest::default()).unwrap();
-        append(d, 0, &[rec(0)]);
-        // A marker of version 1 is version 1 (this build writes none).
+        append_v1(d, 0, &[rec(0)]);
+        // A marker of version 1 is version 1 (as no marker).
         let mut marked = Vec::new();
         codec::encode_format(1, &mut marked);
-        codec::encode(&rec(1), &mut marked);
-        open_segment(d, 1).unwrap().write_all(&marked).unwrap();
+        codec::encode_in(&rec(1), Layout::V1, &mut marked);
+        fs::write(segment_path(d, 1), &marked).unwrap();
+        append(d, 2, &[rec(2)]);
         let (state, _, report) = restore(d).unwrap();
-        assert_eq!(state.pending.len(), 2);
+        assert_eq!(state.pending.len(), 3);
         assert_eq!(report.segments[1].entries, 1);
-        assert_eq!(report.segments[1].damage, None);
+        assert!(report.segments.iter().all(|s| s.damage.is_none()));
         let mut newer = Vec::new();
         codec::encode_format(3, &mut newer);
-        codec::encode(&rec(2), &mut newer);
-        open_segment(d, 2).unwrap().write_all(&newer).unwrap();
+        codec::encode(&rec(3), &mut newer);
+        fs::write(segment_path(d, 3), &newer).unwrap();
         let text = refused(d);
         assert!(
             text.starts_with(
-                "journal segment journal-00000000000000000002.log has format version 3; \
+                "journal segment journal-00000000000000000003.log has format version 3; \
                  this sluice ("
-            ) && text.contains("reads version 1"),
+            ) && text.contains("reads versions 1..2"),
             "{text}"
         );
     }
@@ -611,14 +832,14 @@ mod tests {
         // Snapshot 2 as a newer release would write it: whole, with its checksum.
         let path = snapshot_path(d, 2);
         let mut bytes = fs::read(&path).unwrap();
-        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
+        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&3u32.to_le_bytes());
         let end = bytes.len() - 4;
         let crc = crc32c::crc32c(&bytes[..end]);
         bytes[end..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             parse_snapshot(&bytes),
             Err(SnapshotError::Unsupported(UnsupportedVersion {
-                found: 2,
+                found: 3,
                 ..
             }))
         ));
@@ -626,7 +847,7 @@ mod tests {
         let text = refused(d);
         assert!(
             text.starts_with(
-                "snapshot snapshot-00000000000000000002.snap has format version 2; this sluice ("
+                "snapshot snapshot-00000000000000000002.snap has format version 3; this sluice ("
             ),
             "{text}"
         );

@@ -356,14 +356,25 @@ impl Writer {
         }
     }
 
+    /// Append `buf`; a segment's first append begins with its format marker, so opening a
+    /// segment writes nothing (a full disk fails the first group, which is cut back with
+    /// its marker) and no segment holds entries without one.
     fn append(&mut self, buf: &[u8]) -> Result<(), JournalError> {
+        let marker = if self.segment_len == 0 {
+            files::segment_start()
+        } else {
+            Vec::new()
+        };
         self.file
-            .write_all(buf)
+            .write_all(&marker)
+            .and_then(|_| self.file.write_all(buf))
             .map_err(|e| JournalError::Write(Arc::new(e)))?;
-        self.segment_len += buf.len() as u64;
+        let n = (marker.len() + buf.len()) as u64;
+        self.segment_len += n;
+        self.unsynced.extend_from_slice(&marker);
         self.unsynced.extend_from_slice(buf);
         self.dirty = true;
-        self.metrics.journal_bytes.inc_by(buf.len() as u64);
+        self.metrics.journal_bytes.inc_by(n);
         Ok(())
     }
 
@@ -731,6 +742,73 @@ mod tests {
                 .starts_with("cannot open journal segment 7: ")
         );
         assert_eq!(JournalError::Stopped.to_string(), "the journal stopped");
+    }
+
+    #[test]
+    fn every_segment_written_begins_with_the_marker_of_version_2_and_restores_with_step_marks() {
+        use crate::durability::codec::{Layout, test_accepted};
+        use crate::record::StepDone;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let (handle, inbox) = channel(Limits {
+            bytes: 1 << 20,
+            entries: 1 << 10,
+        });
+        let thread = spawn(
+            inbox,
+            d.clone(),
+            State::default(),
+            0,
+            Duration::from_secs(3600),
+            Metrics::new().unwrap(),
+            CheckpointSlot::default(),
+            JournalHealth::default(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let step = |step, attempts| Entry::StepAttempted {
+            partition: 0,
+            seq: 1,
+            step,
+            attempts,
+        };
+        rt.block_on(async {
+            let wrote = handle.write_durable(vec![test_accepted(0, 1), step(0, 1)]);
+            wrote.await.unwrap().unwrap();
+            handle.checkpoint().await.unwrap();
+            let done = Entry::StepDone {
+                partition: 0,
+                seq: 1,
+                step: 0,
+                done: StepDone::Miss,
+            };
+            let wrote = handle.write_durable(vec![done, step(1, 2)]);
+            wrote.await.unwrap().unwrap();
+        });
+        drop(handle);
+        thread.join().unwrap();
+        let (segments, snapshots) = files::list(&d).unwrap();
+        // Segment 0 is covered by the snapshot taken when segment 1 was opened (pruned).
+        assert_eq!((&segments[..], &snapshots[..]), (&[1][..], &[1][..]));
+        for n in segments {
+            let bytes = std::fs::read(files::segment_path(&d, n)).unwrap();
+            let (version, start) = codec::segment_version(&bytes);
+            assert_eq!(version, 2, "segment {n}");
+            assert_eq!(bytes[..start], files::segment_start()[..]);
+            let (entries, err) = codec::decode_all(&bytes[start..], Layout::V2);
+            assert_eq!((entries.len(), err), (2, None), "segment {n}");
+        }
+        let (state, _, report) = files::restore(&d).unwrap();
+        assert!(report.damage.is_empty(), "{:?}", report.damage);
+        let r = &state.pending[&(0, 1)];
+        assert_eq!(r.steps[0].done, Some(StepDone::Miss));
+        assert_eq!(
+            r.steps.iter().map(|m| m.attempts).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(r.attempts, 3);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::codec::Entry;
-use crate::record::Record;
+use crate::record::{Record, StepMark};
 
 /// Seqs handed out per lease; a restart continues above the last lease, never below.
 pub const LEASE: u64 = 1 << 20;
@@ -45,6 +45,15 @@ pub struct State {
     pub in_doubt: BTreeMap<(u32, u64), (u64, String)>,
 }
 
+/// Step `step`'s mark in `r`, the marks grown to reach it.
+fn step_mark(r: &mut Record, step: u16) -> &mut StepMark {
+    let i = usize::from(step);
+    if r.steps.len() <= i {
+        r.steps.resize(i + 1, StepMark::default());
+    }
+    &mut r.steps[i]
+}
+
 impl State {
     /// Apply one entry.
     pub fn apply(&mut self, e: Entry) {
@@ -72,6 +81,29 @@ impl State {
                     && attempts > r.attempts
                 {
                     Arc::make_mut(r).attempts = attempts;
+                }
+            }
+            Entry::StepAttempted {
+                partition,
+                seq,
+                step,
+                attempts,
+            } => {
+                if let Some(r) = self.pending.get_mut(&(partition, seq)) {
+                    let r = Arc::make_mut(r);
+                    let mark = step_mark(r, step);
+                    mark.attempts = mark.attempts.max(attempts);
+                    r.attempts = r.steps.iter().map(|m| m.attempts).sum();
+                }
+            }
+            Entry::StepDone {
+                partition,
+                seq,
+                step,
+                done,
+            } => {
+                if let Some(r) = self.pending.get_mut(&(partition, seq)) {
+                    step_mark(Arc::make_mut(r), step).done = Some(done);
                 }
             }
             Entry::Committed {
@@ -262,6 +294,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::StepDone;
 
     fn accepted(partition: u32, seq: u64) -> Entry {
         crate::durability::codec::test_accepted(partition, seq)
@@ -274,7 +307,8 @@ mod tests {
         // with overflow checks.
         let frame: &[u8] = b"H\x00\x00\x00\xef\xc0^\x9a\x01\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x03\x00\x00\
             \x00\"r\"\x03\x00\x00\x00\"k\"\x01\x00\x00\x00k\x0f\x00\x00\x00{\"user_id\":\"k\"}";
-        let (accepted, n) = crate::durability::codec::decode(frame).unwrap();
+        let (accepted, n) =
+            crate::durability::codec::decode(frame, crate::durability::codec::Layout::V1).unwrap();
         assert_eq!(n, frame.len());
         let mut s = State::default();
         s.apply(accepted.clone());
@@ -416,5 +450,161 @@ mod tests {
         let left: Vec<u64> = s.staged_of(1).iter().map(|r| r.seq).collect();
         assert_eq!(left, vec![1]);
         assert_eq!(s.staged_of(3).len(), 1);
+    }
+
+    fn step_attempted(seq: u64, step: u16, attempts: u32) -> Entry {
+        Entry::StepAttempted {
+            partition: 0,
+            seq,
+            step,
+            attempts,
+        }
+    }
+
+    fn step_done(seq: u64, step: u16, done: StepDone) -> Entry {
+        Entry::StepDone {
+            partition: 0,
+            seq,
+            step,
+            done,
+        }
+    }
+
+    #[test]
+    fn step_attempts_are_kept_per_step_and_summed_on_the_record() {
+        let mut s = State::default();
+        for e in [
+            accepted(0, 1),
+            step_attempted(1, 0, 1),
+            step_attempted(1, 2, 1),
+            step_attempted(1, 2, 2),
+            step_done(1, 0, StepDone::Found("{\"a\":1}".into())),
+        ] {
+            s.apply(e);
+        }
+        let r = &s.pending[&(0, 1)];
+        assert_eq!(
+            r.steps,
+            vec![
+                StepMark {
+                    attempts: 1,
+                    done: Some(StepDone::Found("{\"a\":1}".into()))
+                },
+                StepMark::default(),
+                StepMark {
+                    attempts: 2,
+                    done: None
+                },
+            ]
+        );
+        assert_eq!(r.attempts, 3, "the record's attempts are the steps' sum");
+    }
+
+    #[test]
+    fn an_older_step_attempt_arriving_late_keeps_the_larger_count() {
+        let mut s = State::default();
+        for e in [
+            accepted(0, 1),
+            step_attempted(1, 1, 3),
+            step_attempted(1, 1, 2),
+            step_attempted(1, 0, 1),
+            step_attempted(1, 1, 1),
+        ] {
+            s.apply(e);
+        }
+        let r = &s.pending[&(0, 1)];
+        assert_eq!(
+            r.steps.iter().map(|m| m.attempts).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(r.attempts, 4);
+    }
+
+    #[test]
+    fn a_step_result_is_kept_whatever_the_attempts_and_the_last_one_wins() {
+        let mut s = State::default();
+        for e in [
+            accepted(0, 1),
+            step_done(1, 1, StepDone::Skipped),
+            step_done(1, 0, StepDone::Miss),
+            step_done(1, 0, StepDone::Found("{}".into())),
+        ] {
+            s.apply(e);
+        }
+        let r = &s.pending[&(0, 1)];
+        assert_eq!(r.steps[0].done, Some(StepDone::Found("{}".into())));
+        assert_eq!(r.steps[1].done, Some(StepDone::Skipped));
+        assert_eq!(r.attempts, 0, "a result alone begins no attempt");
+    }
+
+    #[test]
+    fn step_entries_for_records_not_pending_change_nothing() {
+        let mut s = State::default();
+        for e in [accepted(0, 1), staged(0, 7)] {
+            s.apply(e);
+        }
+        let before = s.clone();
+        for e in [
+            step_attempted(2, 0, 1),
+            step_done(2, 0, StepDone::Miss),
+            // Seq 7 is a stage number of a staged record, not a pending one.
+            step_attempted(7, 0, 1),
+            step_done(7, 1, StepDone::Skipped),
+            Entry::StepAttempted {
+                partition: 5,
+                seq: 1,
+                step: 0,
+                attempts: 1,
+            },
+        ] {
+            s.apply(e);
+        }
+        assert_eq!(s, before);
+        assert!(s.pending.values().all(|r| r.steps.is_empty()));
+    }
+
+    #[test]
+    fn a_committed_or_handed_record_goes_with_its_step_marks_and_later_entries_are_ignored() {
+        let mut s = State::default();
+        for e in [
+            accepted(0, 1),
+            accepted(0, 2),
+            step_attempted(1, 0, 1),
+            step_done(1, 0, StepDone::Miss),
+            step_attempted(2, 0, 2),
+            Entry::Committed {
+                marks: vec![(0, 1)],
+                output: 10,
+                dead_letter: 0,
+            },
+            Entry::Handed {
+                marks: vec![(0, 2)],
+            },
+            step_attempted(1, 1, 1),
+            step_done(2, 0, StepDone::Skipped),
+        ] {
+            s.apply(e);
+        }
+        assert!(s.pending.is_empty());
+        assert_eq!(s.next_seq_of(0), 3);
+    }
+
+    #[test]
+    fn step_marks_go_with_a_record_restaged_for_a_handover() {
+        let mut s = State::default();
+        for e in [
+            accepted(0, 1),
+            step_attempted(1, 0, 1),
+            step_done(1, 0, StepDone::Found("{}".into())),
+            step_attempted(1, 1, 2),
+        ] {
+            s.apply(e);
+        }
+        let r = (*s.pending[&(0, 1)]).clone();
+        // Restaged for another owner (a handover): the record goes as it is.
+        let mut t = State::default();
+        t.apply(Entry::Staged(r.clone()));
+        assert_eq!(t.staged[&(0, 1)].steps, r.steps);
+        assert_eq!(t.staged[&(0, 1)].attempts, 3);
     }
 }

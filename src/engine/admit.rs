@@ -47,8 +47,11 @@ pub struct RecordRules {
     key: Pointer,
     id: Pointer,
     into: Pointer,
+    /// `[lookup.steps.*]`: each step's `into` (each must be mergeable); empty in the
+    /// single-lookup form.
+    step_intos: Vec<(String, Pointer)>,
     partitions: u32,
-    lookup: Option<std::sync::Arc<dyn crate::lookup::Lookup>>,
+    pipeline: Option<std::sync::Arc<super::pipeline::Pipeline>>,
 }
 
 /// The member `tokens[0]` among `top` (last duplicate wins), then the rest of the path.
@@ -69,14 +72,22 @@ impl RecordRules {
             key: Pointer::parse(&s.pipeline.key)?,
             id: Pointer::parse(&s.pipeline.id)?,
             into: Pointer::parse(&s.lookup.into)?,
+            step_intos: s
+                .lookup
+                .steps
+                .iter()
+                .map(|(name, step)| Ok((name.clone(), Pointer::parse(&step.into)?)))
+                .collect::<Result<_, crate::pointer::PointerError>>()?,
             partitions: s.pipeline.partitions.clamp(1, u64::from(u32::MAX)) as u32,
-            lookup: None,
+            pipeline: None,
         })
     }
 
-    /// Also ask `lookup` whether each record can be looked up (422 if not).
-    pub fn with_lookup(mut self, lookup: std::sync::Arc<dyn crate::lookup::Lookup>) -> Self {
-        self.lookup = Some(lookup);
+    /// Also ask each step's backend whether the record can be looked up (422 if not),
+    /// for the steps whose binds all point into the record (the others bind against
+    /// earlier results, checked when they are due).
+    pub fn with_pipeline(mut self, pipeline: std::sync::Arc<super::pipeline::Pipeline>) -> Self {
+        self.pipeline = Some(pipeline);
         self
     }
 
@@ -172,24 +183,49 @@ impl RecordRules {
                 None
             }
         };
-        let splice = match self.merge_target_fits(&top) {
-            Ok(splice) => splice,
-            Err(NotAnObject(at)) => {
-                errors.push(err(
-                    self.into.as_str(),
-                    format!(
-                        "cannot merge the lookup result at {}: {at} is not an object",
-                        self.into.as_str()
-                    ),
-                ));
-                false
+        let splice = if self.step_intos.is_empty() {
+            match merge_target_fits(&self.into, &top) {
+                Ok(splice) => splice,
+                Err(NotAnObject(at)) => {
+                    errors.push(err(
+                        self.into.as_str(),
+                        format!(
+                            "cannot merge the lookup result at {}: {at} is not an object",
+                            self.into.as_str()
+                        ),
+                    ));
+                    false
+                }
             }
+        } else {
+            // Appended in one pass when every step merges at a new top-level member.
+            let mut all_top = true;
+            for (step, into) in &self.step_intos {
+                all_top &= matches!(merge_target_fits(into, &top), Ok(true));
+                if let Err(NotAnObject(at)) = merge_target_fits(into, &top) {
+                    errors.push(err(
+                        into.as_str(),
+                        format!(
+                            "step {step}: cannot merge the result at {}: {at} is not an object",
+                            into.as_str()
+                        ),
+                    ));
+                }
+            }
+            all_top
         };
         if errors.is_empty()
-            && let Some(l) = &self.lookup
-            && let Err((pointer, message)) = l.check(record)
+            && let Some(p) = &self.pipeline
         {
-            errors.push(err(&pointer, message));
+            let graph = p.graph();
+            for (i, lookup) in p.lookups().iter().enumerate() {
+                if graph.reads_results(i) {
+                    continue;
+                }
+                if let Err((pointer, message)) = lookup.check(record) {
+                    errors.push(err(&pointer, format!("{}{message}", p.label(i))));
+                }
+            }
         }
         match key {
             Some((key, canonical)) if errors.is_empty() => {
@@ -206,20 +242,23 @@ impl RecordRules {
                     canonical: Arc::from(canonical),
                     text: Arc::from(raw::to_line(record)),
                     decided: None,
+                    steps: Vec::new(),
                 })
             }
             _ => Err(errors),
         }
     }
+}
 
-    /// Whether the result can be merged at `lookup.into`: `Ok(true)` when it can be
-    /// appended as a new top-level member, `Ok(false)` when it needs the slow merge, and
-    /// an error naming the prefix of the path that holds a non-object.
-    fn merge_target_fits(
-        &self,
-        top: &[(std::borrow::Cow<'_, str>, &str)],
-    ) -> Result<bool, NotAnObject> {
-        let tokens = self.into.tokens();
+/// Whether a result can be merged at `into`: `Ok(true)` when it can be appended as a new
+/// top-level member, `Ok(false)` when it needs the slow merge, and an error naming the
+/// prefix of the path that holds a non-object.
+fn merge_target_fits(
+    into: &Pointer,
+    top: &[(std::borrow::Cow<'_, str>, &str)],
+) -> Result<bool, NotAnObject> {
+    {
+        let tokens = into.tokens();
         if tokens.len() == 1 {
             return Ok(!top.iter().any(|(k, _)| k == &tokens[0]));
         }

@@ -6,8 +6,10 @@
 //! Each request names the source node (for the owner's resend watermark), the partition and
 //! the epoch the sender believes the owner holds; an owner at another epoch refuses (409)
 //! and the ingress re-routes once its view catches up. It names the body's format version
-//! too (`durability::versions`): a receiver that does not read it answers 415, and the
-//! records stay here like after any other refusal (README "Upgrades").
+//! too (`durability::versions`): the oldest that holds the batch whole (version 1 unless a
+//! record carries pipeline step marks, [`forward_body`]), so peers of an earlier release
+//! keep taking batches during a rolling upgrade; a receiver that does not read it answers
+//! 415, and the records stay here like after any other refusal (README "Upgrades").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +18,8 @@ use actix::prelude::*;
 
 use super::outbox::{Sent, ShipResult};
 use super::shared::Shared;
-use crate::durability::codec;
-use crate::durability::versions::{FORWARD_HEADER, Format};
+use crate::durability::codec::{self, Layout};
+use crate::durability::versions::FORWARD_HEADER;
 use crate::peer_api::{H_EPOCH, H_HANDOVER, H_IMPORTED_UPTO, H_INCARNATION, H_PARTITION, H_SOURCE};
 use crate::record::Record;
 
@@ -33,6 +35,17 @@ fn answered(status: u16, taken_upto: u64, text: String) -> ShipResult {
         },
         _ => ShipResult::Retry(format!("HTTP {status}: {text}")),
     }
+}
+
+/// A batch's body (its records as `Staged` journal frames) and its format version: that of
+/// the oldest layout that holds every record whole ([`Layout::carrying`]).
+pub fn forward_body(records: &[Arc<Record>]) -> (u32, Vec<u8>) {
+    let layout = Layout::carrying(records.iter().map(|r| &**r));
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.text.len() + 96).sum());
+    for r in records {
+        codec::encode_staged_in(r, layout, &mut body);
+    }
+    (layout.version(), body)
 }
 
 /// A forwarder's answer for one shipped batch (to the ingress).
@@ -103,10 +116,7 @@ impl Handler<Ship> for Forwarder {
     type Result = ();
 
     fn handle(&mut self, msg: Ship, ctx: &mut Self::Context) {
-        let mut body = Vec::with_capacity(msg.records.iter().map(|r| r.text.len() + 96).sum());
-        for r in &msg.records {
-            codec::encode_staged(r, &mut body);
-        }
+        let (version, body) = forward_body(&msg.records);
         let mut req = self
             .client
             .post(&self.url)
@@ -115,7 +125,7 @@ impl Handler<Ship> for Forwarder {
             .insert_header((H_PARTITION, msg.partition.to_string()))
             .insert_header((H_EPOCH, msg.epoch.to_string()))
             .insert_header((H_HANDOVER, if msg.handover { "1" } else { "0" }))
-            .insert_header((FORWARD_HEADER, Format::Forward.current().to_string()));
+            .insert_header((FORWARD_HEADER, version.to_string()));
         let incarnation = self.shared.ownership.incarnation();
         if !incarnation.is_empty() {
             req = req.insert_header((H_INCARNATION, incarnation));
@@ -188,6 +198,64 @@ impl Handler<Ship> for Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durability::versions::Format;
+    use crate::record::{StepDone, StepMark};
+
+    fn staged(seq: u64, steps: Vec<StepMark>) -> Arc<Record> {
+        Arc::new(Record {
+            partition: 1,
+            seq,
+            accepted_ms: 5,
+            first_attempt_ms: 6,
+            attempts: steps.iter().map(|m| m.attempts).sum(),
+            splice: true,
+            id: format!("r{seq}").into(),
+            key: "\"k\"".into(),
+            canonical: "k".into(),
+            text: "{\"user_id\":\"k\"}".into(),
+            decided: None,
+            steps,
+        })
+    }
+
+    #[test]
+    fn a_batch_without_step_marks_goes_as_version_1_and_one_with_them_as_version_2() {
+        let plain = vec![staged(0, Vec::new()), staged(1, Vec::new())];
+        let (version, body) = forward_body(&plain);
+        assert_eq!(version, 1, "every peer reads it");
+        let mut v1 = Vec::new();
+        for r in &plain {
+            codec::encode_staged_in(r, Layout::V1, &mut v1);
+        }
+        assert_eq!(body, v1, "as b6dd6cc sent it");
+        let marks = vec![
+            StepMark {
+                attempts: 1,
+                done: Some(StepDone::Found("{\"a\":1}".into())),
+            },
+            StepMark {
+                attempts: 2,
+                done: None,
+            },
+        ];
+        let mixed = vec![staged(0, Vec::new()), staged(1, marks)];
+        let (version, body) = forward_body(&mixed);
+        assert_eq!(version, Format::Forward.current());
+        let layout = Format::Forward.layout("batch", version).unwrap();
+        let (entries, err) = codec::decode_all(&body, layout);
+        assert_eq!(err, None);
+        let back: Vec<Record> = entries
+            .into_iter()
+            .map(|e| match e {
+                codec::Entry::Staged(r) => r,
+                e => panic!("not staged: {e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            back,
+            mixed.iter().map(|r| (**r).clone()).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn a_refused_format_version_keeps_the_records_for_a_retry() {

@@ -576,6 +576,7 @@ fn restored_job(mut r: Record, now: Instant) -> Job {
         accepted_at: now,
         journaled: true,
         reply: None,
+        progress: Default::default(),
     }
 }
 
@@ -717,6 +718,7 @@ impl Handler<Submit> for Ingress {
                     accepted_at: now,
                     journaled,
                     reply: msg.reply.as_ref().map(|c| c.slot(i)),
+                    progress: Default::default(),
                 },
             ));
         }

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use super::reply::ReplySlot;
 use crate::record::Record;
+use crate::steps::Progress;
 
 /// One accepted record and what the engine tracks about it while it is here.
 pub struct Job {
@@ -15,4 +16,7 @@ pub struct Job {
     pub journaled: bool,
     /// Set for `/v1/enrich`: the envelope goes back to the request instead of a sink.
     pub reply: Option<ReplySlot>,
+    /// Where the record stands in the pipeline's steps (set when it enters the in-flight
+    /// queue).
+    pub progress: Progress,
 }

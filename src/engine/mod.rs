@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod outcome;
 pub mod ownership;
 pub mod partition;
+pub mod pipeline;
 pub mod queue;
 pub mod reply;
 pub mod retry;
@@ -44,10 +45,10 @@ use self::retry::RetryPolicy;
 use self::shared::Shared;
 use crate::durability::journal::{CheckpointInfo, JournalError, JournalHandle};
 use crate::durability::state::State;
-use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use crate::settings::{Ack, Settings};
 use crate::sink::{Sink, SinkError};
+use pipeline::Pipeline;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub enum EngineError {
     Pointer(#[from] crate::pointer::PointerError),
     #[error("the ingress is gone (engine stopped)")]
     Stopped,
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] pipeline::PipelineError),
 }
 
 /// Why a submission was not accepted.
@@ -141,7 +144,7 @@ pub struct Engine {
     rules: RecordRules,
     arbiters: Vec<Arbiter>,
     journal: Option<JournalHandle>,
-    lookup: Arc<dyn Lookup>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Engine {
@@ -151,7 +154,7 @@ impl Engine {
     /// starts not ready: call [`Engine::set_ready`] (after [`Engine::restore`]).
     pub fn start(
         settings: &Settings,
-        lookup: Arc<dyn Lookup>,
+        pipeline: Arc<Pipeline>,
         output: Box<dyn Sink>,
         dead_letter: Box<dyn Sink>,
         journal: Option<JournalHandle>,
@@ -160,14 +163,14 @@ impl Engine {
             &settings.node_id(),
             settings.pipeline.partitions as u32,
         ));
-        Self::start_with(settings, lookup, output, dead_letter, journal, ownership)
+        Self::start_with(settings, pipeline, output, dead_letter, journal, ownership)
     }
 
     /// [`Engine::start`] with a given ownership table (cluster mode: owns nothing until
     /// the controller activates partitions).
     pub fn start_with(
         settings: &Settings,
-        lookup: Arc<dyn Lookup>,
+        pipeline: Arc<Pipeline>,
         output: Box<dyn Sink>,
         dead_letter: Box<dyn Sink>,
         journal: Option<JournalHandle>,
@@ -175,7 +178,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let partitions = settings.pipeline.partitions as usize;
         let shared = Arc::new(Shared::new(partitions, Metrics::new()?, ownership));
-        let rules = RecordRules::from_settings(settings)?.with_lookup(lookup.clone());
+        let rules = RecordRules::from_settings(settings)?.with_pipeline(pipeline.clone());
         let outcome_rules = Arc::new(OutcomeRules::from_settings(settings)?);
         let policy = RetryPolicy::from_settings(&settings.retry);
 
@@ -199,15 +202,14 @@ impl Engine {
                 capacity: settings.pipeline.capacity as usize,
                 mode: settings.pipeline.mode,
                 timeout: Duration::from_millis(settings.pipeline.timeout_ms),
-                attempt_timeout: Duration::from_millis(settings.lookup.attempt_timeout_ms),
                 policy: policy.clone(),
                 rules: outcome_rules.clone(),
                 journal: journal.clone(),
             };
-            let (lookup, emitter, shared) = (lookup.clone(), emitter.clone(), shared.clone());
+            let (pipeline, emitter, shared) = (pipeline.clone(), emitter.clone(), shared.clone());
             addrs.push(Partition::start_in_arbiter(
                 &workers[id % workers.len()].handle(),
-                move |_| Partition::new(cfg, lookup, emitter, shared),
+                move |_| Partition::new(cfg, pipeline, emitter, shared),
             ));
         }
 
@@ -248,13 +250,13 @@ impl Engine {
             rules,
             arbiters,
             journal,
-            lookup,
+            pipeline,
         })
     }
 
-    /// The lookup backend (readiness, coalescing counts).
-    pub fn lookup(&self) -> &Arc<dyn Lookup> {
-        &self.lookup
+    /// The pipeline's steps and their backends (readiness, coalescing counts).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
     }
 
     /// Accept requests from now on (`/readyz` turns 200).

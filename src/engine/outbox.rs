@@ -788,6 +788,7 @@ mod tests {
             canonical: Arc::from(i.to_string()),
             text,
             decided: None,
+            steps: Vec::new(),
         }
     }
 

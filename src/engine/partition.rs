@@ -13,14 +13,17 @@ use rand::Rng;
 
 use super::emitter::{EmitBatch, Emitter};
 use super::job::Job;
-use super::outcome::{EnvelopeParts, Outcome, OutcomeRules, Route};
+use super::outcome::{EnvelopeParts, Outcome, OutcomeRules, Route, StepsPart};
+use super::pipeline::Pipeline;
 use super::queue::{AdmitError, InFlightQueue, Released};
 use super::retry::{AttemptKind, Next, RetryPolicy};
 use super::shared::Shared;
 use crate::durability::codec::Entry;
 use crate::durability::journal::{JournalError, JournalHandle, unix_ms};
 use crate::envelope::Envelopes;
-use crate::lookup::{Lookup, LookupError, LookupRequest, LookupResult, Pending};
+use crate::envelope::OutcomeKind;
+use crate::lookup::{LookupError, LookupRequest, LookupResult, Pending};
+use crate::steps::{End, Status, Verdict};
 
 /// Records routed to this partition, in seq order.
 #[derive(Message)]
@@ -37,6 +40,7 @@ enum AttemptEnd {
 #[rtype(result = "()")]
 struct AttemptDone {
     seq: u64,
+    step: usize,
     attempt: u32,
     end: AttemptEnd,
     elapsed: Duration,
@@ -46,12 +50,16 @@ struct AttemptDone {
 #[rtype(result = "()")]
 struct RetryNow {
     seq: u64,
+    step: usize,
 }
+
+/// One attempt of one step of one record: (seq, step, attempt number).
+type AttemptId = (u64, usize, u32);
 
 /// These attempts are journaled (durably): issue their lookups now.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Issue(Vec<(u64, u32)>);
+struct Issue(Vec<AttemptId>);
 
 /// Cluster: from now on this partition writes under ownership `epoch` (sent by the
 /// ingress before the first records of a new tenure).
@@ -72,7 +80,6 @@ pub struct PartitionConfig {
     pub capacity: usize,
     pub mode: crate::settings::Mode,
     pub timeout: Duration,
-    pub attempt_timeout: Duration,
     pub policy: RetryPolicy,
     pub rules: Arc<OutcomeRules>,
     /// Where first attempts and retries are journaled (their deadline and count survive
@@ -80,30 +87,27 @@ pub struct PartitionConfig {
     pub journal: Option<JournalHandle>,
 }
 
-struct LocalMetrics {
+/// Counters of one step, kept per partition and flushed now and then.
+struct StepMetrics {
     found: LocalIntCounter,
     miss: LocalIntCounter,
     error: LocalIntCounter,
     timeout: LocalIntCounter,
     retries: LocalIntCounter,
-    deadlines: LocalIntCounter,
     lookup_duration: LocalHistogram,
-    record_latency: LocalHistogram,
 }
 
-impl LocalMetrics {
-    fn new(shared: &Shared) -> Self {
+impl StepMetrics {
+    fn new(shared: &Shared, step: &str) -> Self {
         let m = &shared.metrics;
-        let attempts = |r: &str| m.lookup_attempts.with_label_values(&[r]).local();
-        LocalMetrics {
+        let attempts = |r: &str| m.lookup_attempts.with_label_values(&[step, r]).local();
+        StepMetrics {
             found: attempts("found"),
             miss: attempts("miss"),
             error: attempts("error"),
             timeout: attempts("timeout"),
-            retries: m.lookup_retries.local(),
-            deadlines: m.record_timeouts.local(),
-            lookup_duration: m.lookup_duration.local(),
-            record_latency: m.record_latency.local(),
+            retries: m.lookup_retries.with_label_values(&[step]).local(),
+            lookup_duration: m.lookup_duration.with_label_values(&[step]).local(),
         }
     }
 
@@ -114,11 +118,45 @@ impl LocalMetrics {
             &self.error,
             &self.timeout,
             &self.retries,
-            &self.deadlines,
         ] {
             c.flush();
         }
         self.lookup_duration.flush();
+    }
+}
+
+/// The partition's own counters: per step, and per record.
+struct LocalMetrics {
+    steps: Vec<StepMetrics>,
+    deadlines: LocalIntCounter,
+    record_latency: LocalHistogram,
+}
+
+impl std::ops::Index<usize> for LocalMetrics {
+    type Output = StepMetrics;
+    fn index(&self, step: usize) -> &StepMetrics {
+        &self.steps[step]
+    }
+}
+
+impl LocalMetrics {
+    fn new(shared: &Shared, pipeline: &Pipeline) -> Self {
+        let m = &shared.metrics;
+        let g = pipeline.graph();
+        LocalMetrics {
+            steps: (0..g.len())
+                .map(|i| StepMetrics::new(shared, g.name(i)))
+                .collect(),
+            deadlines: m.record_timeouts.local(),
+            record_latency: m.record_latency.local(),
+        }
+    }
+
+    fn flush(&self) {
+        for s in &self.steps {
+            s.flush();
+        }
+        self.deadlines.flush();
         self.record_latency.flush();
     }
 }
@@ -128,7 +166,7 @@ pub struct Partition {
     cfg: PartitionConfig,
     queue: InFlightQueue<Job, Outcome>,
     backlog: VecDeque<(u64, Job)>,
-    lookup: Arc<dyn Lookup>,
+    pipeline: Arc<Pipeline>,
     emitter: Addr<Emitter>,
     shared: Arc<Shared>,
     released: Vec<Released<Job, Outcome>>,
@@ -144,23 +182,23 @@ pub struct Partition {
     /// Attempts (seq, attempt number) begun during this wake-up whose journal entries must
     /// be durable before their lookups are issued: an attempt counts once it may have been
     /// made, so `retry.max_attempts` holds across crashes.
-    to_issue: Vec<(u64, u32)>,
+    to_issue: Vec<AttemptId>,
 }
 
 impl Partition {
     /// A partition that sends what it releases to `emitter`.
     pub fn new(
         cfg: PartitionConfig,
-        lookup: Arc<dyn Lookup>,
+        pipeline: Arc<Pipeline>,
         emitter: Addr<Emitter>,
         shared: Arc<Shared>,
     ) -> Self {
         Partition {
             queue: InFlightQueue::new(cfg.mode, cfg.capacity),
             backlog: VecDeque::new(),
-            local: LocalMetrics::new(&shared),
+            local: LocalMetrics::new(&shared, &pipeline),
             cfg,
-            lookup,
+            pipeline,
             emitter,
             shared,
             released: Vec::new(),
@@ -224,8 +262,9 @@ impl Partition {
                 now + self.cfg.timeout
             };
             let key = job.rec.canonical.clone();
+            job.progress = self.pipeline.progress_of(&job.rec);
             match self.queue.admit(seq, key, deadline, job) {
-                Ok(()) => self.start_attempt(seq),
+                Ok(()) => self.advance(seq),
                 Err(AdmitError::Full(job)) => {
                     moved -= 1;
                     self.backlog.push_front((seq, job));
@@ -254,43 +293,164 @@ impl Partition {
         }
     }
 
-    fn start_attempt(&mut self, seq: u64) {
+    /// Start what is due for record `seq` (steps whose sources are done; skip those whose
+    /// binds read `null`), or complete it once it has its outcome.
+    fn advance(&mut self, seq: u64) {
+        loop {
+            let Some(job) = self.queue.waiting_item_mut(seq) else {
+                return;
+            };
+            let graph = self.pipeline.graph();
+            if let Some(verdict) = job.progress.verdict(graph) {
+                let outcome = self.outcome_of(seq, verdict);
+                // Cannot be refused: the record waits (checked above).
+                let _ = self.queue.complete(seq, outcome);
+                return;
+            }
+            let due = job.progress.due(graph);
+            let mut skipped = false;
+            for &step in &due {
+                let Some(job) = self.queue.waiting_item_mut(seq) else {
+                    return;
+                };
+                if let Some(view) = self.pipeline.view_for(step, &job.rec.text, &job.progress)
+                    && self.pipeline.reads_null(step, &view)
+                {
+                    let _ = job
+                        .progress
+                        .finish(self.pipeline.graph(), step, End::Skipped);
+                    self.journal_step_done(seq, step);
+                    skipped = true;
+                    continue;
+                }
+                self.start_attempt(seq, step);
+            }
+            if !skipped {
+                // Something started (or ended the record: handled on the next report).
+                if let Some(job) = self.queue.waiting_item_mut(seq)
+                    && let Some(verdict) = job.progress.verdict(self.pipeline.graph())
+                {
+                    let outcome = self.outcome_of(seq, verdict);
+                    let _ = self.queue.complete(seq, outcome);
+                }
+                return;
+            }
+        }
+    }
+
+    /// The terminal outcome a verdict means.
+    fn outcome_of(&mut self, seq: u64, verdict: Verdict) -> Outcome {
+        match verdict {
+            Verdict::Ok => {
+                let row = self.queue.waiting_item_mut(seq).and_then(|j| {
+                    match &j.progress.slot(0).status {
+                        Status::Found(r) if !self.pipeline.steps_form() => Some(r.clone()),
+                        _ => None,
+                    }
+                });
+                match row {
+                    Some(row) => Outcome::ok(row),
+                    None => Outcome {
+                        kind: OutcomeKind::Ok,
+                        enrichment: None,
+                        error: None,
+                    },
+                }
+            }
+            Verdict::Miss => Outcome::miss(),
+            Verdict::MissDeadLetter(step) => Outcome {
+                kind: OutcomeKind::Miss,
+                enrichment: None,
+                error: Some(format!("{}lookup found no row", self.pipeline.label(step))),
+            },
+            Verdict::Failed(step, m) => {
+                Outcome::failed(format!("{}{m}", self.pipeline.label(step)))
+            }
+            Verdict::TimedOut(step, m) => {
+                Outcome::timeout(format!("{}{m}", self.pipeline.label(step)))
+            }
+        }
+    }
+
+    /// Begin the next attempt of `step` of `seq`: journal it (it counts once it may have
+    /// been made, so `retry.max_attempts` holds across crashes), then issue it.
+    fn start_attempt(&mut self, seq: u64, step: usize) {
         let max = self.cfg.policy.max_attempts();
+        let steps_form = self.pipeline.steps_form();
         let Some(job) = self.queue.waiting_item_mut(seq) else {
             return;
         };
-        if job.rec.attempts >= max {
+        let graph = self.pipeline.graph();
+        if job.progress.slot(step).attempts >= max {
             // Restored with every attempt already begun before the restart (their answers
-            // were lost with it): the limit holds, the record ends here.
-            let outcome = Outcome::failed(format!(
-                "retry.max_attempts ({max}) reached: the answer of the last attempt was lost in a restart"
-            ));
-            let _ = self.queue.complete(seq, outcome);
+            // were lost with it): the limit holds, the step ends here.
+            let _ = job.progress.finish(
+                graph,
+                step,
+                End::Failed(format!(
+                    "retry.max_attempts ({max}) reached: the answer of the last attempt was lost in a restart"
+                )),
+            );
             return;
         }
-        job.rec.attempts += 1;
-        let attempt = job.rec.attempts;
+        let Ok(attempt) = job.progress.begin(graph, step) else {
+            return;
+        };
+        if !steps_form {
+            job.rec.attempts = attempt;
+        }
         if job.journaled && self.cfg.journal.is_some() {
-            // The first attempt is recorded by `Started` (already in the buffer).
-            if attempt > 1 {
+            if steps_form {
+                self.journal_buf.push(Entry::StepAttempted {
+                    partition: self.cfg.id,
+                    seq,
+                    step: step as u16,
+                    attempts: attempt,
+                });
+            } else if attempt > 1 {
+                // The first attempt is recorded by `Started` (already in the buffer).
                 self.journal_buf.push(Entry::Attempted {
                     partition: self.cfg.id,
                     seq,
                     attempts: attempt,
                 });
             }
-            self.to_issue.push((seq, attempt));
+            self.to_issue.push((seq, step, attempt));
             return;
         }
-        self.issue(seq, attempt);
+        self.issue(seq, step, attempt);
     }
 
-    /// Start the lookup of attempt `attempt` of `seq` (if the record still waits for it).
-    fn issue(&mut self, seq: u64, attempt: u32) {
+    /// Journal that `step` of `seq` finished with a result the record goes on with, so a
+    /// restore does not look it up again (pipelines only).
+    fn journal_step_done(&mut self, seq: u64, step: usize) {
+        if !self.pipeline.steps_form() || self.cfg.journal.is_none() {
+            return;
+        }
         let Some(job) = self.queue.waiting_item_mut(seq) else {
             return;
         };
-        if job.rec.attempts != attempt {
+        if !job.journaled {
+            return;
+        }
+        if let Some(done) = job.progress.mark(step).done {
+            self.journal_buf.push(Entry::StepDone {
+                partition: self.cfg.id,
+                seq,
+                step: step as u16,
+                done,
+            });
+        }
+    }
+
+    /// Start the lookup of attempt `attempt` of `step` of `seq` (if the record still waits
+    /// for it).
+    fn issue(&mut self, seq: u64, step: usize, attempt: u32) {
+        let Some(job) = self.queue.waiting_item_mut(seq) else {
+            return;
+        };
+        let slot = job.progress.slot(step);
+        if slot.attempts != attempt || slot.status != Status::Running {
             return;
         }
         if job.reply.as_ref().is_some_and(|r| r.is_abandoned()) {
@@ -299,18 +459,19 @@ impl Partition {
             let _ = self.queue.complete(seq, outcome);
             return;
         }
-        let pending = self.lookup.start(&LookupRequest {
+        let view = self.pipeline.view_for(step, &job.rec.text, &job.progress);
+        let pending = self.pipeline.lookup(step).start(&LookupRequest {
             key: &job.rec.canonical,
-            record: &job.rec.text,
+            record: view.as_deref().unwrap_or(&job.rec.text),
             attempt,
         });
         match pending {
             Pending::Ready(result) => {
-                self.on_attempt(seq, attempt, AttemptEnd::Done(result), Duration::ZERO)
+                self.on_attempt(seq, step, attempt, AttemptEnd::Done(result), Duration::ZERO)
             }
             Pending::Later(fut) => {
                 let Some(me) = self.me.clone() else { return };
-                let limit = self.cfg.attempt_timeout;
+                let limit = self.pipeline.attempt_timeout(step);
                 actix_rt::spawn(async move {
                     let started = Instant::now();
                     let end = match tokio::time::timeout(limit, fut).await {
@@ -319,6 +480,7 @@ impl Partition {
                     };
                     me.do_send(AttemptDone {
                         seq,
+                        step,
                         attempt,
                         end,
                         elapsed: started.elapsed(),
@@ -328,13 +490,21 @@ impl Partition {
         }
     }
 
-    fn on_attempt(&mut self, seq: u64, attempt: u32, end: AttemptEnd, elapsed: Duration) {
+    fn on_attempt(
+        &mut self,
+        seq: u64,
+        step: usize,
+        attempt: u32,
+        end: AttemptEnd,
+        elapsed: Duration,
+    ) {
         // A backend that bounds attempts itself reports a timeout as an error of its own.
         let end = match end {
             AttemptEnd::Done(Err(LookupError::Timeout(_))) => AttemptEnd::TimedOut,
             other => other,
         };
-        self.local.lookup_duration.observe(elapsed.as_secs_f64());
+        let local = &self.local[step];
+        local.lookup_duration.observe(elapsed.as_secs_f64());
         let kind = match &end {
             AttemptEnd::Done(Ok(Some(_))) => AttemptKind::Found,
             AttemptEnd::Done(Ok(None)) => AttemptKind::Miss,
@@ -344,16 +514,21 @@ impl Partition {
             AttemptEnd::TimedOut => AttemptKind::AttemptTimeout,
         };
         match kind {
-            AttemptKind::Found => self.local.found.inc(),
-            AttemptKind::Miss => self.local.miss.inc(),
-            AttemptKind::Error { .. } => self.local.error.inc(),
-            AttemptKind::AttemptTimeout => self.local.timeout.inc(),
+            AttemptKind::Found => local.found.inc(),
+            AttemptKind::Miss => local.miss.inc(),
+            AttemptKind::Error { .. } => local.error.inc(),
+            AttemptKind::AttemptTimeout => local.timeout.inc(),
         }
-        // A record that already timed out (deadline) ignores late answers.
+        // A record that already has its outcome (deadline, another step) ignores late
+        // answers, as does a step that moved on.
         let Some(deadline) = self.queue.deadline(seq) else {
             return;
         };
-        if self.queue.waiting_item_mut(seq).map(|j| j.rec.attempts) != Some(attempt) {
+        let Some(job) = self.queue.waiting_item_mut(seq) else {
+            return;
+        };
+        let slot = job.progress.slot(step);
+        if slot.attempts != attempt || slot.status != Status::Running {
             return;
         }
         let unit = if matches!(kind, AttemptKind::Found) {
@@ -361,43 +536,63 @@ impl Partition {
         } else {
             rand::rng().random_range(-1.0..=1.0)
         };
+        let graph = self.pipeline.graph();
         match self
             .cfg
             .policy
             .next(kind, attempt, Instant::now(), deadline, unit)
         {
             Next::Retry(wait) => {
-                self.local.retries.inc();
+                self.local[step].retries.inc();
+                let wait = match &end {
+                    AttemptEnd::Done(Err(e)) => {
+                        e.retry_after().map_or(wait, |at_least| wait.max(at_least))
+                    }
+                    _ => wait,
+                };
+                let _ = job.progress.back_off(step);
                 let Some(me) = self.me.clone() else { return };
                 actix_rt::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    me.do_send(RetryNow { seq });
+                    me.do_send(RetryNow { seq, step });
                 });
             }
             Next::Finish => {
-                let outcome = match end {
-                    AttemptEnd::Done(Ok(Some(row))) => Outcome::ok(row),
-                    AttemptEnd::Done(Ok(None)) => Outcome::miss(),
+                let step_end = match end {
+                    AttemptEnd::Done(Ok(Some(row))) => End::Found(row),
+                    AttemptEnd::Done(Ok(None)) => End::Miss,
                     AttemptEnd::Done(Err(e)) => {
-                        Outcome::failed(format!("{e} (after {attempt} attempt(s))"))
+                        End::Failed(format!("{e} (after {attempt} attempt(s))"))
                     }
-                    AttemptEnd::TimedOut => Outcome::timeout(format!(
+                    AttemptEnd::TimedOut => End::TimedOut(format!(
                         "lookup attempt {attempt} timed out after {} ms",
-                        self.cfg.attempt_timeout.as_millis()
+                        self.pipeline.attempt_timeout(step).as_millis()
                     )),
                 };
-                // Cannot be refused: the record waits (checked above).
-                let _ = self.queue.complete(seq, outcome);
+                let _ = job.progress.finish(graph, step, step_end);
+                self.journal_step_done(seq, step);
+                self.advance(seq);
             }
         }
     }
 
     fn expire(&mut self) {
         let timeout_ms = self.cfg.timeout.as_millis();
+        let pipeline = &self.pipeline;
         let n = self.queue.expire(Instant::now(), |_, job| {
+            let running: Vec<&str> = job
+                .progress
+                .running()
+                .map(|i| pipeline.graph().name(i))
+                .collect();
+            let names = if pipeline.steps_form() && !running.is_empty() {
+                format!("step {}: ", running.join(", step "))
+            } else {
+                String::new()
+            };
             Outcome::timeout(format!(
-                "deadline of {timeout_ms} ms passed after {} attempt(s)",
-                job.rec.attempts
+                "{names}deadline of {timeout_ms} ms passed after {} attempt(s)",
+                job.progress.attempts().max(job.rec.attempts)
             ))
         });
         self.local.deadlines.inc_by(n as u64);
@@ -471,10 +666,18 @@ impl Partition {
             seq,
             epoch: self.epoch,
             key: &job.rec.key,
-            attempts: job.rec.attempts,
+            attempts: if self.pipeline.steps_form() {
+                job.progress.attempts()
+            } else {
+                job.rec.attempts
+            },
             latency_ms: (latency.as_micros() as f64) / 1000.0,
             record: &job.rec.text,
             splice: job.rec.splice,
+            steps: self.pipeline.steps_form().then_some(StepsPart {
+                pipeline: &self.pipeline,
+                progress: &job.progress,
+            }),
         };
         match job.reply {
             Some(slot) => {
@@ -623,7 +826,7 @@ impl Handler<AttemptDone> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: AttemptDone, _: &mut Self::Context) {
-        self.on_attempt(msg.seq, msg.attempt, msg.end, msg.elapsed);
+        self.on_attempt(msg.seq, msg.step, msg.attempt, msg.end, msg.elapsed);
         self.settle();
     }
 }
@@ -634,7 +837,7 @@ impl Handler<AttemptDone> for Partition {
 async fn loop_until_durable(
     rx: tokio::sync::oneshot::Receiver<Result<(), JournalError>>,
     me: &Addr<Partition>,
-    issue: Vec<(u64, u32)>,
+    issue: Vec<AttemptId>,
 ) {
     match rx.await {
         Ok(Ok(())) => me.do_send(Issue(issue)),
@@ -651,25 +854,35 @@ async fn loop_until_durable(
 /// Journal these attempts again (the journal failed the first time).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Rejournal(Vec<(u64, u32)>);
+struct Rejournal(Vec<AttemptId>);
 
 impl Handler<Rejournal> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: Rejournal, _: &mut Self::Context) {
-        for (seq, attempt) in msg.0 {
+        for (seq, step, attempt) in msg.0 {
             let Some(job) = self.queue.waiting_item_mut(seq) else {
                 continue;
             };
-            if job.rec.attempts != attempt {
+            let slot = job.progress.slot(step);
+            if slot.attempts != attempt || slot.status != Status::Running {
                 continue;
             }
-            self.journal_buf.push(Entry::Attempted {
-                partition: self.cfg.id,
-                seq,
-                attempts: attempt,
+            self.journal_buf.push(if self.pipeline.steps_form() {
+                Entry::StepAttempted {
+                    partition: self.cfg.id,
+                    seq,
+                    step: step as u16,
+                    attempts: attempt,
+                }
+            } else {
+                Entry::Attempted {
+                    partition: self.cfg.id,
+                    seq,
+                    attempts: attempt,
+                }
             });
-            self.to_issue.push((seq, attempt));
+            self.to_issue.push((seq, step, attempt));
         }
         self.settle();
     }
@@ -679,8 +892,8 @@ impl Handler<Issue> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: Issue, _: &mut Self::Context) {
-        for (seq, attempt) in msg.0 {
-            self.issue(seq, attempt);
+        for (seq, step, attempt) in msg.0 {
+            self.issue(seq, step, attempt);
         }
         self.settle();
     }
@@ -690,7 +903,8 @@ impl Handler<RetryNow> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: RetryNow, _: &mut Self::Context) {
-        self.start_attempt(msg.seq);
+        self.start_attempt(msg.seq, msg.step);
+        self.advance(msg.seq);
         self.settle();
     }
 }

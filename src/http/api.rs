@@ -145,6 +145,33 @@ pub enum Outcome {
     Failed,
 }
 
+/// How one pipeline step ended for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Found its row.
+    Ok,
+    /// Looked up, no row.
+    Miss,
+    /// Not looked up: a bind read `null`, a step it depends on missed with
+    /// `skip_dependents`, or the record ended before it.
+    Skipped,
+    /// Its last attempt timed out, or the record's deadline passed while it ran.
+    Timeout,
+    /// Failed for good.
+    Failed,
+}
+
+/// A pipeline step's part of an envelope.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub struct StepReport {
+    pub outcome: StepOutcome,
+    /// Attempts this step made.
+    pub attempts: u32,
+}
+
 /// What is emitted for each record: one JSON object per line in the sinks, one per record in
 /// a `/v1/enrich` answer. Rendered directly by the engine; this type describes it and checks
 /// renders in tests.
@@ -170,12 +197,16 @@ pub struct Envelope {
     pub key: serde_json::Value,
     /// How the record ended.
     pub outcome: Outcome,
-    /// Lookup attempts made.
+    /// Lookup attempts made (in a pipeline of several steps: summed over the steps).
     pub attempts: u32,
+    /// Pipelines of several steps only: each step's outcome and attempts, by step name.
+    #[schema(required = false)]
+    pub steps: Option<std::collections::BTreeMap<String, StepReport>>,
     /// From acceptance to the outcome, in milliseconds.
     pub latency_ms: f64,
     /// The record, with the lookup's row merged at `lookup.into` (`ok`) or `null` there
-    /// (`miss`); unchanged on `timeout` and `failed`.
+    /// (`miss`) — with steps, every step's row at its `into` (`null` for a step that missed
+    /// or was skipped); unchanged on `timeout` and `failed`.
     #[schema(value_type = Object)]
     pub record: serde_json::Value,
     /// Dead letters only: why the record went there.
@@ -333,6 +364,7 @@ mod tests {
                 latency_ms: 1.5,
                 record: r#"{"user_id":true}"#,
                 splice: true,
+                steps: None,
             };
             let ended = [
                 (Ended::ok(Row::from(r#"{"name":"Ada"}"#)), Outcome::Ok),

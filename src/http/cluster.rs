@@ -10,7 +10,7 @@ use super::problem::ApiError;
 use super::state::{AppState, Data, authorize, count_if_fenced, refusal};
 use super::{api, responses};
 use crate::cluster::controller::ClusterStatus;
-use crate::durability::codec::{self, Entry};
+use crate::durability::codec::{self, Entry, Layout};
 use crate::durability::versions::{FORWARD_HEADER, Format};
 use crate::engine::admit::Admitted;
 use crate::engine::ingress::{Import, ImportRefused};
@@ -67,7 +67,7 @@ fn number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Result<T, ApiE
         ("x-sluice-epoch" = u64, Header, description = "The owner's epoch the sender saw."),
         ("x-sluice-handover" = String, Header, description = "`1`: a handover to the next owner."),
         ("x-sluice-incarnation" = Option<String>, Header, nullable = false, description = "The sender's incarnation (absent: its first): a node started on an empty checkpoint.dir is a new incarnation of its id, whose batches are never taken for resends of its former life's."),
-        ("x-sluice-format" = Option<u32>, Header, nullable = false, minimum = 1, maximum = 1, description = "The body's format version (absent: 1, as sent up to commit b6dd6cc); this build reads version 1 and answers 415 to any other."),
+        ("x-sluice-format" = Option<u32>, Header, nullable = false, minimum = 1, maximum = 2, description = "The body's format version (absent: 1, as sent up to commit b6dd6cc); this build reads versions 1 and 2 (2: records with pipeline step marks) and answers 415 to any other."),
     ),
     request_body(description = "Staged records in the journal's frame encoding.", content_type = "application/octet-stream", content = Vec<u8>),
     responses(
@@ -131,7 +131,7 @@ async fn import(
     let partition: u32 = number(&req, H_PARTITION)?;
     let epoch: u64 = number(&req, H_EPOCH)?;
     let handover = header(&req, H_HANDOVER)? == "1";
-    forward_format(&req)?;
+    let layout = forward_format(&req)?;
     if !state.engine.shared().ownership.is_clustered() {
         return Err(ApiError::NotFound("this node runs standalone".into()));
     }
@@ -148,7 +148,7 @@ async fn import(
     // Batches are bounded by the sender; allow generously more than a client body.
     let limit = state.settings.server.max_body_bytes.saturating_mul(8);
     let body = read_body(&req, payload, limit).await?;
-    let records = forwarded_records(&body, partition)?;
+    let records = forwarded_records(&body, partition, layout)?;
     let n = records.len();
     let accepted = state
         .engine
@@ -180,20 +180,25 @@ async fn import(
 
 /// The forwarded batch's format version (`x-sluice-format`, absent: 1), refused (415, the
 /// sender keeps the records and retries) unless this node reads it: a batch of a newer
-/// peer is never decoded as if it were of this one's version.
-fn forward_format(req: &HttpRequest) -> Result<(), ApiError> {
+/// peer is never decoded as if it were of this one's version. Its frames' layout.
+fn forward_format(req: &HttpRequest) -> Result<Layout, ApiError> {
     let version = match req.headers().get(FORWARD_HEADER) {
         None => 1,
         Some(_) => number(req, FORWARD_HEADER)?,
     };
     Format::Forward
-        .check("the forwarded batch", version)
+        .layout("the forwarded batch", version)
         .map_err(|e| ApiError::UnsupportedFormat(e.to_string()))
 }
 
-/// The records of a forwarded batch (version 1: `Staged` journal frames of `partition`).
-fn forwarded_records(body: &[u8], partition: u32) -> Result<Vec<crate::record::Record>, ApiError> {
-    let (entries, damage) = codec::decode_all(body);
+/// The records of a forwarded batch: `Staged` journal frames of `partition`, in `layout`
+/// (version 2: with their step marks).
+fn forwarded_records(
+    body: &[u8],
+    partition: u32,
+    layout: Layout,
+) -> Result<Vec<crate::record::Record>, ApiError> {
+    let (entries, damage) = codec::decode_all(body, layout);
     if let Some((at, why)) = damage {
         return Err(ApiError::BadRequest(format!(
             "frame at byte {at} is damaged: {why}"
@@ -357,9 +362,9 @@ mod tests {
             req.headers().get(FORWARD_HEADER).is_none(),
             "sent no version"
         );
-        assert!(forward_format(&req).is_ok());
+        assert_eq!(forward_format(&req).ok(), Some(Layout::V1));
         let partition: u32 = v1_header("x-sluice-partition").parse().unwrap();
-        let records = forwarded_records(V1_BODY, partition).unwrap();
+        let records = forwarded_records(V1_BODY, partition, Layout::V1).unwrap();
         let got: Vec<(&str, u32, u64, &str)> = records
             .iter()
             .map(|r| (&*r.id, r.partition, r.seq, &*r.canonical))
@@ -380,7 +385,45 @@ mod tests {
         );
         // Records of another partition than the header's are refused whole.
         assert!(matches!(
-            forwarded_records(V1_BODY, partition + 1),
+            forwarded_records(V1_BODY, partition + 1, Layout::V1),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn a_version_2_batch_arrives_with_its_records_step_marks() {
+        use crate::record::{StepDone, StepMark};
+        let mut r = forwarded_records(V1_BODY, 0, Layout::V1).unwrap().remove(0);
+        r.steps = vec![
+            StepMark {
+                attempts: 1,
+                done: Some(StepDone::Found("{\"account\":\"a\"}".into())),
+            },
+            StepMark {
+                attempts: 2,
+                done: Some(StepDone::Miss),
+            },
+            StepMark {
+                attempts: 0,
+                done: Some(StepDone::Skipped),
+            },
+            StepMark {
+                attempts: 2,
+                done: None,
+            },
+        ];
+        r.attempts = 5;
+        let records = vec![std::sync::Arc::new(r.clone())];
+        let (version, body) = crate::engine::forwarder::forward_body(&records);
+        let req = TestRequest::post()
+            .insert_header((FORWARD_HEADER, version.to_string()))
+            .to_http_request();
+        let layout = forward_format(&req).unwrap();
+        assert_eq!(layout, Layout::V2);
+        assert_eq!(forwarded_records(&body, 0, layout).unwrap(), vec![r]);
+        // Read as version 1 (a sender naming the wrong version) it is not taken.
+        assert!(matches!(
+            forwarded_records(&body, 0, Layout::V1),
             Err(ApiError::BadRequest(_))
         ));
     }
@@ -392,8 +435,9 @@ mod tests {
                 .insert_header((FORWARD_HEADER, v))
                 .to_http_request()
         };
-        assert!(forward_format(&with("1")).is_ok());
-        for v in ["2", "0"] {
+        assert_eq!(forward_format(&with("1")).ok(), Some(Layout::V1));
+        assert_eq!(forward_format(&with("2")).ok(), Some(Layout::V2));
+        for v in ["3", "0"] {
             let e = forward_format(&with(v)).unwrap_err();
             assert_eq!(e.status_code().as_u16(), 415);
             assert_eq!(e.slug(), "unsupported-format-version");
@@ -401,7 +445,7 @@ mod tests {
             assert!(
                 detail.starts_with(&format!(
                     "the forwarded batch has format version {v}; this sluice ("
-                )) && detail.contains("reads version 1"),
+                )) && detail.contains("reads versions 1..2"),
                 "{detail}"
             );
         }

@@ -98,10 +98,17 @@ pub async fn get_metrics(state: Data) -> HttpResponse {
     let shared = state.engine.shared();
     shared.metrics.pending.set(shared.pending() as i64);
     let m = &shared.metrics;
-    m.catch_up(&m.lookup_coalesced, state.engine.lookup().coalesced());
-    let (hits, misses) = state.engine.lookup().cache_stats();
-    for (label, now) in [("hit", hits), ("miss", misses)] {
-        m.catch_up(&m.lookup_cache.with_label_values(&[label]), now);
+    let pipeline = state.engine.pipeline();
+    for (i, lookup) in pipeline.lookups().iter().enumerate() {
+        let step = pipeline.graph().name(i);
+        m.catch_up(
+            &m.lookup_coalesced.with_label_values(&[step]),
+            lookup.coalesced(),
+        );
+        let (hits, misses) = lookup.cache_stats();
+        for (label, now) in [("hit", hits), ("miss", misses)] {
+            m.catch_up(&m.lookup_cache.with_label_values(&[step, label]), now);
+        }
     }
     if let Some(c) = &*shared.last_checkpoint.lock() {
         let now = crate::durability::journal::unix_ms() as f64 / 1000.0;
@@ -151,11 +158,19 @@ pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
             ));
         }
     }
-    if !state.engine.lookup().is_ready() {
-        return Err(ApiError::Unavailable(format!(
-            "the lookup backend is unreachable ({})",
-            state.engine.lookup().describe()
-        )));
+    let pipeline = state.engine.pipeline();
+    for (i, lookup) in pipeline.lookups().iter().enumerate() {
+        if !lookup.is_ready() {
+            return Err(ApiError::Unavailable(format!(
+                "the lookup backend {}is unreachable ({})",
+                if pipeline.steps_form() {
+                    format!("of step {} ", pipeline.graph().name(i))
+                } else {
+                    String::new()
+                },
+                lookup.describe()
+            )));
+        }
     }
     if let Some(why) = state.engine.shared().journal_health.lock().clone() {
         return Err(ApiError::Unavailable(format!(

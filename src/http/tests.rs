@@ -23,11 +23,13 @@ fn fenced_node(dir: &std::path::Path) -> (AppState, tokio::sync::watch::Sender<b
     let mut s = Settings::defaults();
     s.output.path = dir.join("out.jsonl").display().to_string();
     s.dead_letter.path = dir.join("dead.jsonl").display().to_string();
-    let lookup = crate::lookup::factory::build(&s).expect("the sample table loads");
+    let lookups = crate::lookup::factory::build_pipeline(&s).expect("the sample table loads");
+    let pipeline =
+        Arc::new(crate::engine::pipeline::Pipeline::new(&s, lookups).expect("a one-step pipeline"));
     let output = sink::open(&s.output, sink::Role::Output).expect("output sink");
     let dead = sink::open(&s.dead_letter, sink::Role::DeadLetter).expect("dead-letter sink");
     let ownership = Arc::new(Ownership::clustered("n1", "", s.pipeline.partitions as u32));
-    let engine = Engine::start_with(&s, lookup, output, dead, None, ownership).expect("engine");
+    let engine = Engine::start_with(&s, pipeline, output, dead, None, ownership).expect("engine");
     engine.set_ready();
     let (grace, grace_over) = tokio::sync::watch::channel(false);
     let state = AppState {
@@ -52,9 +54,11 @@ fn staged(partition: u32, seq: u64) -> Vec<u8> {
         canonical: "u1".into(),
         text: r#"{"user_id":"u1"}"#.into(),
         decided: None,
+        steps: Vec::new(),
     };
     let mut out = Vec::new();
-    codec::encode_staged(&r, &mut out);
+    // Sent without `x-sluice-format`: version 1.
+    codec::encode_staged_in(&r, codec::Layout::V1, &mut out);
     out
 }
 

@@ -184,6 +184,36 @@ fn merge_text(out: &mut Vec<u8>, text: &str, tokens: &[String], value: &str) -> 
 
 /// Write the object `text` (closing brace at `close`) with a new last member `name` whose
 /// value is `value` nested in objects named by `rest`.
+/// Write the object `text` with new top-level members appended: `(key, value)` pairs whose
+/// keys are JSON string texts (quoted, escaped) the object does not have yet, and whose
+/// values are JSON texts. `false` (nothing written) when `text` is not an object's text.
+pub fn append_members<'a>(
+    out: &mut Vec<u8>,
+    text: &str,
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    let text = text.trim();
+    let Some(close) = text.rfind('}') else {
+        return false;
+    };
+    if !text.starts_with('{') {
+        return false;
+    }
+    let mut empty = text[1..close].trim().is_empty();
+    out.extend_from_slice(text[..close].trim_end().as_bytes());
+    for (key, value) in members {
+        if !empty {
+            out.push(b',');
+        }
+        empty = false;
+        out.extend_from_slice(key.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.push(b'}');
+    true
+}
+
 fn append_member(
     out: &mut Vec<u8>,
     text: &str,
@@ -212,6 +242,24 @@ fn append_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appended_members_follow_the_existing_ones() {
+        let mut out = Vec::new();
+        assert!(append_members(
+            &mut out,
+            r#" {"a":1} "#,
+            [("\"b\"", "null"), ("\"c\"", "{}")]
+        ));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":1,"b":null,"c":{}}"#
+        );
+        let mut out = Vec::new();
+        assert!(append_members(&mut out, "{ }", [("\"b\"", "2")]));
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"b":2}"#);
+        assert!(!append_members(&mut Vec::new(), "[1]", [("\"b\"", "2")]));
+    }
     use serde_json::Value;
 
     fn merged(record: &str, into: &str, splice: bool, value: &str) -> String {

@@ -1,6 +1,6 @@
 //! `lookup.backend = "cql"`: lookups against ScyllaDB / Apache Cassandra with the real
-//! `scylla` driver — one session, the configured query prepared once, many requests in
-//! flight, token awareness left on.
+//! `scylla` driver — one session ([`CqlSession`], shared by a pipeline's cql steps), each
+//! statement prepared once, many requests in flight, token awareness left on.
 //!
 //! Binds are JSON pointers mapped to the prepared statement's column types; a record whose
 //! values cannot bind is refused at ingest (422) by [`CqlLookup::check`]. The first result
@@ -27,25 +27,95 @@ use crate::json::raw;
 use crate::pointer::Pointer;
 use crate::settings::CqlLookup as CqlSettings;
 
-/// Why the backend could not start.
+/// Why the backend could not start. `section` names where the statement is configured:
+/// `lookup.cql`, or `lookup.steps.NAME` for a pipeline's step.
 #[derive(Debug, thiserror::Error)]
 pub enum CqlError {
     #[error("lookup.cql: {0}")]
     Connect(#[from] ConnectError),
-    #[error("lookup.cql.query: cannot prepare `{query}`: {message}")]
-    Prepare { query: String, message: String },
+    #[error("{section}.query: cannot prepare `{query}`: {message}")]
+    Prepare {
+        section: String,
+        query: String,
+        message: String,
+    },
+    #[error("{section}.binds: {message}")]
+    Binds { section: String, message: String },
     #[error("lookup.cql: {0}")]
     Config(String),
 }
 
 type Flight = Shared<BoxFuture<LookupResult>>;
 
-/// The CQL lookup backend.
-pub struct CqlLookup {
-    /// The driver's connections live on this runtime (two threads of their own), so CQL
-    /// I/O never competes with the partition threads' event loops.
-    _runtime: Option<Arc<tokio::runtime::Runtime>>,
+/// The driver's runtime (two threads of its own), so CQL I/O never competes with the
+/// partition threads' event loops. The last holder may be an actor thread inside a
+/// runtime, where dropping a runtime blocks and panics: it is shut down in the background.
+struct DriverRuntime(Option<tokio::runtime::Runtime>);
+
+impl DriverRuntime {
+    fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output, CqlError> {
+        match &self.0 {
+            Some(rt) => Ok(rt.block_on(f)),
+            None => Err(CqlError::Config("the driver runtime is gone".into())),
+        }
+    }
+}
+
+impl Drop for DriverRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One connection to the cluster of `[lookup.cql]`, shared by every statement prepared on
+/// it (the cql steps of a pipeline: one session, a prepared statement per step).
+#[derive(Clone)]
+pub struct CqlSession {
+    // Declared first: the last holder shuts the runtime down before the session goes.
+    runtime: Arc<DriverRuntime>,
     session: Arc<Session>,
+    contact_points: Vec<String>,
+    consistency: scylla::statement::Consistency,
+}
+
+impl CqlSession {
+    /// Connect to `s.contact_points` (keyspace, credentials, consistency of `s`; its
+    /// `query` and `binds` are not used) on a runtime of its own.
+    pub fn connect_blocking(s: &CqlSettings) -> Result<CqlSession, CqlError> {
+        let consistency =
+            consistency(&s.consistency).map_err(|e| CqlError::Config(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-cql")
+            .enable_all()
+            .build()
+            .map_err(|e| CqlError::Config(format!("cannot start the driver runtime: {e}")))?;
+        let runtime = Arc::new(DriverRuntime(Some(runtime)));
+        let session = runtime.block_on(connect_session_as(
+            &s.contact_points,
+            &s.keyspace,
+            &s.username,
+            &s.password,
+        ))??;
+        Ok(CqlSession {
+            runtime,
+            session: Arc::new(session),
+            contact_points: s.contact_points.clone(),
+            consistency,
+        })
+    }
+
+    /// Whether `a` and `b` are one session (the same connections).
+    pub fn same(a: &CqlSession, b: &CqlSession) -> bool {
+        Arc::ptr_eq(&a.session, &b.session)
+    }
+}
+
+/// The CQL lookup backend: one prepared statement on a (possibly shared) session.
+pub struct CqlLookup {
+    shared: CqlSession,
     prepared: PreparedStatement,
     binds: Vec<(Pointer, BindType)>,
     in_flight: Arc<Mutex<HashMap<Vec<u8>, Flight>>>,
@@ -58,89 +128,92 @@ pub struct CqlLookup {
 }
 
 impl CqlLookup {
-    /// Keep up to `max_entries` results for `ttl` (0 entries = no cache).
-    pub fn with_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+    /// Keep up to `max_entries` results: rows for `ttl`, misses for `miss_ttl` (0 entries =
+    /// no cache).
+    pub fn with_cache(mut self, max_entries: u64, ttl: Duration, miss_ttl: Duration) -> Self {
         if max_entries > 0 {
             self.cache = Some(Arc::new(Mutex::new(super::cache::ResultCache::new(
                 max_entries as usize,
                 ttl,
+                miss_ttl,
             ))));
         }
         self
     }
 
-    /// Connect on a runtime of its own, prepare `query`, map binds to column types.
+    /// The single-lookup form: connect a session of its own from `s` and prepare its query.
     pub fn connect_blocking(
         s: &CqlSettings,
         attempt_timeout: Duration,
     ) -> Result<CqlLookup, CqlError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluice-cql")
-            .enable_all()
-            .build()
-            .map_err(|e| CqlError::Config(format!("cannot start the driver runtime: {e}")))?;
-        let runtime = Arc::new(runtime);
-        let mut lookup = runtime.block_on(Self::connect(s, attempt_timeout, runtime.clone()))?;
-        lookup._runtime = Some(runtime);
-        Ok(lookup)
+        let session = CqlSession::connect_blocking(s)?;
+        Self::prepare(&session, "lookup.cql", &s.query, &s.binds, attempt_timeout)
     }
 
-    /// Connect, prepare `query`, and map each bind pointer to its column type.
-    pub async fn connect(
-        s: &CqlSettings,
+    /// Prepare `query` on `session` and map each bind pointer to its column type; errors
+    /// name `section` (where the statement is configured).
+    pub fn prepare(
+        session: &CqlSession,
+        section: &str,
+        query: &str,
+        binds: &[String],
         attempt_timeout: Duration,
-        runtime: Arc<tokio::runtime::Runtime>,
     ) -> Result<CqlLookup, CqlError> {
-        let session =
-            connect_session_as(&s.contact_points, &s.keyspace, &s.username, &s.password).await?;
-        let mut prepared =
-            session
-                .prepare(s.query.as_str())
-                .await
-                .map_err(|e| CqlError::Prepare {
-                    query: s.query.clone(),
-                    message: e.to_string(),
-                })?;
-        prepared.set_consistency(
-            consistency(&s.consistency).map_err(|e| CqlError::Config(e.to_string()))?,
-        );
-        // The engine bounds each attempt itself (`lookup.attempt_timeout_ms`); the driver's
-        // own timeout is a backstop behind it, so a slow attempt reads as a timeout.
+        let shared = session.clone();
+        let mut prepared = shared
+            .runtime
+            .block_on(shared.session.prepare(query))?
+            .map_err(|e| CqlError::Prepare {
+                section: section.to_string(),
+                query: query.to_string(),
+                message: e.to_string(),
+            })?;
+        prepared.set_consistency(shared.consistency);
+        // The engine bounds each attempt itself (`attempt_timeout_ms`); the driver's own
+        // timeout is a backstop behind it, so a slow attempt reads as a timeout.
         prepared.set_request_timeout(Some(attempt_timeout * 2));
         prepared.set_is_idempotent(true);
+        let bad = |message: String| CqlError::Binds {
+            section: section.to_string(),
+            message,
+        };
         let specs = prepared.get_variable_col_specs();
-        if specs.len() != s.binds.len() {
-            return Err(CqlError::Config(format!(
-                "binds: the query has {} bind marker(s) but {} pointer(s) are configured",
+        if specs.len() != binds.len() {
+            return Err(bad(format!(
+                "the query has {} bind marker(s) but {} pointer(s) are configured",
                 specs.len(),
-                s.binds.len()
+                binds.len()
             )));
         }
-        let mut binds = Vec::new();
-        for (p, spec) in s.binds.iter().zip(specs.iter()) {
-            let pointer = Pointer::parse(p).map_err(|e| CqlError::Config(format!("binds: {e}")))?;
+        let mut typed = Vec::new();
+        for (p, spec) in binds.iter().zip(specs.iter()) {
+            let pointer = Pointer::parse(p).map_err(|e| bad(e.to_string()))?;
             let ty = BindType::from_column(spec.typ()).ok_or_else(|| {
-                CqlError::Config(format!(
-                    "binds: column `{}` has a type sluice cannot bind",
+                bad(format!(
+                    "column `{}` has a type sluice cannot bind",
                     spec.name()
                 ))
             })?;
-            binds.push((pointer, ty));
+            typed.push((pointer, ty));
         }
+        let describe = format!("cql {:?} `{query}`", shared.contact_points);
         Ok(CqlLookup {
-            _runtime: Some(runtime),
-            session: Arc::new(session),
+            shared,
             prepared,
-            binds,
+            binds: typed,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
             coalesced: AtomicU64::new(0),
             attempt_timeout,
             cache: None,
             cache_hits: AtomicU64::new(0),
             cache_misses: Arc::new(AtomicU64::new(0)),
-            describe: format!("cql {:?} `{}`", s.contact_points, s.query),
+            describe,
         })
+    }
+
+    /// The session this statement runs on.
+    pub fn session(&self) -> &CqlSession {
+        &self.shared
     }
 
     fn values(&self, record: &str) -> Result<Vec<CqlValue>, (String, String)> {
@@ -189,7 +262,7 @@ impl Lookup for CqlLookup {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
             return Pending::Later(Box::pin(f.clone()));
         }
-        let (session, prepared) = (self.session.clone(), self.prepared.clone());
+        let (session, prepared) = (self.shared.session.clone(), self.prepared.clone());
         let limit = self.attempt_timeout;
         let in_flight = self.in_flight.clone();
         let cache = self.cache.clone();
@@ -241,7 +314,8 @@ impl Lookup for CqlLookup {
 
     fn is_ready(&self) -> bool {
         // Any node with an open connection pool, as the driver sees it right now.
-        self.session
+        self.shared
+            .session
             .get_cluster_state()
             .get_nodes_info()
             .iter()
@@ -261,16 +335,6 @@ impl Lookup for CqlLookup {
 
     fn describe(&self) -> String {
         self.describe.clone()
-    }
-}
-
-impl Drop for CqlLookup {
-    /// The last user may be an actor thread inside a runtime, where dropping a runtime
-    /// blocks and panics: shut the driver's runtime down in the background instead.
-    fn drop(&mut self) {
-        if let Some(rt) = self._runtime.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
-            rt.shutdown_background();
-        }
     }
 }
 

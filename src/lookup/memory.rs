@@ -1,8 +1,10 @@
 //! `lookup.backend = "memory"`: a JSONL table held in memory, with simulated latency and
 //! failures. It is the embedded default and doubles as Flink's simulated async function
-//! in tests and benchmarks.
+//! in tests and benchmarks. A pipeline's memory step has a table of its own, keyed by its
+//! one bind.
 
 use rustc_hash::FxHashMap as HashMap;
+use std::borrow::Cow;
 use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
@@ -15,31 +17,40 @@ use super::{Lookup, LookupError, LookupRequest, LookupResult, Pending, Row};
 use crate::json::canonical_key;
 use crate::json::raw;
 use crate::pointer::Pointer;
-use crate::settings::MemoryLookup;
+use crate::settings::{MemoryLookup, Step};
 
-/// Why the table could not be loaded.
+/// Why the table could not be loaded. `section` is where its keys are: `lookup.memory`, or
+/// `lookup.steps.NAME` for a pipeline's step.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("lookup.memory.table: cannot read `{path}`: {source}")]
+    #[error("{section}.table: cannot read `{path}`: {source}")]
     Io {
+        section: String,
         path: String,
         source: std::io::Error,
     },
-    #[error("lookup.memory.table: `{path}` is a directory, not a JSONL file")]
-    Directory { path: String },
-    #[error("lookup.memory.table: `{path}` line {line}: {message}")]
+    #[error("{section}.table: `{path}` is a directory, not a JSONL file")]
+    Directory { section: String, path: String },
+    #[error("{section}.table: `{path}` line {line}: {message}")]
     Line {
+        section: String,
         path: String,
         line: usize,
         message: String,
     },
-    #[error("lookup.memory: {0}")]
-    Pointer(#[from] crate::pointer::PointerError),
+    #[error("{section}: {source}")]
+    Pointer {
+        section: String,
+        source: crate::pointer::PointerError,
+    },
 }
 
 /// The embedded table and its simulation knobs.
 pub struct MemoryTable {
     rows: HashMap<String, Row>,
+    /// A step's bind: the key is the canonical text of this value of the record (else the
+    /// request's key, `pipeline.key`).
+    key: Option<Pointer>,
     delay_ms: (u64, u64),
     fail_ratio: f64,
     delay_field: Option<Pointer>,
@@ -49,29 +60,61 @@ pub struct MemoryTable {
     delays: std::sync::OnceLock<Option<DelayLine>>,
 }
 
+/// The single-lookup form's section.
+const SINGLE: &str = "lookup.memory";
+
 impl MemoryTable {
     /// Load `settings.table` (one JSON object per line; blank lines skipped). The key column
     /// is removed from each row: the row minus its key is what gets merged.
     pub fn load(settings: &MemoryLookup) -> Result<Self, TableError> {
-        let path = settings.table.clone();
-        let file = std::fs::File::open(Path::new(&path)).map_err(|source| TableError::Io {
-            path: path.clone(),
+        Self::load_in(SINGLE, settings)
+    }
+
+    /// Load the table of pipeline step `name`: keyed by the canonical text of the value its
+    /// one bind points at (`binds[0]`), errors naming `lookup.steps.NAME`.
+    pub fn load_step(name: &str, step: &Step) -> Result<Self, TableError> {
+        let section = format!("lookup.steps.{name}");
+        let bind = step.binds.first().map(String::as_str).unwrap_or_default();
+        let key = Pointer::parse(bind).map_err(|source| TableError::Pointer {
+            section: format!("{section}.binds"),
             source,
         })?;
+        let mut table = Self::load_in(&section, &step.memory())?;
+        table.key = Some(key);
+        Ok(table)
+    }
+
+    /// Look rows up by the record's key (`pipeline.key`, already checked and made
+    /// canonical at ingest) instead of reading the bind again: for a step whose bind is
+    /// that pointer.
+    pub fn keyed_by_record_key(mut self) -> Self {
+        self.key = None;
+        self
+    }
+
+    fn load_in(section: &str, settings: &MemoryLookup) -> Result<Self, TableError> {
+        let path = settings.table.clone();
+        let io = |source| TableError::Io {
+            section: section.to_string(),
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(Path::new(&path)).map_err(io)?;
         // A directory opens on Unix; reading it would fail with a less telling message.
         if file.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(TableError::Directory { path });
+            return Err(TableError::Directory {
+                section: section.to_string(),
+                path,
+            });
         }
         let mut rows = HashMap::default();
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|source| TableError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let line = line.map_err(io)?;
             if line.trim().is_empty() {
                 continue;
             }
             let bad = |message: String| TableError::Line {
+                section: section.to_string(),
                 path: path.clone(),
                 line: i + 1,
                 message,
@@ -91,7 +134,7 @@ impl MemoryTable {
             })?;
             rows.insert(key, Row::from(Value::Object(row).to_string()));
         }
-        Self::from_rows(rows, settings, path)
+        Self::build(rows, section, settings, path)
     }
 
     /// Build from rows already in memory (keys canonical, values the merged objects).
@@ -100,11 +143,25 @@ impl MemoryTable {
         settings: &MemoryLookup,
         source: String,
     ) -> Result<Self, TableError> {
-        let opt = |p: &str| -> Result<Option<Pointer>, TableError> {
+        Self::build(rows, SINGLE, settings, source)
+    }
+
+    fn build(
+        rows: HashMap<String, Row>,
+        section: &str,
+        settings: &MemoryLookup,
+        source: String,
+    ) -> Result<Self, TableError> {
+        let opt = |key: &str, p: &str| -> Result<Option<Pointer>, TableError> {
             if p.is_empty() {
                 Ok(None)
             } else {
-                Ok(Some(Pointer::parse(p)?))
+                Pointer::parse(p)
+                    .map(Some)
+                    .map_err(|source| TableError::Pointer {
+                        section: format!("{section}.{key}"),
+                        source,
+                    })
             }
         };
         let (lo, hi) = match settings.delay_ms.as_slice() {
@@ -113,13 +170,30 @@ impl MemoryTable {
         };
         Ok(MemoryTable {
             rows,
+            key: None,
             delay_ms: (lo, hi.max(lo)),
             fail_ratio: settings.fail_ratio,
-            delay_field: opt(&settings.delay_field)?,
-            fail_field: opt(&settings.fail_field)?,
+            delay_field: opt("delay_field", &settings.delay_field)?,
+            fail_field: opt("fail_field", &settings.fail_field)?,
             source,
             delays: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The key a request looks up: the step's bind read from the record, or the request's
+    /// key. `Err((pointer, message))` when the bind is absent or not a string, number or
+    /// boolean.
+    fn key_of<'r>(&self, req: &LookupRequest<'r>) -> Result<Cow<'r, str>, (String, String)> {
+        let Some(p) = &self.key else {
+            return Ok(Cow::Borrowed(req.key));
+        };
+        let bad = |m: &str| (p.as_str().to_string(), m.to_string());
+        let text = raw::get(req.record, p.tokens())
+            .ok_or_else(|| bad("missing; the table is keyed by it"))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        canonical_key(&value)
+            .map(Cow::Owned)
+            .ok_or_else(|| bad("must be a string, number or boolean to look up"))
     }
 
     /// Number of rows.
@@ -185,9 +259,10 @@ fn json_error(e: &serde_json::Error) -> String {
 
 impl Lookup for MemoryTable {
     fn start(&self, req: &LookupRequest<'_>) -> Pending {
-        let result: LookupResult = match self.fails(req) {
-            Some(e) => Err(e),
-            None => Ok(self.rows.get(req.key).cloned()),
+        let result: LookupResult = match (self.fails(req), self.key_of(req)) {
+            (_, Err((p, m))) => Err(LookupError::Fatal(format!("{p}: {m}"))),
+            (Some(e), _) => Err(e),
+            (None, Ok(key)) => Ok(self.rows.get(key.as_ref()).cloned()),
         };
         let delay = self.delay_for(req.record);
         if delay.is_zero() {
@@ -206,6 +281,15 @@ impl Lookup for MemoryTable {
                 result
             })),
         }
+    }
+
+    fn check(&self, record: &str) -> Result<(), (String, String)> {
+        let req = LookupRequest {
+            key: "",
+            record,
+            attempt: 1,
+        };
+        self.key_of(&req).map(|_| ())
     }
 
     fn describe(&self) -> String {
@@ -335,5 +419,82 @@ mod tests {
             }),
             Pending::Ready(_)
         ));
+    }
+
+    fn step_for(text: &str, bind: &str) -> (tempfile::NamedTempFile, Step) {
+        let (f, m) = settings_for(text);
+        let mut step = Step::new(crate::settings::StepBackend::Memory, "/plan");
+        step.table = m.table;
+        step.key_column = "plan".into();
+        step.binds = vec![bind.into()];
+        (f, step)
+    }
+
+    #[test]
+    fn a_step_looks_up_the_canonical_text_of_its_bind() {
+        let (_f, step) = step_for(
+            "{\"plan\":\"pro\",\"seats\":5}\n{\"plan\":7,\"seats\":7}\n",
+            "/account/plan",
+        );
+        let t = MemoryTable::load_step("plan", &step).unwrap();
+        let at = |record: &str| {
+            ready(t.start(&LookupRequest {
+                key: "pro",
+                record,
+                attempt: 1,
+            }))
+        };
+        assert_eq!(
+            at(r#"{"account": {"plan": "pro"}}"#),
+            Ok(Some(Row::from(r#"{"seats":5}"#)))
+        );
+        assert_eq!(
+            at(r#"{"account": {"plan": 7}}"#),
+            Ok(Some(Row::from(r#"{"seats":7}"#))),
+            "the bind, not the request's key"
+        );
+        assert_eq!(at(r#"{"account": {"plan": "free"}}"#), Ok(None));
+        assert_eq!(
+            at(r#"{"account": {}}"#),
+            Err(LookupError::Fatal(
+                "/account/plan: missing; the table is keyed by it".into()
+            ))
+        );
+        assert!(t.check(r#"{"account": {"plan": "x"}}"#).is_ok());
+        assert_eq!(
+            t.check(r#"{"account": {"plan": ["x"]}}"#),
+            Err((
+                "/account/plan".to_string(),
+                "must be a string, number or boolean to look up".to_string()
+            ))
+        );
+        assert_eq!(
+            t.check("{}").unwrap_err().1,
+            "missing; the table is keyed by it"
+        );
+        // The single lookup keeps looking up the request's key.
+        let (_f, m) = settings_for("{\"user_id\":\"pro\",\"n\":1}\n");
+        let single = MemoryTable::load(&m).unwrap();
+        assert!(single.check("{}").is_ok());
+    }
+
+    #[test]
+    fn a_steps_table_errors_name_the_step() {
+        let (_f, step) = step_for("{\"plan\":\"pro\"}\n{\"name\":\"x\"}\n", "/p");
+        let e = MemoryTable::load_step("plans", &step)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("lookup.steps.plans.table: ") && e.ends_with("line 2: no `plan` column"),
+            "{e}"
+        );
+        let (_f, mut step) = step_for("{\"plan\":\"pro\"}\n", "/p");
+        step.fail_field = "f".into();
+        let e = MemoryTable::load_step("plans", &step)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("lookup.steps.plans.fail_field: "), "{e}");
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cql;
 pub mod delay;
 pub mod factory;
+pub mod http;
 pub mod memory;
 
 use std::future::Future;
@@ -29,6 +30,10 @@ pub enum LookupError {
     /// Transient (timeouts, overload, unavailable, broken connection): worth retrying.
     #[error("retryable lookup error: {0}")]
     Retryable(String),
+    /// Transient, and the backend named the least wait before the next attempt (an HTTP
+    /// `Retry-After`): the retry waits at least that long.
+    #[error("retryable lookup error: {0}")]
+    RetryAfter(String, std::time::Duration),
     /// Permanent (bad query, bad bind, unauthorized): retrying gives the same answer.
     #[error("lookup error: {0}")]
     Fatal(String),
@@ -41,7 +46,18 @@ pub enum LookupError {
 impl LookupError {
     /// Whether the retry policy may try again.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LookupError::Retryable(_))
+        matches!(
+            self,
+            LookupError::Retryable(_) | LookupError::RetryAfter(..)
+        )
+    }
+
+    /// The least wait the backend asked for before the next attempt.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            LookupError::RetryAfter(_, wait) => Some(*wait),
+            _ => None,
+        }
     }
 }
 

@@ -98,7 +98,10 @@ pub async fn run(
     let (lookup, output, dead) = {
         let s = settings.clone();
         actix_rt::task::spawn_blocking(move || -> Result<_, NodeError> {
-            let lookup = crate::lookup::factory::build(&s)?;
+            let lookups = crate::lookup::factory::build_pipeline(&s)?;
+            let lookup = crate::engine::pipeline::Pipeline::new(&s, lookups)
+                .map(Arc::new)
+                .map_err(|e| NodeError::Usage(vec![e.to_string()]))?;
             let sink_error = |e: sink::SinkError| match e {
                 sink::SinkError::InUse { .. } => NodeError::Usage(vec![e.to_string()]),
                 e => runtime(e.to_string()),

@@ -6,12 +6,17 @@
 
 mod layers;
 mod paths;
+mod pipeline;
 mod validate;
+mod validate_steps;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::sink::config::{CqlSinkSettings, SinkKind, SinkSettings, WebhookSettings};
 pub use layers::{DEFAULT_TOML, LoadError, load, load_from, parse, parse_from};
+pub use pipeline::SINGLE_STEP;
 pub use validate::validate;
 
 /// The whole effective configuration.
@@ -192,6 +197,250 @@ pub struct Lookup {
     pub memory: MemoryLookup,
     pub cache: LookupCache,
     pub cql: CqlLookup,
+    /// `[lookup.steps.NAME]`: a pipeline of named steps (README "Pipelines"); empty = the
+    /// single lookup above, one step named `lookup`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, Step>,
+}
+
+/// Backend of one pipeline step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepBackend {
+    Memory,
+    Cql,
+    Http,
+}
+
+impl StepBackend {
+    /// The names accepted in the config (`lookup.steps.NAME.backend`).
+    pub const NAMES: &'static [&'static str] = &["memory", "cql", "http"];
+
+    /// Every backend, in the order of [`StepBackend::NAMES`].
+    pub const ALL: [StepBackend; 3] = [StepBackend::Memory, StepBackend::Cql, StepBackend::Http];
+
+    /// The backend named `name` in the config.
+    pub fn from_name(name: &str) -> Option<StepBackend> {
+        Self::ALL.into_iter().find(|b| b.as_str() == name)
+    }
+
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepBackend::Memory => "memory",
+            StepBackend::Cql => "cql",
+            StepBackend::Http => "http",
+        }
+    }
+
+    /// The step keys only this backend reads (the others are [`Step::COMMON_KEYS`]).
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            StepBackend::Memory => &[
+                "table",
+                "key_column",
+                "delay_ms",
+                "fail_ratio",
+                "delay_field",
+                "fail_field",
+            ],
+            StepBackend::Cql => &["query"],
+            StepBackend::Http => &[
+                "url",
+                "method",
+                "result",
+                "headers",
+                "concurrency",
+                "batch_max_keys",
+                "batch_max_ms",
+                "ca_file",
+            ],
+        }
+    }
+
+    /// The backend that reads step key `key`, when only one does.
+    pub fn owning(key: &str) -> Option<StepBackend> {
+        Self::ALL.into_iter().find(|b| b.keys().contains(&key))
+    }
+}
+
+/// What a step's miss does to the record.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOnMiss {
+    /// The step's `into` is `null`; the record goes on (outcome `miss`).
+    Emit,
+    /// The record is dead-lettered, naming the step.
+    DeadLetter,
+    /// As `emit`, and the steps that depend on this one are not run (their `into` is `null`).
+    SkipDependents,
+}
+
+impl StepOnMiss {
+    /// The names accepted in the config (`lookup.steps.NAME.on_miss`).
+    pub const NAMES: &'static [&'static str] = &["emit", "dead_letter", "skip_dependents"];
+}
+
+/// HTTP method of an `http` step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+}
+
+impl HttpMethod {
+    /// The names accepted in the config (`lookup.steps.NAME.method`).
+    pub const NAMES: &'static [&'static str] = &["GET", "POST"];
+}
+
+/// `[lookup.steps.NAME.cache]` (also `cache = { ... }`): a per-step result cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepCache {
+    /// 0 = no cache.
+    #[serde(default)]
+    pub max_entries: u64,
+    #[serde(default = "default_cache_ttl_ms")]
+    pub ttl_ms: u64,
+    /// How long a miss is kept (0 = misses are not cached).
+    #[serde(default)]
+    pub miss_ttl_ms: u64,
+}
+
+impl Default for StepCache {
+    fn default() -> Self {
+        StepCache {
+            max_entries: 0,
+            ttl_ms: default_cache_ttl_ms(),
+            miss_ttl_ms: 0,
+        }
+    }
+}
+
+fn default_cache_ttl_ms() -> u64 {
+    60_000
+}
+
+/// `[lookup.steps.NAME]`: one named lookup of a pipeline. Which keys matter depends on
+/// `backend` (memory: `table`, `key_column`, the simulation keys; cql: `query` over the
+/// shared `[lookup.cql]` session; http: `url`, `method`, `result`, `headers`, the batching
+/// keys, `ca_file`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub backend: StepBackend,
+    /// JSON pointers: one per `?` (cql), the key (memory), `{0}`, `{1}`.. (http). A pointer
+    /// into another step's `into` makes this step run after that one.
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// Where this step's result is merged.
+    pub into: String,
+    #[serde(default = "default_step_on_miss")]
+    pub on_miss: StepOnMiss,
+    /// Steps this one runs after, besides those its binds read.
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default = "default_attempt_timeout_ms")]
+    pub attempt_timeout_ms: u64,
+    #[serde(default)]
+    pub cache: StepCache,
+    /// cql: the statement (one `?` per bind).
+    #[serde(default)]
+    pub query: String,
+    /// memory: the JSONL table and its key column.
+    #[serde(default)]
+    pub table: String,
+    #[serde(default)]
+    pub key_column: String,
+    /// memory: simulated latency, failures (as `[lookup.memory]`).
+    #[serde(default = "default_delay_ms")]
+    pub delay_ms: Vec<u64>,
+    #[serde(default)]
+    pub fail_ratio: f64,
+    #[serde(default)]
+    pub delay_field: String,
+    #[serde(default)]
+    pub fail_field: String,
+    /// http: the URL, `{N}` replaced by `binds[N]` percent-encoded.
+    #[serde(default)]
+    pub url: String,
+    #[serde(default = "default_http_method")]
+    pub method: HttpMethod,
+    /// http: pointer into the answer to merge ("" = the whole answer).
+    #[serde(default)]
+    pub result: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// http: requests in flight to the service from this node.
+    #[serde(default = "default_http_concurrency")]
+    pub concurrency: u64,
+    /// http: > 0 batches up to this many keys per POST.
+    #[serde(default)]
+    pub batch_max_keys: u64,
+    #[serde(default = "default_batch_max_ms")]
+    pub batch_max_ms: u64,
+    /// http: extra root certificates (PEM) for `https://`.
+    #[serde(default)]
+    pub ca_file: String,
+}
+
+fn default_step_on_miss() -> StepOnMiss {
+    StepOnMiss::Emit
+}
+fn default_attempt_timeout_ms() -> u64 {
+    500
+}
+fn default_delay_ms() -> Vec<u64> {
+    vec![0, 0]
+}
+fn default_http_method() -> HttpMethod {
+    HttpMethod::Get
+}
+fn default_http_concurrency() -> u64 {
+    64
+}
+fn default_batch_max_ms() -> u64 {
+    5
+}
+
+impl Step {
+    /// The keys every backend reads.
+    pub const COMMON_KEYS: &'static [&'static str] = &[
+        "backend",
+        "binds",
+        "into",
+        "on_miss",
+        "after",
+        "attempt_timeout_ms",
+        "cache",
+    ];
+
+    /// The keys a step must set (every other key has a default).
+    pub const REQUIRED_KEYS: &'static [&'static str] = &["backend", "into"];
+
+    /// A step with `backend` and `into` and every other key at its default (the serde
+    /// defaults above are the one source of them; the config's step schema is this value).
+    pub fn new(backend: StepBackend, into: &str) -> Step {
+        let mut table = toml::Table::new();
+        table.insert("backend".into(), backend.as_str().into());
+        table.insert("into".into(), into.into());
+        table
+            .try_into()
+            .expect("backend and into are all a step requires")
+    }
+
+    /// The memory-backend keys as `[lookup.memory]` has them.
+    pub fn memory(&self) -> MemoryLookup {
+        MemoryLookup {
+            table: self.table.clone(),
+            key_column: self.key_column.clone(),
+            delay_ms: self.delay_ms.clone(),
+            fail_ratio: self.fail_ratio,
+            delay_field: self.delay_field.clone(),
+            fail_field: self.fail_field.clone(),
+        }
+    }
 }
 
 /// `[lookup.cache]`: optional result cache of the CQL backend.
@@ -201,6 +450,17 @@ pub struct LookupCache {
     /// 0 = no cache.
     pub max_entries: u64,
     pub ttl_ms: u64,
+    /// How long a miss is kept; unset = `ttl_ms` (so it has no value in the defaults
+    /// file), 0 = misses are not cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miss_ttl_ms: Option<u64>,
+}
+
+impl LookupCache {
+    /// How long a miss is kept: `miss_ttl_ms`, else `ttl_ms`.
+    pub fn miss_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.miss_ttl_ms.unwrap_or(self.ttl_ms))
+    }
 }
 
 /// `[lookup.memory]`: the embedded table, also the simulated async function.
@@ -274,9 +534,22 @@ impl Settings {
         toml::from_str(DEFAULT_TOML).expect("the embedded default config matches Settings")
     }
 
-    /// Render as TOML, as `check-config` prints it.
+    /// Render as TOML, as `check-config` prints it. With `[lookup.steps.*]` the
+    /// single-lookup keys and each step's keys of other backends are left out: they are
+    /// not used (and a file holding them would be refused).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let rendered = if self.has_steps() {
+            // Through JSON, whose maps keep the fields' order (TOML tables sort their keys).
+            serde_json::to_value(self)
+                .map_err(|e| e.to_string())
+                .and_then(|mut v| {
+                    pipeline::drop_unused_keys(&mut v);
+                    toml::to_string(&v).map_err(|e| e.to_string())
+                })
+        } else {
+            toml::to_string(self).map_err(|e| e.to_string())
+        };
+        rendered.unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// The node's id: `cluster.node`, else `server.node`, else `$HOSTNAME` (the pod name in

@@ -1,9 +1,11 @@
 //! Value checks that types alone cannot express: ranges, pointers, readable files, where
-//! the sinks' files and the checkpoint directory are.
+//! the sinks' files and the checkpoint directory are. A pipeline's steps are checked by
+//! `validate_steps`.
 
 use std::path::{Path, PathBuf};
 
 use super::paths::{existing_ancestor, resolve, same_file};
+use super::validate_steps::step_problems;
 use super::{Backend, Settings, SinkKind};
 use crate::pointer::Pointer;
 use crate::sink::cql::config::consistency_problem;
@@ -119,11 +121,14 @@ pub fn validate(s: &Settings) -> Vec<String> {
         s.pipeline.timeout_ms >= 1,
         "pipeline.timeout_ms: must be at least 1".into(),
     );
-    for (key, value) in [
+    let mut pointers = vec![
         ("pipeline.key", &s.pipeline.key),
         ("pipeline.id", &s.pipeline.id),
-        ("lookup.into", &s.lookup.into),
-    ] {
+    ];
+    if !s.has_steps() {
+        pointers.push(("lookup.into", &s.lookup.into));
+    }
+    for (key, value) in pointers {
         if let Err(e) = Pointer::parse(value) {
             need(false, format!("{key}: {e}"));
         } else if value.is_empty() {
@@ -157,6 +162,30 @@ pub fn validate(s: &Settings) -> Vec<String> {
         format!("retry.jitter: must be in [0, 1), got {}", s.retry.jitter),
     );
 
+    if s.has_steps() {
+        for problem in step_problems(s) {
+            need(false, problem);
+        }
+    } else {
+        single_lookup(s, &mut need);
+    }
+
+    for (section, sink) in [("output", &s.output), ("dead_letter", &s.dead_letter)] {
+        for problem in sink.problems(section) {
+            need(false, problem);
+        }
+    }
+    need(
+        s.checkpoint.interval_ms >= 1,
+        "checkpoint.interval_ms: must be at least 1".into(),
+    );
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    p.extend(file_problems(s, &base));
+    p
+}
+
+/// `[lookup]` of the single-lookup form (no `[lookup.steps.*]`) and its backend's section.
+fn single_lookup(s: &Settings, need: &mut impl FnMut(bool, String)) {
     need(
         s.lookup.attempt_timeout_ms >= 1,
         "lookup.attempt_timeout_ms: must be at least 1".into(),
@@ -219,19 +248,6 @@ pub fn validate(s: &Settings) -> Vec<String> {
             }
         }
     }
-
-    for (section, sink) in [("output", &s.output), ("dead_letter", &s.dead_letter)] {
-        for problem in sink.problems(section) {
-            need(false, problem);
-        }
-    }
-    need(
-        s.checkpoint.interval_ms >= 1,
-        "checkpoint.interval_ms: must be at least 1".into(),
-    );
-    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    p.extend(file_problems(s, &base));
-    p
 }
 
 /// The checkpoint directory and the file sinks' files, with relative paths resolved against

@@ -94,6 +94,7 @@ impl TestCluster {
             retry: self.config.retry.clone(),
             lookup: self.config.lookup.clone(),
             memory: self.config.memory.clone(),
+            steps: self.config.steps.clone(),
             cql: self.config.cql.clone(),
             checkpoint: self.config.checkpoint.clone(),
             env: self.env.get(i).cloned().unwrap_or_default(),

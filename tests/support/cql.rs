@@ -15,6 +15,13 @@ use sluice_cql_node::{Faults, Node};
 pub const USERS: &str =
     "sluice_demo.users(user_id text PRIMARY KEY, name text, tier text, country text)";
 
+/// The schemas of the pipeline example's tables (`config/pipeline-example.toml`), with
+/// `config/pipeline-users.jsonl` and `config/pipeline-accounts.jsonl` as their rows.
+pub const PIPELINE_USERS: &str =
+    "sluice_demo.users(user_id text PRIMARY KEY, name text, tier text, account_id text)";
+pub const PIPELINE_ACCOUNTS: &str =
+    "sluice_demo.accounts(account_id text PRIMARY KEY, plan text, status text)";
+
 /// A CQL endpoint and, for the test node, its handle.
 pub struct CqlTarget {
     pub addr: String,
@@ -85,6 +92,14 @@ impl CqlTarget {
         self.node()
             .stats()
             .selects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// TCP connections the node accepted.
+    pub fn connections(&self) -> u64 {
+        self.node()
+            .stats()
+            .connections
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

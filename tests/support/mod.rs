@@ -8,6 +8,7 @@ pub mod cql;
 pub mod etcd;
 pub mod faults;
 pub mod leaving;
+pub mod lookup_http;
 pub mod proxy;
 pub mod webhook;
 
@@ -82,6 +83,9 @@ pub struct Config {
     pub retry: String,
     pub lookup: String,
     pub memory: String,
+    /// TOML of `[lookup.steps.*]` tables (a pipeline): when set, `[lookup.memory]` (the
+    /// single lookup's table) is left out.
+    pub steps: String,
     pub cql: String,
     pub checkpoint: String,
     /// TOML for `[output.cql]`; when set, `output.kind = "cql"`.
@@ -110,7 +114,7 @@ impl Config {
         format!(
             "[server]\nbind = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace_ms = 20000\n{}\n\
              [pipeline]\n{}\n[retry]\n{}\n[lookup]\n{}\n\
-             [lookup.memory]\ntable = \"{}\"\n{}\n[lookup.cql]\n{}\n\
+             {}\n[lookup.cql]\n{}\n\
              [output]\nkind = \"{}\"\npath = \"{}\"\n[output.cql]\n{}\n[output.webhook]\n{}\n\
              [dead_letter]\nkind = \"{}\"\npath = \"{}\"\n[dead_letter.webhook]\n{}\n\
              [checkpoint]\ndir = \"{}\"\n{}{}\n[cluster]\n{}\n",
@@ -118,8 +122,15 @@ impl Config {
             self.pipeline,
             self.retry,
             self.lookup,
-            sample_table().display(),
-            self.memory,
+            if self.steps.is_empty() {
+                format!(
+                    "[lookup.memory]\ntable = \"{}\"\n{}",
+                    sample_table().display(),
+                    self.memory
+                )
+            } else {
+                self.steps.clone()
+            },
             self.cql,
             if !self.output_cql.is_empty() {
                 "cql"
